@@ -1,0 +1,85 @@
+"""A chain of coders: the first codes the symbols, each next one codes the previous one's bytes.
+
+``huffman+zstd`` lets zstd find the repeats Huffman cannot see; ``raw:5+zstd`` packs indices
+before compressing them. A chain is itself a coder, so chains may nest.
+
+Stream layout: one varint per intermediate stream (the output length of every stage but the
+last, first stage first), then the last stage's output. Decoding runs the stages backwards, and
+each stage needs the symbol count of its output, which is the recorded length of the stream
+before it (``count`` for the first stage).
+
+The recorded lengths are untrusted. Each is checked against the largest output its stage could
+produce from the stream before it, :meth:`Coder.max_encoded_size`, before any stage decodes; a
+stage's decoder allocates only about as much as its ``count``, so a forged length can make the
+chain allocate at most a constant (the product of the stages' expansion bounds, a few for the
+shipped coders) times ``count``, plus a constant.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from onnxdc.coders.base import Coder, check_count, check_symbols, read_varint, write_varint
+from onnxdc.coders.registry import get_coder, register_coder
+from onnxdc.errors import CoderError, ConfigError
+
+
+@register_coder
+class ChainCoder(Coder):
+    """Apply ``coders`` in order when encoding, in reverse when decoding.
+
+    Args:
+        coders: Two or more coder configs (dicts with an ``"id"``), first stage first.
+    """
+
+    coder_id = "chain"
+
+    def __init__(self, coders: list[dict[str, Any]]) -> None:
+        if not isinstance(coders, list) or len(coders) < 2:
+            raise ConfigError(f"chain coders must be a list of at least 2 configs, got {coders!r}")
+        self.stages = [get_coder(config) for config in coders]
+
+    def get_config(self) -> dict[str, Any]:
+        return {"id": self.coder_id, "coders": [stage.get_config() for stage in self.stages]}
+
+    def max_encoded_size(self, count: int) -> int:
+        size = count
+        header = 0
+        for stage in self.stages[:-1]:
+            size = stage.max_encoded_size(size)
+            header += len(write_varint(size))
+        return header + self.stages[-1].max_encoded_size(size)
+
+    def encode(self, symbols: np.ndarray) -> bytes:
+        data = check_symbols(symbols)
+        header = bytearray()
+        for stage in self.stages[:-1]:
+            out = stage.encode(data)
+            header += write_varint(len(out))
+            data = np.frombuffer(out, dtype=np.uint8)
+        return bytes(header) + self.stages[-1].encode(data)
+
+    def decode(self, buf: bytes, *, count: int) -> np.ndarray:
+        """Decode the last stage first, each with the recorded length of its output.
+
+        Raises:
+            CoderError: a recorded length is truncated or larger than its stage can produce, or
+                any stage fails to decode.
+        """
+        counts = [check_count(count)]
+        pos = 0
+        for stage in self.stages[:-1]:
+            size, pos = read_varint(buf, pos)
+            bound = stage.max_encoded_size(counts[-1])
+            if size > bound:
+                raise CoderError(
+                    f"chain stage {stage.coder_id!r} output of {size} bytes exceeds its bound "
+                    f"{bound} for {counts[-1]} symbols"
+                )
+            counts.append(size)
+        data = self.stages[-1].decode(buf[pos:], count=counts.pop())
+        for stage in reversed(self.stages[:-1]):
+            data = stage.decode(data.tobytes(), count=counts.pop())
+        return data

@@ -1,0 +1,375 @@
+"""Length-limited canonical Huffman coding, vectorized with numpy.
+
+Code lengths come from package-merge, which is optimal under the ``max_bits`` limit (and equal to
+plain Huffman when the limit does not bind). Codes are canonical, so the stream stores lengths
+only. To decode without a Python loop per symbol, the symbols are cut into byte-aligned blocks
+that are decoded in lock-step: each loop step decodes one symbol in every block at once with a
+table lookup, so the loop runs ``block_size`` times, not ``count`` times.
+
+Stream layout (the empty stream codes zero symbols)::
+
+    byte    L            longest code length, 0..max_bits; 0 means one distinct symbol
+    byte    max_symbol   largest symbol present
+    -- if L == 0 the stream ends here and decodes to ``count`` copies of max_symbol --
+    bytes   lengths      code lengths of symbols 0..max_symbol, 4 bits each (5 when L == 16),
+                         MSB first, zero-padded to a byte (the RawCoder layout)
+    varint  block_size   symbols per block, 1..count; the last block holds the rest
+    byte    width        byte width of each block size below: 1, 2, 4 or 8, the smallest that fits
+    bytes   sizes        byte size of every block but the last, little-endian
+    bytes   blocks       back to back; the last block takes the rest of the stream
+
+Each block holds its symbols' codes MSB first, zero-padded to a whole byte. The decoder accepts
+only what the encoder writes: a complete prefix code (Kraft sum exactly 1), lengths within
+``max_bits``, blocks that end in their last byte with zero padding, and no trailing bytes.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from onnxdc.coders.base import (
+    Coder,
+    check_count,
+    check_int_param,
+    check_symbols,
+    read_varint,
+    write_varint,
+)
+from onnxdc.coders.raw import RawCoder, packed_size
+from onnxdc.coders.registry import register_coder
+from onnxdc.errors import CoderError
+
+_LIMIT_BITS = 16  # longest code the 24-bit peek window below can read at any bit offset
+_ENCODE_CHUNK = 1 << 20  # symbols packed at once, to bound the encoder's temporary arrays
+_CHECK_EVERY = 64  # decode steps between overrun checks; sets the read padding below
+_READ_PAD = 2 * _CHECK_EVERY + 3  # >= bytes a block can overrun between checks, plus the window
+_SIZE_WIDTHS = (1, 2, 4, 8)
+
+
+def huffman_code_lengths(counts: np.ndarray, max_bits: int) -> np.ndarray:
+    """Return optimal code lengths of at most ``max_bits`` bits for symbol ``counts``.
+
+    Uses package-merge: for each level from ``max_bits`` up to 1, the items of the level below are
+    paired into packages and merged with the leaves; the ``2n - 2`` cheapest items of the top
+    level pick the lengths. A symbol of count 0 gets length 0, and so does the only symbol of a
+    one-symbol alphabet (its stream needs no bits at all).
+
+    Raises:
+        ConfigError: ``max_bits`` is not in 1..16.
+        CoderError: more distinct symbols than ``2**max_bits`` codes can tell apart.
+    """
+    check_int_param("huffman", "max_bits", max_bits, 1, _LIMIT_BITS)
+    counts = np.asarray(counts, dtype=np.int64)
+    if counts.ndim != 1 or (counts < 0).any():
+        raise ValueError("counts must be a 1-D array of non-negative integers")
+    lengths = np.zeros(counts.size, dtype=np.uint8)
+    used = np.flatnonzero(counts)
+    n = used.size
+    if n <= 1:
+        return lengths
+    if n > 1 << max_bits:
+        raise CoderError(f"{n} distinct symbols need codes longer than max_bits={max_bits}")
+    order = used[np.argsort(counts[used], kind="stable")]  # ascending count, ties by symbol
+    leaves = counts[order]
+    leaf_flags = [np.ones(n, dtype=bool)]  # per level, deepest first: which items are leaves
+    items = leaves
+    for _ in range(max_bits - 1):
+        pairs = items.size // 2
+        packages = items[0 : 2 * pairs : 2] + items[1 : 2 * pairs : 2]
+        merged = np.concatenate([leaves, packages])
+        by_weight = np.argsort(merged, kind="stable")  # leaves first on ties
+        items = merged[by_weight]
+        leaf_flags.append(by_weight < n)
+    # Walk from the top level down: the leaves among the selected items are the cheapest ones
+    # (they are merged in ascending order), and each selected package selects two items below.
+    depth = np.zeros(n + 1, dtype=np.int64)
+    take = 2 * n - 2
+    for flags in reversed(leaf_flags):
+        taken_leaves = int(np.count_nonzero(flags[:take]))
+        depth[0] += 1
+        depth[taken_leaves] -= 1
+        take = 2 * (take - taken_leaves)
+    lengths[order] = np.cumsum(depth[:n])
+    return lengths
+
+
+def payload_bits(counts: np.ndarray, lengths: np.ndarray) -> int:
+    """Return the payload size in bits of symbols with these ``counts`` coded at ``lengths``."""
+    return int(np.dot(np.asarray(counts, dtype=np.int64), np.asarray(lengths, dtype=np.int64)))
+
+
+@register_coder
+class HuffmanCoder(Coder):
+    """Canonical Huffman coder with codes of at most ``max_bits`` bits.
+
+    Args:
+        max_bits: Longest allowed code, 1..16; the symbols present must fit
+            (``ceil(log2(distinct symbols)) <= max_bits``), which is checked at encode.
+        block_size: Symbols per independently decodable block; 0 picks a size from the count.
+    """
+
+    coder_id = "huffman"
+
+    def __init__(self, max_bits: int = 15, block_size: int = 0) -> None:
+        self.max_bits = check_int_param(self.coder_id, "max_bits", max_bits, 1, _LIMIT_BITS)
+        self.block_size = check_int_param(self.coder_id, "block_size", block_size, 0, 2**62)
+
+    def get_config(self) -> dict[str, Any]:
+        return {"id": self.coder_id, "max_bits": self.max_bits, "block_size": self.block_size}
+
+    def max_encoded_size(self, count: int) -> int:
+        if count == 0:
+            return 0
+        block = self._block_size_for(count)
+        nblocks = -(-count // block)
+        # Header, a size per block but the last, and at most 16 bits (2 bytes) per symbol.
+        header = 2 + packed_size(256, 5) + len(write_varint(block)) + 1
+        return header + (nblocks - 1) * _size_width(2 * block) + 2 * count
+
+    def _block_size_for(self, count: int) -> int:
+        """Pick the block size: about ``8 * sqrt(count)`` balances loop steps and header bytes."""
+        block = self.block_size
+        if block == 0:
+            block = -(-max(4096, math.ceil(8 * math.sqrt(count))) // 1024) * 1024
+        return min(block, count)
+
+    def encode(self, symbols: np.ndarray) -> bytes:
+        """Encode ``symbols``.
+
+        Raises:
+            CoderError: the symbols present do not fit in codes of ``max_bits`` bits.
+        """
+        symbols = check_symbols(symbols)
+        count = symbols.size
+        if count == 0:
+            return b""
+        counts = np.bincount(symbols, minlength=256)
+        lengths = huffman_code_lengths(counts, self.max_bits)
+        longest = int(lengths.max())
+        max_symbol = int(np.flatnonzero(counts)[-1])
+        head = bytes([longest, max_symbol])
+        if longest == 0:
+            return head
+        width = 5 if longest == _LIMIT_BITS else 4
+        head += RawCoder(width).encode(lengths[: max_symbol + 1])
+        block = self._block_size_for(count)
+        head += write_varint(block)
+        codes = _canonical_codes(lengths, longest)
+        code_bits = lengths.astype(np.int64)
+        step = max(1, _ENCODE_CHUNK // block) * block
+        parts = [
+            _pack_blocks(symbols[i : i + step], code_bits, codes, block)
+            for i in range(0, count, step)
+        ]
+        sizes = np.concatenate([p[1] for p in parts])[:-1]
+        size_width = _size_width(int(sizes.max()) if sizes.size else 0)
+        head += bytes([size_width]) + sizes.astype(f"<u{size_width}").tobytes()
+        return head + b"".join(p[0] for p in parts)
+
+    def decode(self, buf: bytes, *, count: int) -> np.ndarray:
+        """Decode exactly ``count`` symbols, validating every header field and block.
+
+        Raises:
+            CoderError: the stream is truncated, malformed, or holds trailing bytes.
+        """
+        count = check_count(count)
+        if count == 0:
+            if len(buf):
+                raise CoderError(f"huffman stream of 0 symbols must be empty, got {len(buf)} bytes")
+            return np.zeros(0, dtype=np.uint8)
+        if len(buf) < 2:
+            raise CoderError(f"huffman stream of {len(buf)} bytes is too short for its header")
+        longest, max_symbol = buf[0], buf[1]
+        if longest > self.max_bits:
+            raise CoderError(f"huffman code length {longest} exceeds max_bits={self.max_bits}")
+        if longest == 0:
+            if len(buf) != 2:
+                raise CoderError(f"one-symbol huffman stream has {len(buf) - 2} trailing bytes")
+            return np.full(count, max_symbol, dtype=np.uint8)
+        lengths, pos = _read_lengths(buf, 2, longest, max_symbol)
+        block, pos = read_varint(buf, pos)
+        if not 1 <= block <= count:
+            raise CoderError(f"huffman block size {block} is outside 1..{count}")
+        sizes, pos = _read_block_sizes(buf, pos, nblocks=-(-count // block))
+        payload = np.frombuffer(buf, dtype=np.uint8)[pos:]
+        if count * int(lengths[lengths > 0].min()) > 8 * payload.size:
+            raise CoderError(
+                f"huffman payload of {payload.size} bytes is too short for {count} symbols"
+            )
+        if int(sizes.sum()) > payload.size:
+            raise CoderError(
+                f"huffman block sizes add up to {int(sizes.sum())} bytes, payload has {payload.size}"
+            )
+        sizes = np.append(sizes, payload.size - sizes.sum())
+        return _decode_blocks(payload, sizes, lengths, longest, count, block)
+
+
+def _size_width(value: int) -> int:
+    """Return the smallest width in :data:`_SIZE_WIDTHS` whose bytes can hold ``value``."""
+    return next(w for w in _SIZE_WIDTHS if value < 1 << (8 * w))
+
+
+def _canonical_order(lengths: np.ndarray, longest: int) -> tuple[np.ndarray, np.ndarray]:
+    """Return the coded symbols in canonical order and the span of each in a ``longest``-bit table.
+
+    Canonical codes are handed out in order of (length, symbol), so in a table indexed by the
+    next ``longest`` bits each symbol owns ``2**(longest - length)`` consecutive entries, in
+    that order. Both the codes and the decoding table follow from these spans.
+    """
+    used = np.flatnonzero(lengths)
+    order = used[np.argsort(lengths[used], kind="stable")]
+    spans = np.left_shift(1, longest - lengths[order].astype(np.int64))
+    return order, spans
+
+
+def _canonical_codes(lengths: np.ndarray, longest: int) -> np.ndarray:
+    """Return each symbol's canonical code (0 for unused symbols) as ``uint64``."""
+    order, spans = _canonical_order(lengths, longest)
+    codes = np.zeros(lengths.size, dtype=np.uint64)
+    first_entry = np.cumsum(spans) - spans
+    codes[order] = (first_entry >> (longest - lengths[order].astype(np.int64))).astype(np.uint64)
+    return codes
+
+
+def _pack_blocks(
+    symbols: np.ndarray, code_bits: np.ndarray, codes: np.ndarray, block: int
+) -> tuple[bytes, np.ndarray]:
+    """Pack ``symbols`` into byte-aligned blocks of ``block`` symbols; return bytes and sizes.
+
+    ``code_bits`` (``int64``) and ``codes`` (``uint64``) map each symbol to its code length and
+    canonical code.
+
+    Every code's bit offset comes from a cumulative sum, shifted so each block starts on a
+    byte. A code (at most 16 bits) touches at most two 64-bit words: the part in its first word
+    is summed per word (codes in one word occupy disjoint bits, so the sum is their OR) and the
+    part spilling into the next word is OR-ed in; only the symbol crossing a word boundary
+    spills, so those targets are distinct.
+    """
+    n = symbols.size
+    nbits = code_bits[symbols]
+    code = codes[symbols]
+    starts = np.arange(0, n, block)
+    block_bytes = (np.add.reduceat(nbits, starts) + 7) >> 3
+    block_first_bit = 8 * (np.cumsum(block_bytes) - block_bytes)
+    offset = np.cumsum(nbits) - nbits
+    offset += np.repeat(block_first_bit - offset[starts], block)[:n]
+    total = int(block_bytes.sum())
+    word = offset >> 6
+    end = (offset & 63) + nbits
+    first_part = (code >> np.maximum(end - 64, 0).astype(np.uint64)) << np.maximum(
+        64 - end, 0
+    ).astype(np.uint64)
+    words = np.zeros((total + 7) // 8, dtype=np.uint64)
+    run_starts = np.flatnonzero(np.diff(word, prepend=-1))
+    words[word[run_starts]] = np.add.reduceat(first_part, run_starts)
+    spill = end > 64
+    words[word[spill] + 1] |= code[spill] << (128 - end[spill]).astype(np.uint64)
+    return words.astype(">u8").tobytes()[:total], block_bytes
+
+
+def _read_lengths(buf: bytes, pos: int, longest: int, max_symbol: int) -> tuple[np.ndarray, int]:
+    """Read and validate the code-length table; return it and the position after it."""
+    width = 5 if longest == _LIMIT_BITS else 4
+    nbytes = packed_size(max_symbol + 1, width)
+    if pos + nbytes > len(buf):
+        raise CoderError(f"huffman code-length table needs {nbytes} bytes, {len(buf) - pos} left")
+    lengths = RawCoder(width).decode(buf[pos : pos + nbytes], count=max_symbol + 1)
+    if int(lengths.max()) != longest:
+        raise CoderError(
+            f"huffman header says the longest code is {longest} bits, table has {int(lengths.max())}"
+        )
+    if lengths[max_symbol] == 0:
+        raise CoderError(f"huffman max_symbol {max_symbol} has no code")
+    used = lengths[lengths > 0].astype(np.int64)
+    if int(np.left_shift(1, longest - used).sum()) != 1 << longest:
+        raise CoderError("huffman code lengths do not form a complete prefix code")
+    return lengths, pos + nbytes
+
+
+def _read_block_sizes(buf: bytes, pos: int, nblocks: int) -> tuple[np.ndarray, int]:
+    """Read the sizes of all blocks but the last; return them and the position after them."""
+    if pos >= len(buf):
+        raise CoderError("huffman stream ends before its block-size width")
+    width = buf[pos]
+    pos += 1
+    if width not in _SIZE_WIDTHS:
+        raise CoderError(f"huffman block-size width must be one of {_SIZE_WIDTHS}, got {width}")
+    nbytes = (nblocks - 1) * width
+    if nbytes > len(buf) - pos:
+        raise CoderError(
+            f"huffman stream has {len(buf) - pos} bytes left, {nblocks - 1} block sizes need {nbytes}"
+        )
+    if nblocks == 1:
+        sizes = np.zeros(0, dtype=np.int64)
+    else:
+        sizes = np.frombuffer(buf, dtype=f"<u{width}", count=nblocks - 1, offset=pos)
+    top = int(sizes.max()) if sizes.size else 0
+    if _size_width(top) != width:
+        raise CoderError(f"huffman block sizes use {width} bytes where {_size_width(top)} suffice")
+    if top > len(buf):
+        raise CoderError(f"huffman block size {top} exceeds the stream size {len(buf)}")
+    return sizes.astype(np.int64), pos + nbytes
+
+
+def _decode_blocks(
+    payload: np.ndarray,
+    sizes: np.ndarray,
+    lengths: np.ndarray,
+    longest: int,
+    count: int,
+    block: int,
+) -> np.ndarray:
+    """Decode every block in lock-step and check that each ends exactly in its last byte."""
+    order, spans = _canonical_order(lengths, longest)
+    symbol_of = np.repeat(order.astype(np.uint8), spans)
+    length_of = np.repeat(lengths[order].astype(np.int64), spans)
+    # A 24-bit window starting at every byte holds the next ``longest`` (<= 16) bits at any bit
+    # offset (<= 7). The zero padding keeps reads in bounds between overrun checks.
+    data = np.zeros(payload.size + _READ_PAD, dtype=np.uint32)
+    data[: payload.size] = payload
+    window = (data[:-2] << 16) | (data[1:-1] << 8) | data[2:]
+    start = 8 * (np.cumsum(sizes) - sizes)
+    end = start + 8 * sizes
+    nblocks = sizes.size
+    last_count = count - (nblocks - 1) * block
+    out = np.empty((block, nblocks), dtype=np.uint8)
+    pos = start.copy()
+    tables = (window, symbol_of, length_of, 24 - longest, (1 << longest) - 1)
+    _lockstep(pos, end, out[:last_count], tables)
+    if last_count < block:  # the last block is done; the others go on
+        _lockstep(pos[:-1], end[:-1], out[last_count:, :-1], tables)
+    slack = end - pos
+    bad = np.flatnonzero((slack < 0) | (slack >= 8))
+    if bad.size:
+        i = int(bad[0])
+        raise CoderError(
+            f"huffman block {i} has {int(sizes[i])} bytes but its codes take {int(pos[i] - start[i])} bits"
+        )
+    last_byte = payload[(end >> 3) - 1].astype(np.int64)
+    if (last_byte & ((1 << slack) - 1)).any():
+        raise CoderError("huffman block has non-zero padding bits")
+    return out.T.reshape(-1)[:count]
+
+
+def _lockstep(
+    pos: np.ndarray,
+    end: np.ndarray,
+    out: np.ndarray,
+    tables: tuple[np.ndarray, np.ndarray, np.ndarray, int, int],
+) -> None:
+    """Decode ``out.shape[0]`` symbols from each block, advancing the bit positions ``pos``.
+
+    Row ``t`` of ``out`` receives symbol ``t`` of every block. Every :data:`_CHECK_EVERY` steps
+    the positions are checked against the block ends, so corrupt data stops early and the peek
+    never runs past the read padding.
+    """
+    window, symbol_of, length_of, base, mask = tables
+    for t in range(out.shape[0]):
+        peek = (window[pos >> 3] >> (base - (pos & 7))) & mask
+        np.take(symbol_of, peek, out=out[t])
+        pos += length_of[peek]
+        if t % _CHECK_EVERY == _CHECK_EVERY - 1 and (pos > end).any():
+            raise CoderError("huffman block runs past its end")

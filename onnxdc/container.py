@@ -1,0 +1,344 @@
+"""The ``.onnxdc`` container, format version 1 (specified in ``docs/format.md``).
+
+Layout::
+
+    magic (8) | major u16 | minor u16 | header_length u64 | header_crc32 u32 | header | payload
+
+All integers are little-endian. The header is UTF-8 JSON; the payload is the concatenation of the
+streams the header lists, back to back from offset 0, covering the rest of the file exactly. Every
+stream and the header carry a CRC-32.
+
+The reader validates in a fixed order and raises one :class:`~onnxdc.errors.ContainerError` per
+failure, naming what is wrong and where, before it allocates anything a declared size asks for.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import struct
+import zlib
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import zstandard
+
+from onnxdc.coders import get_coder
+from onnxdc.coders.zstd import ZstdCoder
+from onnxdc.errors import ContainerError, OnnxdcError
+
+MAGIC = b"\x89ONNXDC\n"
+MAJOR_VERSION = 1
+MINOR_VERSION = 0
+_PREFIX = struct.Struct("<8sHHQI")
+PREFIX_SIZE = _PREFIX.size  # 24
+MAX_HEADER_BYTES = 256 * 1024 * 1024  # cap on the stored and the decoded header
+#: Default cap on the bytes one tensor, or one stream's symbols, may declare (16 GiB).
+DEFAULT_MAX_TENSOR_BYTES = 1 << 34
+
+_HEADER_KEYS = {"producer", "metadata", "skeleton", "streams", "tensors"}
+_STREAM_KEYS = {"offset", "length", "crc32", "count", "coder"}
+_TENSOR_KEYS = {"slot", "path", "name", "dtype", "shape", "nbytes", "crc32", "encoding", "params", "streams"}
+
+
+@dataclass(frozen=True)
+class StreamInfo:
+    """Where one coded stream lives in the payload and how to decode it."""
+
+    offset: int
+    length: int
+    crc32: int
+    count: int
+    coder: dict[str, Any]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"offset": self.offset, "length": self.length, "crc32": self.crc32,
+                "count": self.count, "coder": self.coder}
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    """One stored tensor: where it goes in the model, what it is, and which streams rebuild it.
+
+    ``nbytes`` and ``crc32`` describe the decoded raw_data bytes, checked after decoding so that a
+    coder bug cannot pass silently.
+    """
+
+    slot: int
+    path: str
+    name: str
+    dtype: int
+    shape: tuple[int, ...]
+    nbytes: int
+    crc32: int
+    encoding: str
+    params: dict[str, Any]
+    streams: dict[str, int]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"slot": self.slot, "path": self.path, "name": self.name, "dtype": self.dtype,
+                "shape": list(self.shape), "nbytes": self.nbytes, "crc32": self.crc32,
+                "encoding": self.encoding, "params": self.params, "streams": self.streams}
+
+
+@dataclass(frozen=True)
+class Header:
+    """The container header (everything but the payload)."""
+
+    producer: str
+    metadata: dict[str, Any]
+    skeleton: int
+    streams: tuple[StreamInfo, ...]
+    tensors: tuple[TensorInfo, ...]
+
+    def to_bytes(self) -> bytes:
+        """The header as stored: compact, key-sorted JSON in one zstd frame."""
+        return ZstdCoder(level=19).encode(np.frombuffer(self.to_json_bytes(), dtype=np.uint8))
+
+    def to_json_bytes(self) -> bytes:
+        obj = {"producer": self.producer, "metadata": self.metadata, "skeleton": self.skeleton,
+               "streams": [s.to_json() for s in self.streams],
+               "tensors": [t.to_json() for t in self.tensors]}
+        return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
+                          allow_nan=False).encode("utf-8")
+
+
+@dataclass
+class ContainerWriter:
+    """Collects coded streams, then lays out the container bytes.
+
+    Streams are added in the order they will sit in the payload; :meth:`add_stream` returns the
+    index a tensor entry refers to.
+    """
+
+    streams: list[StreamInfo] = field(default_factory=list)
+    chunks: list[bytes] = field(default_factory=list)
+    _size: int = 0
+
+    def add_stream(self, data: bytes, *, count: int, coder: dict[str, Any]) -> int:
+        self.streams.append(StreamInfo(self._size, len(data), zlib.crc32(data), count, coder))
+        self.chunks.append(data)
+        self._size += len(data)
+        return len(self.streams) - 1
+
+    def header(self, *, producer: str, metadata: dict[str, Any], skeleton: int,
+               tensors: list[TensorInfo]) -> Header:
+        return Header(producer, metadata, skeleton, tuple(self.streams), tuple(tensors))
+
+    def to_bytes(self, header: Header) -> bytes:
+        hbytes = header.to_bytes()
+        prefix = _PREFIX.pack(MAGIC, MAJOR_VERSION, MINOR_VERSION, len(hbytes), zlib.crc32(hbytes))
+        return b"".join([prefix, hbytes, *self.chunks])
+
+
+# --------------------------------------------------------------------------- reading
+
+
+@dataclass(frozen=True)
+class Container:
+    """A validated container: its header and a view of its payload."""
+
+    header: Header
+    payload: memoryview
+    version: tuple[int, int]
+    header_size: int
+
+    def stream_bytes(self, index: int) -> bytes:
+        s = self.header.streams[index]
+        return bytes(self.payload[s.offset:s.offset + s.length])
+
+    def decode_stream(self, index: int) -> np.ndarray:
+        """Decode stream ``index`` into its ``count`` uint8 symbols (errors become ContainerError)."""
+        s = self.header.streams[index]
+        coder = get_coder(s.coder)  # validated at read time, cannot fail here
+        try:
+            out = coder.decode(self.stream_bytes(index), count=s.count)
+        except OnnxdcError as exc:
+            raise ContainerError(f"stream {index}: {exc}") from None
+        if out.shape != (s.count,):
+            raise ContainerError(f"stream {index}: decoded {out.size} symbols, header says {s.count}")
+        return out
+
+
+def read_container(data: bytes | memoryview, *, max_tensor_bytes: int = DEFAULT_MAX_TENSOR_BYTES) -> Container:
+    """Parse and validate container bytes.
+
+    Checks, in this order: length of the fixed prefix, magic, major version, header length cap and
+    bounds, header CRC, UTF-8, JSON, schema, streams (back to back, covering the payload, CRCs),
+    tensors (dtype, shape, sizes, stream references). Each failure is its own ContainerError.
+    """
+    buf = memoryview(data)
+    if len(buf) < PREFIX_SIZE:
+        raise ContainerError(f"file too short ({len(buf)} bytes) to be an onnxdc container (needs {PREFIX_SIZE})")
+    magic, major, minor, hlen, hcrc = _PREFIX.unpack(buf[:PREFIX_SIZE])
+    if magic != MAGIC:
+        raise ContainerError(f"not an onnxdc container (bad magic {bytes(magic)!r})")
+    if major != MAJOR_VERSION:
+        raise ContainerError(
+            f"unsupported container version {major}.{minor}; this onnxdc reads up to {MAJOR_VERSION}.x"
+        )
+    if hlen > MAX_HEADER_BYTES:
+        raise ContainerError(f"header length ({hlen}) exceeds the cap ({MAX_HEADER_BYTES})")
+    if PREFIX_SIZE + hlen > len(buf):
+        raise ContainerError(f"header length ({hlen}) exceeds file size ({len(buf)})")
+    hbytes = bytes(buf[PREFIX_SIZE:PREFIX_SIZE + hlen])
+    if zlib.crc32(hbytes) != hcrc:
+        raise ContainerError("header checksum mismatch (file corrupted)")
+    size = _frame_size(hbytes)
+    if size < 0:
+        raise ContainerError("header is not a zstd frame with a declared size")
+    if size > MAX_HEADER_BYTES:
+        raise ContainerError(f"decoded header size ({size}) exceeds the cap ({MAX_HEADER_BYTES})")
+    try:
+        raw_header = ZstdCoder().decode(hbytes, count=size).tobytes()
+    except OnnxdcError as exc:
+        raise ContainerError(f"header does not decompress ({exc})") from None
+    try:
+        text = raw_header.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ContainerError("header is not valid UTF-8") from None
+    try:
+        obj = json.loads(text, object_pairs_hook=_no_duplicate_keys, parse_constant=_no_constant)
+    except (ValueError, RecursionError) as exc:
+        raise ContainerError(f"header is not valid JSON ({exc})") from None
+    payload = buf[PREFIX_SIZE + hlen:]
+    header = _parse_header(obj, len(payload), max_tensor_bytes)
+    for i, s in enumerate(header.streams):
+        if zlib.crc32(payload[s.offset:s.offset + s.length]) != s.crc32:
+            raise ContainerError(f"stream {i} checksum mismatch (file corrupted)")
+    return Container(header, payload, (major, minor), PREFIX_SIZE + hlen)
+
+
+def _frame_size(frame: bytes) -> int:
+    """The content size a zstd frame declares, or -1 if it declares none or is not one frame."""
+    try:
+        return zstandard.frame_content_size(frame)
+    except zstandard.ZstdError:
+        return -1
+
+
+def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in pairs:
+        if k in out:
+            raise ValueError(f"duplicate key {k!r}")
+        out[k] = v
+    return out
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"non-finite number {name}")
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _check_keys(obj: Any, allowed: set[str], what: str) -> dict[str, Any]:
+    if not isinstance(obj, dict):
+        raise ContainerError(f"{what} must be a JSON object, found {type(obj).__name__}")
+    missing = allowed - obj.keys()
+    if missing:
+        raise ContainerError(f"{what} lacks key(s) {', '.join(sorted(missing))}")
+    unknown = obj.keys() - allowed
+    if unknown:
+        raise ContainerError(f"{what} has unknown key(s) {', '.join(sorted(unknown))}")
+    return obj
+
+
+def _nonneg_int(v: Any, what: str, cap: int = 1 << 62) -> int:
+    if not _is_int(v) or v < 0 or v > cap:
+        raise ContainerError(f"{what} must be an integer in [0, {cap}], found {v!r}")
+    return v
+
+
+def _parse_header(obj: Any, payload_size: int, max_tensor_bytes: int) -> Header:
+    _check_keys(obj, _HEADER_KEYS, "header")
+    if not isinstance(obj["producer"], str):
+        raise ContainerError("header.producer must be a string")
+    if not isinstance(obj["metadata"], dict):
+        raise ContainerError("header.metadata must be an object")
+    if not isinstance(obj["streams"], list) or not isinstance(obj["tensors"], list):
+        raise ContainerError("header.streams and header.tensors must be arrays")
+    streams = tuple(_parse_stream(i, s, max_tensor_bytes) for i, s in enumerate(obj["streams"]))
+    end = 0
+    for i, s in enumerate(streams):
+        if s.offset != end:
+            raise ContainerError(f"stream {i} offset ({s.offset}) is not back to back (expected {end})")
+        end += s.length
+        if end > payload_size:
+            raise ContainerError(f"stream {i} end ({end}) exceeds payload size ({payload_size})")
+    if end != payload_size:
+        raise ContainerError(f"streams cover {end} bytes but the payload holds {payload_size} (trailing data)")
+    skeleton = _nonneg_int(obj["skeleton"], "header.skeleton")
+    if skeleton >= len(streams):
+        raise ContainerError(f"skeleton stream {skeleton} does not exist ({len(streams)} streams)")
+    used = {skeleton}
+    tensors = []
+    slots: set[int] = set()
+    from onnxdc.encodings import validate_tensor  # late import: encodings import this module
+
+    for i, t in enumerate(obj["tensors"]):
+        info = _parse_tensor(i, t, max_tensor_bytes)
+        if info.slot in slots:
+            raise ContainerError(f"tensor {i} ({info.name!r}) reuses slot {info.slot}")
+        slots.add(info.slot)
+        for role, idx in info.streams.items():
+            if idx >= len(streams):
+                raise ContainerError(f"tensor {info.name!r} stream {role!r} refers to missing stream {idx}")
+            if idx in used:
+                raise ContainerError(f"tensor {info.name!r} stream {role!r} reuses stream {idx}")
+            used.add(idx)
+        validate_tensor(info, streams)
+        tensors.append(info)
+    if len(used) != len(streams):
+        raise ContainerError(f"{len(streams) - len(used)} stream(s) belong to no tensor")
+    return Header(obj["producer"], obj["metadata"], skeleton, streams, tuple(tensors))
+
+
+def _parse_stream(i: int, s: Any, max_bytes: int) -> StreamInfo:
+    _check_keys(s, _STREAM_KEYS, f"stream {i}")
+    info = StreamInfo(
+        offset=_nonneg_int(s["offset"], f"stream {i} offset"),
+        length=_nonneg_int(s["length"], f"stream {i} length"),
+        crc32=_nonneg_int(s["crc32"], f"stream {i} crc32", 0xFFFFFFFF),
+        count=_nonneg_int(s["count"], f"stream {i} count", max_bytes),
+        coder=s["coder"],
+    )
+    try:
+        get_coder(info.coder)
+    except (OnnxdcError, RecursionError) as exc:
+        raise ContainerError(f"stream {i} has a bad coder config: {exc}") from None
+    return info
+
+
+def _parse_tensor(i: int, t: Any, max_bytes: int) -> TensorInfo:
+    _check_keys(t, _TENSOR_KEYS, f"tensor {i}")
+    if not isinstance(t["name"], str) or not isinstance(t["path"], str):
+        raise ContainerError(f"tensor {i} name and path must be strings")
+    shape = t["shape"]
+    if not isinstance(shape, list) or len(shape) > 64:
+        raise ContainerError(f"tensor {t['name']!r} shape must be an array of at most 64 dims")
+    dims = tuple(_nonneg_int(d, f"tensor {t['name']!r} dim", max_bytes) for d in shape)
+    if math.prod(dims) > max_bytes:
+        raise ContainerError(
+            f"tensor {t['name']!r} declares {math.prod(dims)} elements, over the limit ({max_bytes})"
+        )
+    if not isinstance(t["params"], dict) or not isinstance(t["streams"], dict):
+        raise ContainerError(f"tensor {t['name']!r} params and streams must be objects")
+    if not isinstance(t["encoding"], str):
+        raise ContainerError(f"tensor {t['name']!r} encoding must be a string")
+    streams = {str(k): _nonneg_int(v, f"tensor {t['name']!r} stream {k!r}") for k, v in t["streams"].items()}
+    return TensorInfo(
+        slot=_nonneg_int(t["slot"], f"tensor {t['name']!r} slot"),
+        path=t["path"],
+        name=t["name"],
+        dtype=_nonneg_int(t["dtype"], f"tensor {t['name']!r} dtype", 64),
+        shape=dims,
+        nbytes=_nonneg_int(t["nbytes"], f"tensor {t['name']!r} nbytes", max_bytes),
+        crc32=_nonneg_int(t["crc32"], f"tensor {t['name']!r} crc32", 0xFFFFFFFF),
+        encoding=t["encoding"],
+        params=t["params"],
+        streams=streams,
+    )

@@ -1,0 +1,86 @@
+"""Tensor encodings: how a stored tensor's streams rebuild its raw bytes.
+
+Each encoding is a module-level pair of functions registered here by name: ``validate(info,
+streams)`` checks a header entry before anything is decoded (so declared sizes are consistent with
+the streams before allocation), and ``decode(info, container)`` returns the tensor's raw_data bytes.
+The container reader calls :func:`validate_tensor`; the pipeline calls :func:`decode_tensor`.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from onnxdc.errors import ContainerError
+
+if TYPE_CHECKING:
+    from onnxdc.container import Container, StreamInfo, TensorInfo
+
+Validator = Callable[["TensorInfo", "tuple[StreamInfo, ...]"], None]
+Decoder = Callable[["TensorInfo", "Container"], bytes]
+
+_ENCODINGS: dict[str, tuple[Validator, Decoder]] = {}
+
+
+def register_encoding(name: str, validate: Validator, decode: Decoder) -> None:
+    """Register an encoding's validator and decoder under ``name``."""
+    _ENCODINGS[name] = (validate, decode)
+
+
+def _lookup(name: str, tensor: str) -> tuple[Validator, Decoder]:
+    _load_builtin()
+    try:
+        return _ENCODINGS[name]
+    except KeyError:
+        raise ContainerError(
+            f"tensor {tensor!r} has unknown encoding {name!r}; known: {', '.join(sorted(_ENCODINGS))}"
+        ) from None
+
+
+def validate_tensor(info: TensorInfo, streams: tuple[StreamInfo, ...]) -> None:
+    """Check a tensor entry against its encoding's rules (raises ContainerError)."""
+    _lookup(info.encoding, info.name)[0](info, streams)
+
+
+def decode_tensor(info: TensorInfo, container: Container) -> bytes:
+    """Rebuild a tensor's raw bytes from its streams and check them against the recorded CRC.
+
+    Raises:
+        ContainerError: a stream does not decode, or the result has the wrong size or checksum.
+    """
+    data = _lookup(info.encoding, info.name)[1](info, container)
+    if len(data) != info.nbytes:
+        raise ContainerError(f"tensor {info.name!r} decoded to {len(data)} bytes, header says {info.nbytes}")
+    if zlib.crc32(data) != info.crc32:
+        raise ContainerError(f"tensor {info.name!r} checksum mismatch after decoding")
+    return data
+
+
+def _load_builtin() -> None:
+    if not _ENCODINGS:
+        import onnxdc.lossless  # noqa: F401  (registers "planes")
+        import onnxdc.shared  # noqa: F401  (registers "shared")
+
+
+def expect_params(info: TensorInfo, allowed: dict[str, type | tuple[type, ...]]) -> None:
+    """Check that a tensor's params hold exactly ``allowed`` keys with values of the given types."""
+    keys = set(info.params)
+    if keys != set(allowed):
+        raise ContainerError(
+            f"tensor {info.name!r} ({info.encoding}) params must be {sorted(allowed)}, found {sorted(keys)}"
+        )
+    for k, typ in allowed.items():
+        v = info.params[k]
+        if isinstance(v, bool) and bool not in (typ if isinstance(typ, tuple) else (typ,)):
+            raise ContainerError(f"tensor {info.name!r} param {k!r} has the wrong type")
+        if not isinstance(v, typ):
+            raise ContainerError(f"tensor {info.name!r} param {k!r} has the wrong type ({type(v).__name__})")
+
+
+def expect_streams(info: TensorInfo, roles: list[str]) -> None:
+    """Check that a tensor refers to exactly the stream roles ``roles``."""
+    if sorted(info.streams) != sorted(roles):
+        raise ContainerError(
+            f"tensor {info.name!r} ({info.encoding}) streams must be {sorted(roles)}, found {sorted(info.streams)}"
+        )

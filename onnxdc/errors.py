@@ -1,0 +1,36 @@
+"""The onnxdc exception hierarchy.
+
+Every failure the library can anticipate raises a subclass of :class:`OnnxdcError`, so that the
+CLI can turn it into one line on stderr and a non-zero exit code, while a genuine bug still shows a
+traceback.
+"""
+
+from __future__ import annotations
+
+
+class OnnxdcError(Exception):
+    """Root of every error onnxdc raises on purpose."""
+
+
+class ContainerError(OnnxdcError):
+    """A ``.onnxdc`` file is malformed, truncated, corrupted or of an unsupported version."""
+
+
+class CoderError(ContainerError):
+    """A coded stream cannot be decoded (or a symbol stream cannot be encoded) by its coder."""
+
+
+class UnknownCoderError(OnnxdcError, ValueError):
+    """A coder id (or a coder config) names no registered coder."""
+
+
+class ModelError(OnnxdcError):
+    """An input model cannot be read, or is not a valid ONNX model."""
+
+
+class ConfigError(OnnxdcError, ValueError):
+    """A setting is impossible (out of range, unknown key, contradictory options)."""
+
+
+class OutputError(OnnxdcError):
+    """An output file cannot be written (missing directory, exists without --force, disk full)."""

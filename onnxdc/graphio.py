@@ -1,0 +1,271 @@
+"""Reading ONNX models safely and walking every tensor they hold.
+
+The container refers to each stored tensor by its *slot*: the position of its ``TensorProto`` in
+one fixed traversal of the model (:func:`iter_tensors`). The traversal reaches every place a tensor
+can live — graph initializers, sparse initializers, Constant-like node attributes, subgraphs of
+If/Loop/Scan, function bodies and training graphs — so nothing is left behind, and the same order
+is replayed on the skeleton when decompressing.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+from google.protobuf.message import DecodeError
+from onnx import AttributeProto, GraphProto, NodeProto, TensorProto, numpy_helper
+
+from onnxdc.errors import ModelError
+
+#: Tensor element types whose raw bytes are one element of this many bytes (for plane splitting).
+#: Sub-byte types (int4, float4) pack two elements per byte and are coded as plain bytes.
+_ITEMSIZE: dict[int, int] = {
+    TensorProto.FLOAT: 4,
+    TensorProto.UINT8: 1,
+    TensorProto.INT8: 1,
+    TensorProto.UINT16: 2,
+    TensorProto.INT16: 2,
+    TensorProto.INT32: 4,
+    TensorProto.INT64: 8,
+    TensorProto.BOOL: 1,
+    TensorProto.FLOAT16: 2,
+    TensorProto.DOUBLE: 8,
+    TensorProto.UINT32: 4,
+    TensorProto.UINT64: 8,
+    TensorProto.COMPLEX64: 4,
+    TensorProto.COMPLEX128: 8,
+    TensorProto.BFLOAT16: 2,
+}
+#: Number of elements per byte for packed sub-byte types.
+_PACKED_PER_BYTE = 2
+
+
+def plane_itemsize(data_type: int) -> int:
+    """Return the width in bytes of one element (or component) of ``data_type`` for plane splitting."""
+    return _ITEMSIZE.get(data_type, 1)
+
+
+def expected_nbytes(data_type: int, numel: int) -> int | None:
+    """Return the raw_data byte length of a tensor of ``numel`` elements, or None if unknown."""
+    if data_type in (TensorProto.COMPLEX64, TensorProto.COMPLEX128):
+        return numel * 2 * _ITEMSIZE[data_type]
+    if data_type in _ITEMSIZE:
+        return numel * _ITEMSIZE[data_type]
+    try:
+        np_dtype = onnx.helper.tensor_dtype_to_np_dtype(data_type)
+    except (KeyError, ValueError, TypeError):
+        return None
+    if np_dtype.itemsize == 1 and "4" in np_dtype.name and ("int4" in np_dtype.name or "float4" in np_dtype.name):
+        return (numel + _PACKED_PER_BYTE - 1) // _PACKED_PER_BYTE
+    return numel * np_dtype.itemsize
+
+
+def dtype_name(data_type: int) -> str:
+    """Return ONNX's name of a ``TensorProto.DataType`` value (``"FLOAT"``, ...), or its number."""
+    try:
+        return TensorProto.DataType.Name(data_type)
+    except ValueError:
+        return str(data_type)
+
+
+@dataclass(frozen=True)
+class TensorRef:
+    """One tensor found by :func:`iter_tensors`.
+
+    Attributes:
+        slot: position in the traversal; stable for a given model structure.
+        path: a human-readable location such as ``graph.node[3:Constant].attribute[value]``.
+        proto: the ``TensorProto`` itself (mutable; callers may strip or fill its data).
+        owner_ops: op types of the nodes that consume the tensor by name in the same graph
+            (empty for attribute tensors, which belong to their node: see ``path``).
+    """
+
+    slot: int
+    path: str
+    proto: TensorProto
+    owner_ops: tuple[str, ...] = ()
+
+
+def iter_tensors(model: onnx.ModelProto) -> Iterator[TensorRef]:
+    """Yield every ``TensorProto`` the model holds, in a fixed order, subgraphs included."""
+    counter = iter(range(1 << 62))
+    yield from _walk_graph(model.graph, "graph", counter)
+    for f_i, func in enumerate(model.functions):
+        for n_i, node in enumerate(func.node):
+            yield from _walk_node(node, f"functions[{f_i}].node[{n_i}]", counter)
+    for t_i, info in enumerate(model.training_info):
+        yield from _walk_graph(info.initialization, f"training_info[{t_i}].initialization", counter)
+        yield from _walk_graph(info.algorithm, f"training_info[{t_i}].algorithm", counter)
+
+
+def _consumers(graph: GraphProto) -> dict[str, tuple[str, ...]]:
+    users: dict[str, list[str]] = {}
+    for node in graph.node:
+        for name in node.input:
+            if name:
+                users.setdefault(name, []).append(node.op_type)
+    return {k: tuple(v) for k, v in users.items()}
+
+
+def _walk_graph(graph: GraphProto, where: str, counter: Iterator[int]) -> Iterator[TensorRef]:
+    users = _consumers(graph)
+    for i, t in enumerate(graph.initializer):
+        yield TensorRef(next(counter), f"{where}.initializer[{i}]", t, users.get(t.name, ()))
+    for i, st in enumerate(graph.sparse_initializer):
+        yield TensorRef(next(counter), f"{where}.sparse_initializer[{i}].values", st.values)
+        yield TensorRef(next(counter), f"{where}.sparse_initializer[{i}].indices", st.indices)
+    for i, node in enumerate(graph.node):
+        yield from _walk_node(node, f"{where}.node[{i}]", counter)
+
+
+def _walk_node(node: NodeProto, where: str, counter: Iterator[int]) -> Iterator[TensorRef]:
+    for attr in node.attribute:
+        at = f"{where}.attribute[{attr.name}]"
+        if attr.type == AttributeProto.TENSOR:
+            yield TensorRef(next(counter), at, attr.t, (node.op_type,))
+        elif attr.type == AttributeProto.TENSORS:
+            for j, t in enumerate(attr.tensors):
+                yield TensorRef(next(counter), f"{at}[{j}]", t, (node.op_type,))
+        elif attr.type == AttributeProto.SPARSE_TENSOR:
+            yield TensorRef(next(counter), f"{at}.values", attr.sparse_tensor.values)
+            yield TensorRef(next(counter), f"{at}.indices", attr.sparse_tensor.indices)
+        elif attr.type == AttributeProto.SPARSE_TENSORS:
+            for j, st in enumerate(attr.sparse_tensors):
+                yield TensorRef(next(counter), f"{at}[{j}].values", st.values)
+                yield TensorRef(next(counter), f"{at}[{j}].indices", st.indices)
+        elif attr.type == AttributeProto.GRAPH:
+            yield from _walk_graph(attr.g, f"{at}.g", counter)
+        elif attr.type == AttributeProto.GRAPHS:
+            for j, g in enumerate(attr.graphs):
+                yield from _walk_graph(g, f"{at}.graphs[{j}]", counter)
+
+
+# --------------------------------------------------------------------------- tensor data
+
+
+def tensor_raw_bytes(t: TensorProto) -> bytes:
+    """Return the tensor's data as little-endian ``raw_data`` bytes, whatever field holds it.
+
+    Accepts raw_data and every typed field (float_data, int32_data, ...), as
+    ``onnx.numpy_helper`` does; external data must have been loaded first (:func:`load_model`).
+    """
+    if t.data_location == TensorProto.EXTERNAL:
+        raise ModelError(f"tensor {t.name!r} still refers to external data")
+    if t.HasField("raw_data"):
+        return t.raw_data
+    return numpy_helper.from_array(numpy_helper.to_array(t)).raw_data
+
+
+def has_data(t: TensorProto) -> bool:
+    """Whether the tensor carries element data onnxdc may store (not strings, not empty)."""
+    if t.data_type in (TensorProto.STRING, TensorProto.UNDEFINED):
+        return False
+    return t.HasField("raw_data") or t.data_location == TensorProto.EXTERNAL or any(
+        len(getattr(t, f)) for f in ("float_data", "int32_data", "int64_data", "double_data", "uint64_data")
+    )
+
+
+def clear_data(t: TensorProto) -> None:
+    """Remove every data field from ``t`` (keeping name, dims, type and doc string)."""
+    for field in ("raw_data", "float_data", "int32_data", "int64_data", "double_data", "uint64_data"):
+        t.ClearField(field)
+
+
+def set_raw_data(t: TensorProto, data: bytes) -> None:
+    """Store ``data`` as the tensor's raw_data, the one form onnxdc writes."""
+    clear_data(t)
+    t.raw_data = data
+
+
+def tensor_numel(t: TensorProto) -> int:
+    """Number of elements the tensor's dims declare."""
+    return math.prod(int(d) for d in t.dims)
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def load_model(path: str | os.PathLike[str]) -> onnx.ModelProto:
+    """Load an ONNX model and its external data, refusing anything that is not an ONNX model.
+
+    External data is read only from regular files inside the model's own directory: absolute
+    locations, ``..`` components and symbolic links that lead outside are refused, since a model
+    file from elsewhere must not make onnxdc read arbitrary files.
+
+    Raises:
+        ModelError: the file is missing, unreadable, not an ONNX model, or its external data is
+            unsafe or incomplete.
+    """
+    p = Path(path)
+    try:
+        data = p.read_bytes()
+    except FileNotFoundError:
+        raise ModelError(f"no such file: {str(p)!r}") from None
+    except IsADirectoryError:
+        raise ModelError(f"is a directory, not an ONNX file: {str(p)!r}") from None
+    except OSError as exc:
+        raise ModelError(f"cannot read {str(p)!r}: {exc.strerror}") from None
+    model = parse_model(data, name=str(p))
+    load_external_data(model, p.parent)
+    return model
+
+
+def parse_model(data: bytes, *, name: str = "<bytes>") -> onnx.ModelProto:
+    """Parse serialized ModelProto bytes, checking that they plausibly form an ONNX model."""
+    if not data:
+        raise ModelError(f"{name!r} is empty, not an ONNX model")
+    model = onnx.ModelProto()
+    try:
+        model.ParseFromString(data)
+    except (DecodeError, RuntimeError, ValueError) as exc:
+        raise ModelError(f"{name!r} is not an ONNX model (protobuf parse failed: {exc})") from None
+    if model.ir_version <= 0 or not model.HasField("graph"):
+        raise ModelError(f"{name!r} is not an ONNX model (no ir_version or no graph)")
+    return model
+
+
+def load_external_data(model: onnx.ModelProto, base_dir: Path) -> None:
+    """Read every external tensor of ``model`` from files under ``base_dir`` into raw_data."""
+    base = base_dir.resolve()
+    for ref in iter_tensors(model):
+        t = ref.proto
+        if t.data_location != TensorProto.EXTERNAL:
+            continue
+        info = {e.key: e.value for e in t.external_data}
+        location = info.get("location", "")
+        target = _safe_external_path(base, location, t.name)
+        try:
+            offset = int(info.get("offset", "0"))
+            length = int(info["length"]) if "length" in info else None
+        except ValueError:
+            raise ModelError(f"bad external data offset/length for tensor {t.name!r}") from None
+        size = target.stat().st_size
+        if offset < 0 or offset > size or (length is not None and (length < 0 or offset + length > size)):
+            raise ModelError(
+                f"external data range (offset {offset}, length {length}) exceeds file size ({size}) "
+                f"for tensor {t.name!r}"
+            )
+        with open(target, "rb") as fh:
+            fh.seek(offset)
+            t.raw_data = fh.read(size - offset if length is None else length)
+        t.data_location = TensorProto.DEFAULT
+        del t.external_data[:]
+
+
+def _safe_external_path(base: Path, location: str, tensor: str) -> Path:
+    if not location:
+        raise ModelError(f"tensor {tensor!r} has external data without a location")
+    rel = Path(location)
+    if rel.is_absolute() or ".." in rel.parts or location.startswith(("/", "\\")) or ":" in location:
+        raise ModelError(f"external data location {location!r} of tensor {tensor!r} leaves the model directory")
+    target = (base / rel).resolve()
+    if base not in target.parents:
+        raise ModelError(f"external data location {location!r} of tensor {tensor!r} leaves the model directory")
+    if not target.is_file():
+        raise ModelError(f"external data file {location!r} of tensor {tensor!r} not found")
+    return target

@@ -1,0 +1,115 @@
+"""Lossless tensor storage: byte-plane split plus entropy coding (encoding ``"planes"``).
+
+Float weights look random as a whole, but their bytes do not: the exponent byte of trained weights
+takes a handful of values while the low mantissa bytes are close to uniform. Splitting a tensor's
+raw bytes into planes (byte *j* of every element) and coding each plane on its own lets a symbol
+coder reach the exponent's low entropy and leaves the mantissa stored raw — the approach of
+lossless weight compressors such as ZipNN. For float types the element is first rotated left by one
+bit, so the sign moves to the lowest (noisy) byte and the top plane holds the whole exponent.
+
+Integer tensors (int8 weights of quantized models, int64 shapes) go through the same path: one
+plane per byte, each coded with whichever candidate coder is smallest.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+from onnx import TensorProto
+
+from onnxdc.encodings import expect_params, expect_streams, register_encoding
+from onnxdc.errors import ContainerError
+from onnxdc.graphio import expected_nbytes, plane_itemsize
+from onnxdc.streams import CodedStream, encode_best, order0_entropy_bits
+
+if TYPE_CHECKING:
+    from onnxdc.container import Container, StreamInfo, TensorInfo
+
+ENCODING = "planes"
+_UINT = {1: np.uint8, 2: np.uint16, 4: np.uint32, 8: np.uint64}
+_FLOATS = {TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.BFLOAT16, TensorProto.DOUBLE,
+           TensorProto.COMPLEX64, TensorProto.COMPLEX128}
+#: Above this order-0 entropy (bits/byte) a plane is stored raw without trying other coders.
+_NOISE_BITS = 7.98
+
+
+def plane_candidates(size: int, level: int) -> list[dict]:
+    """Candidate coders for one byte plane of ``size`` bytes (raw first: it wins ties)."""
+    return [{"id": "raw", "bits": 8}, {"id": "huffman"}, {"id": "zstd", "level": level}]
+
+
+def encode_planes(raw: bytes, *, data_type: int, level: int = 19) -> tuple[dict, list[CodedStream]]:
+    """Split ``raw`` into byte planes and code each with the best candidate.
+
+    Returns the encoding params and one coded stream per plane (``plane0`` is the lowest byte).
+    """
+    itemsize = plane_itemsize(data_type)
+    if len(raw) % itemsize:
+        itemsize = 1
+    rotate = 1 if data_type in _FLOATS and itemsize > 1 else 0
+    planes = split_planes(raw, itemsize, rotate)
+    coded = []
+    for plane in planes:
+        if order0_entropy_bits(plane) > _NOISE_BITS * plane.size:
+            coded.append(encode_best(plane, plane_candidates(plane.size, level)[:1]))
+        else:
+            coded.append(encode_best(plane, plane_candidates(plane.size, level)))
+    return {"itemsize": itemsize, "rotate": rotate}, coded
+
+
+def split_planes(raw: bytes, itemsize: int, rotate: int) -> list[np.ndarray]:
+    """Return the byte planes of ``raw`` (after rotating each element left by ``rotate`` bits)."""
+    if itemsize == 1:
+        return [np.frombuffer(raw, dtype=np.uint8).copy()]
+    words = np.frombuffer(raw, dtype=np.dtype(_UINT[itemsize]).newbyteorder("<"))
+    if rotate:
+        nbits = itemsize * 8
+        words = (words << np.array(rotate, words.dtype)) | (words >> np.array(nbits - rotate, words.dtype))
+    as_bytes = words.astype(words.dtype.newbyteorder("<"), copy=False).view(np.uint8).reshape(-1, itemsize)
+    return [np.ascontiguousarray(as_bytes[:, j]) for j in range(itemsize)]
+
+
+def join_planes(planes: list[np.ndarray], itemsize: int, rotate: int) -> bytes:
+    """Inverse of :func:`split_planes`."""
+    if itemsize == 1:
+        return planes[0].tobytes()
+    stacked = np.stack(planes, axis=1)
+    words = stacked.view(np.dtype(_UINT[itemsize]).newbyteorder("<")).reshape(-1)
+    if rotate:
+        nbits = itemsize * 8
+        words = (words >> np.array(rotate, words.dtype)) | (words << np.array(nbits - rotate, words.dtype))
+    return words.tobytes()
+
+
+def _validate(info: TensorInfo, streams: tuple[StreamInfo, ...]) -> None:
+    expect_params(info, {"itemsize": int, "rotate": int})
+    itemsize, rotate = info.params["itemsize"], info.params["rotate"]
+    if itemsize not in _UINT or not 0 <= rotate < 8 * itemsize or (itemsize == 1 and rotate):
+        raise ContainerError(f"tensor {info.name!r} has invalid planes params {info.params!r}")
+    expect_streams(info, [f"plane{j}" for j in range(itemsize)])
+    numel = 1
+    for d in info.shape:
+        numel *= d
+    want = expected_nbytes(info.dtype, numel)
+    if want is not None and want != info.nbytes:
+        raise ContainerError(
+            f"tensor {info.name!r} nbytes ({info.nbytes}) does not match its shape and dtype ({want})"
+        )
+    if info.nbytes % itemsize:
+        raise ContainerError(f"tensor {info.name!r} nbytes ({info.nbytes}) is not a multiple of {itemsize}")
+    for j in range(itemsize):
+        count = streams[info.streams[f"plane{j}"]].count
+        if count != info.nbytes // itemsize:
+            raise ContainerError(
+                f"tensor {info.name!r} plane{j} holds {count} symbols, expected {info.nbytes // itemsize}"
+            )
+
+
+def _decode(info: TensorInfo, container: Container) -> bytes:
+    itemsize = info.params["itemsize"]
+    planes = [container.decode_stream(info.streams[f"plane{j}"]) for j in range(itemsize)]
+    return join_planes(planes, itemsize, info.params["rotate"])
+
+
+register_encoding(ENCODING, _validate, _decode)

@@ -1,0 +1,201 @@
+"""The compression pipeline: model in, container bytes out, and back.
+
+``compress`` walks every tensor of the model (subgraphs and functions too), stores each one either
+losslessly (byte planes) or, for the selected weights, through the Deep Compression stages (prune,
+share, code), strips the stored data from the ModelProto to form the *skeleton*, and lays out the
+container. ``decompress`` reverses it and checks every tensor against its recorded checksum.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import onnx
+
+from onnxdc import __version__
+from onnxdc.container import Container, ContainerWriter, TensorInfo, read_container
+from onnxdc.encodings import decode_tensor
+from onnxdc.errors import ConfigError, ContainerError, ModelError
+from onnxdc.graphio import (
+    TensorRef,
+    clear_data,
+    has_data,
+    iter_tensors,
+    parse_model,
+    set_raw_data,
+    tensor_numel,
+    tensor_raw_bytes,
+)
+from onnxdc.lossless import ENCODING as PLANES
+from onnxdc.lossless import encode_planes
+from onnxdc.prune import prune, prune_global
+from onnxdc.select import Candidate, find_candidates
+from onnxdc.settings import SharingConfig, TensorSettings, resolve
+from onnxdc.shared import ENCODING as SHARED
+from onnxdc.shared import encode_shared, np_dtype
+from onnxdc.streams import encode_best
+
+#: Progress callback: (tensors done, tensors total, name of the tensor just done).
+Progress = Callable[[int, int, str], None]
+
+SKELETON_LEVEL = 19
+
+
+@dataclass(frozen=True)
+class CompressConfig:
+    """Settings of one compression run.
+
+    Attributes:
+        sharing: the Deep Compression settings; None stores every tensor losslessly.
+        min_tensor_bytes: tensors smaller than this stay inside the skeleton, where the skeleton's
+            zstd pass codes them together more cheaply than per-tensor streams would.
+        zstd_level: zstd level tried for the lossless planes.
+        metadata: free-form entries recorded in the container header.
+    """
+
+    sharing: SharingConfig | None = None
+    min_tensor_bytes: int = 64
+    zstd_level: int = 19
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.min_tensor_bytes < 0:
+            raise ConfigError(f"min_tensor_bytes must be >= 0, got {self.min_tensor_bytes}")
+        if not 1 <= self.zstd_level <= 22:
+            raise ConfigError(f"zstd level must be in 1..22, got {self.zstd_level}")
+
+
+@dataclass(frozen=True)
+class CompressResult:
+    """The container bytes, the validated container, and the quantized weights by tensor name."""
+
+    data: bytes
+    container: Container
+    quantized: dict[str, np.ndarray]
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """What the pipeline will do with one weight tensor."""
+
+    candidate: Candidate
+    settings: TensorSettings
+    keep: np.ndarray | None  # precomputed mask (global pruning), else None
+
+
+def tensor_label(ref: TensorRef) -> str:
+    """The name reports and recipes use: the tensor name, or its path when it has none."""
+    return ref.proto.name or ref.path
+
+
+def compress(model: onnx.ModelProto, *, config: CompressConfig = CompressConfig(),
+             progress: Progress | None = None) -> CompressResult:
+    """Compress a loaded model (external data already read) into container bytes.
+
+    The input model is not modified.
+    """
+    skeleton = onnx.ModelProto()
+    skeleton.CopyFrom(model)
+    refs = [r for r in iter_tensors(skeleton) if has_data(r.proto)]
+    plans = _plan(skeleton, config.sharing) if config.sharing is not None else {}
+    # Tensor streams come first; the skeleton, known only once every tensor is stripped, is last.
+    writer = ContainerWriter()
+    entries: list[TensorInfo] = []
+    quantized: dict[str, np.ndarray] = {}
+    for done, ref in enumerate(refs, 1):
+        raw = tensor_raw_bytes(ref.proto)
+        plan = plans.get(ref.slot)
+        if plan is not None:
+            w = _as_array(ref.proto, raw)
+            keep = plan.keep if plan.keep is not None else prune(w, config=plan.settings.prune)
+            st = encode_shared(w, keep, share=plan.settings.share, index_coders=plan.settings.coders,
+                               positions=plan.settings.positions, op=plan.candidate.op,
+                               kind=plan.candidate.kind)
+            encoding, params, coded = SHARED, st.params, st.streams
+            raw = st.values.astype(st.values.dtype.newbyteorder("<"), copy=False).tobytes()
+            quantized[tensor_label(ref)] = st.values
+        elif len(raw) >= config.min_tensor_bytes:
+            encoding = PLANES
+            params, planes = encode_planes(raw, data_type=ref.proto.data_type, level=config.zstd_level)
+            coded = {f"plane{j}": s for j, s in enumerate(planes)}
+        else:
+            if progress:
+                progress(done, len(refs), ref.proto.name)
+            continue
+        stream_ids = {role: writer.add_stream(s.data, count=s.count, coder=s.coder) for role, s in coded.items()}
+        entries.append(TensorInfo(
+            slot=ref.slot, path=ref.path, name=ref.proto.name, dtype=ref.proto.data_type,
+            shape=tuple(int(d) for d in ref.proto.dims), nbytes=len(raw), crc32=zlib.crc32(raw),
+            encoding=encoding, params=params, streams=stream_ids,
+        ))
+        clear_data(ref.proto)
+        if progress:
+            progress(done, len(refs), ref.proto.name)
+    skel_bytes = skeleton.SerializeToString(deterministic=True)
+    skel = encode_best(np.frombuffer(skel_bytes, dtype=np.uint8), [{"id": "zstd", "level": SKELETON_LEVEL}])
+    skeleton_id = writer.add_stream(skel.data, count=skel.count, coder=skel.coder)
+    metadata = dict(config.metadata)
+    metadata["settings"] = config.sharing.to_json() if config.sharing is not None else {"lossless": True}
+    header = writer.header(producer=f"onnxdc {__version__}", metadata=metadata, skeleton=skeleton_id,
+                           tensors=entries)
+    data = writer.to_bytes(header)
+    return CompressResult(data, read_container(data), quantized)
+
+
+def _as_array(t: onnx.TensorProto, raw: bytes) -> np.ndarray:
+    dt = np_dtype(t.data_type).newbyteorder("<")
+    return np.frombuffer(raw, dtype=dt).astype(dt.newbyteorder("="), copy=False).reshape(tuple(t.dims))
+
+
+def _plan(model: onnx.ModelProto, sharing: SharingConfig) -> dict[int, _Plan]:
+    """Choose the tensors to weight-share and resolve their settings (and global pruning masks)."""
+    plans: dict[int, _Plan] = {}
+    for slot, cand in find_candidates(model).items():
+        if tensor_numel(cand.ref.proto) < max(sharing.min_elements, 1) or not has_data(cand.ref.proto):
+            continue
+        ts = resolve(tensor_label(cand.ref), cand.kind, sharing)
+        if not ts.lossless:
+            plans[slot] = _Plan(cand, ts, None)
+    global_slots = [s for s, p in plans.items() if p.settings.prune.global_]
+    if global_slots and sharing.sparsity:
+        weights = [_as_array(plans[s].candidate.ref.proto, tensor_raw_bytes(plans[s].candidate.ref.proto))
+                   for s in global_slots]
+        for s, mask in zip(global_slots, prune_global(weights, sparsity=sharing.sparsity)):
+            plans[s] = _Plan(plans[s].candidate, plans[s].settings, mask)
+    return plans
+
+
+def decompress(data: bytes | Container, *, progress: Progress | None = None) -> onnx.ModelProto:
+    """Rebuild the ModelProto a container holds, every tensor checked against its checksum.
+
+    Raises:
+        ContainerError: the container is malformed, corrupted, or does not match its skeleton.
+    """
+    container = data if isinstance(data, Container) else read_container(data)
+    header = container.header
+    skel_bytes = container.decode_stream(header.skeleton).tobytes()
+    try:
+        model = parse_model(skel_bytes, name="skeleton")
+    except ModelError as exc:
+        raise ContainerError(f"the skeleton stream does not hold a model: {exc}") from None
+    by_slot = {r.slot: r for r in iter_tensors(model)}
+    total = len(header.tensors)
+    for done, info in enumerate(header.tensors, 1):
+        ref = by_slot.get(info.slot)
+        if ref is None:
+            raise ContainerError(f"tensor {info.name!r} refers to slot {info.slot}, which the model lacks")
+        t = ref.proto
+        if t.name != info.name or t.data_type != info.dtype or tuple(t.dims) != info.shape:
+            raise ContainerError(
+                f"tensor {info.name!r} (slot {info.slot}) does not match the skeleton's tensor {t.name!r}"
+            )
+        if has_data(t):
+            raise ContainerError(f"slot {info.slot} ({t.name!r}) already holds data in the skeleton")
+        set_raw_data(t, decode_tensor(info, container))
+        if progress:
+            progress(done, total, info.name)
+    return model

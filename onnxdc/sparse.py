@@ -1,0 +1,86 @@
+"""Stage 3a: coding the positions of the surviving weights.
+
+Schemes (the smallest is chosen per tensor by the caller):
+
+* ``relative`` — Han et al.'s relative indexing: the gap from the previous surviving weight, in
+  ``b`` bits. A gap wider than ``M = 2**b - 1`` is bridged by filler symbols. Our filler is the
+  symbol 0, meaning "advance M positions, no weight here", so the weight stream needs no padding
+  entries (the paper pads with zero weights instead). Symbols 1..M mean "advance that many and
+  place the next weight". With ``b = 8`` the symbols are bytes and can go to any entropy coder: the
+  entropy-coded alternative.
+* ``mask`` — one bit per element (dense bitmap), cheaper when more than ~1/8 of weights survive.
+* ``dense`` — no position stream: every element has an index (zero has its own code).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from onnxdc.errors import ContainerError
+
+SCHEMES = ("relative", "mask", "dense")
+
+
+def relative_symbols(positions: np.ndarray, *, bits: int) -> np.ndarray:
+    """Relative-index symbols (uint8) for sorted flat ``positions``, with filler symbols 0."""
+    m = (1 << bits) - 1
+    if positions.size == 0:
+        return np.zeros(0, dtype=np.uint8)
+    gaps = np.diff(positions.astype(np.int64), prepend=-1)
+    fillers = (gaps - 1) // m
+    rem = gaps - fillers * m
+    total = int(fillers.sum()) + positions.size
+    out = np.zeros(total, dtype=np.uint8)
+    # Each gap emits `fillers` zeros followed by its remainder: the remainder lands at the end.
+    ends = np.cumsum(fillers + 1) - 1
+    out[ends] = rem.astype(np.uint8)
+    return out
+
+
+def relative_symbol_count(positions: np.ndarray, *, bits: int) -> int:
+    """Number of symbols :func:`relative_symbols` would emit (without building them)."""
+    if positions.size == 0:
+        return 0
+    gaps = np.diff(positions.astype(np.int64), prepend=-1)
+    return int(((gaps - 1) // ((1 << bits) - 1)).sum()) + positions.size
+
+
+def decode_relative(symbols: np.ndarray, *, bits: int, numel: int, nnz: int, name: str) -> np.ndarray:
+    """Positions from relative symbols, checked against ``numel`` and ``nnz``.
+
+    Raises:
+        ContainerError: a symbol exceeds ``2**bits - 1``, the count of weights is not ``nnz``,
+            or a position runs past the tensor.
+    """
+    m = (1 << bits) - 1
+    if symbols.size and int(symbols.max()) > m:
+        raise ContainerError(f"tensor {name!r}: position symbol exceeds {m}")
+    is_weight = symbols != 0
+    if int(is_weight.sum()) != nnz:
+        raise ContainerError(f"tensor {name!r}: positions give {int(is_weight.sum())} weights, header says {nnz}")
+    steps = np.where(is_weight, symbols.astype(np.int64), m)
+    pos = np.cumsum(steps) - 1
+    positions = pos[is_weight]
+    if positions.size and positions[-1] >= numel:
+        raise ContainerError(f"tensor {name!r}: position {int(positions[-1])} is outside {numel} elements")
+    if symbols.size and not is_weight[-1]:
+        raise ContainerError(f"tensor {name!r}: position stream ends with a filler")
+    return positions
+
+
+def mask_symbols(mask: np.ndarray) -> np.ndarray:
+    """The keep-mask as bytes, eight elements per byte, MSB first."""
+    return np.packbits(mask.reshape(-1).astype(bool))
+
+
+def decode_mask(symbols: np.ndarray, *, numel: int, nnz: int, name: str) -> np.ndarray:
+    """Positions from a packed mask, checked against ``numel`` (padding zero) and ``nnz``."""
+    if symbols.size != (numel + 7) // 8:
+        raise ContainerError(f"tensor {name!r}: mask has {symbols.size} bytes, expected {(numel + 7) // 8}")
+    bits = np.unpackbits(symbols)
+    if bits[numel:].any():
+        raise ContainerError(f"tensor {name!r}: mask padding bits are not zero")
+    positions = np.flatnonzero(bits[:numel])
+    if positions.size != nnz:
+        raise ContainerError(f"tensor {name!r}: mask gives {positions.size} weights, header says {nnz}")
+    return positions
