@@ -9,6 +9,7 @@ from onnxdc.errors import (  # noqa: E402
     CoderError,
     ConfigError,
     ContainerError,
+    DataError,
     ModelError,
     OnnxdcError,
     OutputError,
@@ -18,7 +19,7 @@ from onnxdc.graphio import load_model  # noqa: E402
 from onnxdc.pipeline import CompressConfig, CompressResult, compress, decompress  # noqa: E402
 
 __all__ = [
-    "CoderError", "CompressConfig", "CompressResult", "ConfigError", "Container", "ContainerError",
+    "CoderError", "CompressConfig", "CompressResult", "ConfigError", "Container", "ContainerError", "DataError",
     "ModelError", "OnnxdcError", "OutputError", "UnknownCoderError", "__version__", "compress",
     "decompress", "load_model", "read_container",
 ]

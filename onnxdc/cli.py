@@ -51,7 +51,7 @@ def _default_output(path: str, suffix: str) -> str:
 @contextmanager
 def _progress(quiet: bool, label: str) -> Iterator[Any]:
     """Yield a library progress callback drawing click's bar on stderr (None when quiet)."""
-    if quiet:
+    if quiet or not sys.stderr.isatty():
         yield None
         return
     bar_holder: dict[str, Any] = {}
@@ -76,30 +76,84 @@ _quiet = click.option("-q", "--quiet", is_flag=True, help="Print nothing but err
 _json = click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 
 
+def _sharing_options(func: Any) -> Any:
+    """The Deep Compression options shared by ``compress`` and ``compare-coders``."""
+    options = [
+        click.option("--sparsity", type=click.FloatRange(0.0, 1.0, max_open=True),
+                     help="Prune this fraction of each tensor's weights (smallest magnitudes)."),
+        click.option("--std-threshold", type=click.FloatRange(0.0), help="Han's rule: prune |w| < Q * std(w)."),
+        click.option("--global", "global_prune", is_flag=True,
+                     help="One magnitude threshold across all tensors (with --sparsity)."),
+        click.option("--bits", type=click.IntRange(1, 8),
+                     help="Index bits for every tensor [default: conv 8, fully connected 5]."),
+        click.option("--init", type=click.Choice(["linear", "density", "forgy"]), default="linear",
+                     show_default=True, help="k-means centroid initialization."),
+        click.option("--codebook-dtype", type=click.Choice(["float32", "float16"]), default="float32",
+                     show_default=True),
+        click.option("--coder", default="auto", show_default=True,
+                     help="Index coder: auto (smallest per tensor), huffman, zstd, raw, or a chain like huffman+zstd."),
+        click.option("--positions", type=click.Choice(["auto", "relative", "mask", "dense"]), default="auto",
+                     show_default=True, help="Coding of surviving weights' positions."),
+        click.option("--min-elements", type=click.IntRange(0), default=1024, show_default=True,
+                     help="Smaller tensors are stored losslessly."),
+        click.option("--include-bias", is_flag=True, help="Weight-share biases too."),
+        click.option("--recipe", type=click.Path(dir_okay=False), help="TOML file of per-tensor rules."),
+        click.option("--seed", type=int, default=0, show_default=True, help="Seed for random choices."),
+    ]
+    for opt in reversed(options):
+        func = opt(func)
+    return func
+
+
+def _sharing_config(kw: dict[str, Any]) -> Any:
+    """Build a SharingConfig from the options, or None when no lossy setting was given."""
+    from onnxdc.settings import SharingConfig, load_recipe
+
+    rules = load_recipe(kw["recipe"]) if kw.get("recipe") else ()
+    if kw.get("sparsity") is None and kw.get("std_threshold") is None and kw.get("bits") is None and not rules:
+        return None
+    return SharingConfig(sparsity=kw["sparsity"], std_threshold=kw["std_threshold"],
+                         global_prune=kw["global_prune"], bits=kw["bits"], init=kw["init"],
+                         codebook_dtype=kw["codebook_dtype"], coder=kw["coder"], positions=kw["positions"],
+                         min_elements=kw["min_elements"], include_bias=kw["include_bias"], rules=rules,
+                         seed=kw["seed"])
+
+
 @main.command()
 @click.argument("model", type=click.Path(dir_okay=False))
 @_output
 @click.option("--lossless", is_flag=True, help="Store every tensor exactly (no pruning or sharing).")
+@_sharing_options
 @click.option("--zstd-level", type=click.IntRange(1, 22), default=19, show_default=True,
               help="zstd level tried on lossless byte planes.")
 @_force
 @_quiet
 @_json
 def compress(model: str, output: str | None, lossless: bool, zstd_level: int, force: bool, quiet: bool,
-             as_json: bool) -> None:
-    """Compress MODEL (.onnx) into an .onnxdc container."""
+             as_json: bool, **kw: Any) -> None:
+    """Compress MODEL (.onnx) into an .onnxdc container.
+
+    With --sparsity / --std-threshold / --bits / --recipe, the selected weights are pruned,
+    weight-shared and entropy-coded; without them (or with --lossless) every tensor is stored
+    exactly.
+    """
     from onnxdc.files import check_output_path, write_atomic
     from onnxdc.graphio import load_model
     from onnxdc.pipeline import CompressConfig
     from onnxdc.pipeline import compress as run_compress
     from onnxdc.report import build_report
 
+    sharing = _sharing_config(kw)
+    if lossless and sharing is not None:
+        raise click.UsageError("--lossless cannot be combined with --sparsity, --std-threshold, --bits or --recipe")
     out = check_output_path(output or _default_output(model, ".onnxdc"), force=force, inputs=[model])
-    config = CompressConfig(lossless=lossless or True, zstd_level=zstd_level)
+    config = CompressConfig(sharing=sharing, zstd_level=zstd_level)
     loaded = load_model(model)
     with _progress(quiet or as_json, "compressing") as cb:
         result = run_compress(loaded, config=config, progress=cb)
     write_atomic(out, result.data)
+    if sharing is None and not lossless and not quiet and not as_json:
+        click.echo("note: no --sparsity/--bits/--recipe given: every tensor stored losslessly", err=True)
     _print_report(build_report(result.container), quiet=quiet, as_json=as_json, extra={"output": str(out)})
 
 
@@ -135,12 +189,86 @@ def decompress(container: str, output: str | None, force: bool, quiet: bool, che
 @_json
 @click.option("--all", "show_all", is_flag=True, help="List every tensor (default: the 30 largest).")
 def inspect(container: str, as_json: bool, show_all: bool) -> None:
-    """Show the per-tensor table and totals of CONTAINER without decoding it."""
+    """Show CONTAINER's version, settings, stage sizes and per-tensor table, without decoding it."""
     from onnxdc.container import read_container
     from onnxdc.report import build_report
 
-    report = build_report(read_container(_read_input(container)))
-    _print_report(report, quiet=False, as_json=as_json, top=None if show_all else 30)
+    c = read_container(_read_input(container))
+    info = {"format_version": f"{c.version[0]}.{c.version[1]}", "producer": c.header.producer,
+            "streams": len(c.header.streams), "metadata": c.header.metadata}
+    if not as_json:
+        click.echo(f"onnxdc container {info['format_version']}, written by {c.header.producer}, "
+                   f"{len(c.header.tensors)} tensors in {len(c.header.streams)} streams")
+        click.echo(f"settings: {json.dumps(c.header.metadata.get('settings', {}), sort_keys=True)}")
+        click.echo("")
+    _print_report(build_report(c), quiet=False, as_json=as_json, top=None if show_all else 30, extra=info)
+
+
+@main.command()
+@click.argument("container", type=click.Path(dir_okay=False))
+@_json
+@click.option("--all", "show_all", is_flag=True, help="List every tensor (default: the 30 largest).")
+def report(container: str, as_json: bool, show_all: bool) -> None:
+    """Print the stage-by-stage size report of CONTAINER."""
+    from onnxdc.container import read_container
+    from onnxdc.report import build_report
+
+    _print_report(build_report(read_container(_read_input(container))), quiet=False, as_json=as_json,
+                  top=None if show_all else 30)
+
+
+@main.command("eval")
+@click.argument("reference", type=click.Path(dir_okay=False))
+@click.argument("candidate", type=click.Path(dir_okay=False))
+@click.option("--data", "data_path", required=True, type=click.Path(dir_okay=False),
+              help=".npz of inputs keyed by input name, plus optional 'labels'.")
+@click.option("--batch-size", type=click.IntRange(1), default=256, show_default=True)
+@click.option("--max-drop", type=click.FloatRange(0.0),
+              help="Exit with code 3 if top-1 (or agreement, without labels) falls by more than this many points.")
+@_json
+def eval_cmd(reference: str, candidate: str, data_path: str, batch_size: int, max_drop: float | None,
+             as_json: bool) -> None:
+    """Compare CANDIDATE (.onnx or .onnxdc) with REFERENCE (.onnx) on --data, with onnxruntime."""
+    from onnxdc.evaluate import evaluate, load_data
+    from onnxdc.graphio import load_model
+
+    result = evaluate(load_model(reference), _load_any(candidate), load_data(data_path), batch_size=batch_size)
+    if as_json:
+        click.echo(json.dumps(result.to_json(), indent=2))
+    else:
+        click.echo(_format_eval(result))
+    drop = result.top1_drop_points
+    if max_drop is not None and drop is not None and drop > max_drop + 1e-9:
+        click.echo(f"onnxdc: top-1 drop {drop:.2f} points exceeds --max-drop {max_drop}", err=True)
+        sys.exit(3)
+
+
+def _load_any(path: str) -> Any:
+    """Load an .onnx model, or decode an .onnxdc container in memory."""
+    from onnxdc.container import MAGIC
+    from onnxdc.graphio import load_model
+    from onnxdc.pipeline import decompress as run_decompress
+
+    data = _read_input(path)
+    if data[: len(MAGIC)] == MAGIC:
+        return run_decompress(data)
+    return load_model(path)
+
+
+def _format_eval(r: Any) -> str:
+    def pct(x: float | None) -> str:
+        return "-" if x is None else f"{100 * x:.2f}%"
+
+    lines = [f"samples: {r.samples}"]
+    if r.reference_top1 is not None:
+        lines.append(f"top-1: reference {pct(r.reference_top1)}  candidate {pct(r.candidate_top1)}  "
+                     f"(drop {r.top1_drop_points:+.2f} points)")
+        lines.append(f"top-5: reference {pct(r.reference_top5)}  candidate {pct(r.candidate_top5)}")
+    if r.agreement_top1 is not None:
+        lines.append(f"top-1 agreement with reference: {pct(r.agreement_top1)}")
+    for o in r.outputs:
+        lines.append(f"output {o.name!r}: cosine {o.cosine:.6f}  SNR {o.snr_db:.2f} dB  max abs error {o.max_abs_error:.4g}")
+    return "\n".join(lines)
 
 
 def _read_input(path: str) -> bytes:

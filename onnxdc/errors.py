@@ -34,3 +34,7 @@ class ConfigError(OnnxdcError, ValueError):
 
 class OutputError(OnnxdcError):
     """An output file cannot be written (missing directory, exists without --force, disk full)."""
+
+
+class DataError(OnnxdcError):
+    """An evaluation or calibration data file is unreadable or does not fit the model's inputs."""

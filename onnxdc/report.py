@@ -16,7 +16,13 @@ from onnxdc.graphio import dtype_name
 
 @dataclass(frozen=True)
 class TensorRow:
-    """One stored tensor in the report."""
+    """One stored tensor in the report.
+
+    ``pruned_bytes`` and ``shared_bytes`` are the sizes after the first two Deep Compression stages
+    (values + fixed-width positions; then fixed-width indices + positions + codebook); for tensors
+    stored losslessly they equal ``original_bytes``. ``position_bpw`` / ``index_bpw`` are coded
+    bits per stored weight.
+    """
 
     name: str
     dtype: str
@@ -25,6 +31,13 @@ class TensorRow:
     original_bytes: int
     stored_bytes: int
     coders: str
+    op: str = ""
+    sparsity: float = 0.0
+    bits: int | None = None
+    pruned_bytes: int = 0
+    shared_bytes: int = 0
+    position_bpw: float | None = None
+    index_bpw: float | None = None
 
     @property
     def ratio(self) -> float:
@@ -37,6 +50,8 @@ class Report:
 
     tensors: tuple[TensorRow, ...]
     tensor_original_bytes: int
+    tensor_pruned_bytes: int
+    tensor_shared_bytes: int
     tensor_stored_bytes: int
     skeleton_original_bytes: int
     skeleton_stored_bytes: int
@@ -51,9 +66,8 @@ class Report:
 
     @property
     def ratio(self) -> float:
-        """Original bytes (tensors + skeleton) over file bytes."""
-        orig = self.tensor_original_bytes + self.skeleton_original_bytes
-        return orig / self.file_bytes if self.file_bytes else math.inf
+        """Original weight bytes over file bytes: the paper's compression rate."""
+        return self.tensor_original_bytes / self.file_bytes if self.file_bytes else math.inf
 
 
 def _finite(x: float) -> float | None:
@@ -72,14 +86,28 @@ def build_report(container: Container) -> Report:
     rows = []
     for t in h.tensors:
         streams = [h.streams[i] for i in t.streams.values()]
-        coders = ",".join(sorted({_coder_label(s.coder) for s in streams}))
-        rows.append(TensorRow(t.name, dtype_name(t.dtype), t.shape, t.encoding, t.nbytes,
-                              sum(s.length for s in streams), coders))
+        stored = sum(s.length for s in streams)
+        if t.encoding == "shared":
+            p = t.params
+            nnz = max(p["nnz"], 1)
+            idx = h.streams[t.streams["indices"]]
+            pos_bits = 8 * h.streams[t.streams["positions"]].length / nnz if "positions" in t.streams else 0.0
+            coders = _coder_label(idx.coder)
+            rows.append(TensorRow(t.name or t.path, dtype_name(t.dtype), t.shape, t.encoding, t.nbytes, stored,
+                                  coders, op=p["op"], sparsity=1 - p["nnz"] / max(p["numel"], 1), bits=p["bits"],
+                                  pruned_bytes=p["pruned_bytes"], shared_bytes=p["shared_bytes"],
+                                  position_bpw=round(pos_bits, 3), index_bpw=round(8 * idx.length / nnz, 3)))
+        else:
+            coders = ",".join(sorted({_coder_label(s.coder) for s in streams}))
+            rows.append(TensorRow(t.name or t.path, dtype_name(t.dtype), t.shape, t.encoding, t.nbytes, stored,
+                                  coders, pruned_bytes=t.nbytes, shared_bytes=t.nbytes))
     skel = h.streams[h.skeleton]
     payload = sum(s.length for s in h.streams)
     return Report(
         tensors=tuple(rows),
         tensor_original_bytes=sum(r.original_bytes for r in rows),
+        tensor_pruned_bytes=sum(r.pruned_bytes for r in rows),
+        tensor_shared_bytes=sum(r.shared_bytes for r in rows),
         tensor_stored_bytes=sum(r.stored_bytes for r in rows),
         skeleton_original_bytes=skel.count,
         skeleton_stored_bytes=skel.length,
@@ -89,27 +117,43 @@ def build_report(container: Container) -> Report:
 
 
 def format_report(report: Report, *, top: int | None = None) -> str:
-    """Render the report as a plain-text table (largest tensors first when ``top`` is set)."""
+    """Render the stage summary and the per-tensor table (largest tensors first when ``top``)."""
     rows = sorted(report.tensors, key=lambda r: -r.original_bytes)
     if top is not None:
         rows = rows[:top]
-    name_w = min(48, max([len("tensor")] + [len(r.name) for r in rows]))
-    lines = [f"{'tensor':<{name_w}}  {'dtype':<8} {'shape':<18} {'encoding':<8} "
-             f"{'original':>12} {'stored':>12} {'ratio':>8}  coders"]
+    orig = report.tensor_original_bytes
+    lines = [f"{'stage':<32}{'bytes':>14}  {'ratio':>8}",
+             f"{'original weights':<32}{orig:>14,}  {_ratio(1.0):>8}",
+             f"{'after pruning (values + positions)':<32}{report.tensor_pruned_bytes:>14,}  "
+             f"{_ratio(_div(orig, report.tensor_pruned_bytes)):>8}",
+             f"{'after weight sharing (fixed width)':<32}{report.tensor_shared_bytes:>14,}  "
+             f"{_ratio(_div(orig, report.tensor_shared_bytes)):>8}",
+             f"{'after entropy coding':<32}{report.tensor_stored_bytes:>14,}  "
+             f"{_ratio(_div(orig, report.tensor_stored_bytes)):>8}",
+             f"{'+ skeleton (graph, small tensors)':<32}{report.skeleton_stored_bytes:>14,}",
+             f"{'+ container overhead (header)':<32}{report.overhead_bytes:>14,}",
+             f"{'= file':<32}{report.file_bytes:>14,}  {_ratio(_div(orig, report.file_bytes)):>8}  (of weights)",
+             ""]
+    name_w = min(40, max([len("tensor")] + [len(r.name) for r in rows]))
+    lines.append(f"{'tensor':<{name_w}}  {'shape':<14} {'op':<8} {'encoding':<8} {'sparsity':>8} {'bits':>4} "
+                 f"{'pos b/w':>7} {'idx b/w':>7} {'original':>11} {'stored':>10} {'ratio':>8}  coder")
     for r in rows:
         shape = "x".join(map(str, r.shape)) or "scalar"
-        lines.append(f"{_clip(r.name, name_w):<{name_w}}  {r.dtype:<8} {_clip(shape, 18):<18} {r.encoding:<8} "
-                     f"{r.original_bytes:>12,} {r.stored_bytes:>12,} {_ratio(r.ratio):>8}  {r.coders}")
+        lines.append(
+            f"{_clip(r.name, name_w):<{name_w}}  {_clip(shape, 14):<14} {_clip(r.op or '-', 8):<8} {r.encoding:<8} "
+            f"{r.sparsity:>8.1%} {r.bits if r.bits else '-':>4} {_opt(r.position_bpw):>7} {_opt(r.index_bpw):>7} "
+            f"{r.original_bytes:>11,} {r.stored_bytes:>10,} {_ratio(r.ratio):>8}  {r.coders}")
     if top is not None and len(report.tensors) > top:
         lines.append(f"... {len(report.tensors) - top} more tensors (--all shows them)")
-    lines.append("")
-    lines.append(f"{'tensors':<22}{report.tensor_original_bytes:>14,} -> {report.tensor_stored_bytes:>12,} bytes")
-    lines.append(f"{'skeleton (graph)':<22}{report.skeleton_original_bytes:>14,} -> "
-                 f"{report.skeleton_stored_bytes:>12,} bytes")
-    lines.append(f"{'container overhead':<22}{'':>14}    {report.overhead_bytes:>12,} bytes")
-    total_orig = report.tensor_original_bytes + report.skeleton_original_bytes
-    lines.append(f"{'total':<22}{total_orig:>14,} -> {report.file_bytes:>12,} bytes  ({_ratio(report.ratio)})")
     return "\n".join(lines)
+
+
+def _div(a: int, b: int) -> float:
+    return a / b if b else math.inf
+
+
+def _opt(x: float | None) -> str:
+    return "-" if x is None else f"{x:.2f}"
 
 
 def _ratio(x: float) -> str:

@@ -200,6 +200,12 @@ def test_malformed_input_raises_only_coder_error(coder: Coder, stream: str) -> N
 
 
 @coder_params
+def test_huge_count_is_refused_before_allocating(coder: Coder) -> None:
+    symbols = fit_symbols(coder, np.arange(40, dtype=np.uint8) % 13)
+    check_decode_fails(coder, coder.encode(symbols), 2**62)
+
+
+@coder_params
 @settings(max_examples=40, deadline=None)
 @given(buf=st.binary(max_size=64), count=st.integers(0, 100))
 def test_random_bytes_raise_only_coder_error(coder: Coder, buf: bytes, count: int) -> None:

@@ -48,9 +48,9 @@ class RawCoder(Coder):
         top = int(symbols.max()) if symbols.size else 0
         if top >> self.bits:
             raise CoderError(f"symbol {top} does not fit in {self.bits} bits")
-        # Each symbol becomes a row of 8 bits; keeping the last ``bits`` columns drops the
-        # always-zero high bits, and packbits concatenates the rows MSB first.
-        bit_rows = np.unpackbits(symbols[:, None], axis=1)[:, 8 - self.bits :]
+        # Shifted to the top of its byte, each symbol unpacks to a row whose first ``bits``
+        # columns are its code; packbits concatenates those rows MSB first.
+        bit_rows = np.unpackbits((symbols << (8 - self.bits))[:, None], axis=1)[:, : self.bits]
         return np.packbits(bit_rows.ravel()).tobytes()
 
     def decode(self, buf: bytes, *, count: int) -> np.ndarray:
@@ -74,10 +74,9 @@ class RawCoder(Coder):
         used = count * self.bits
         if bits[used:].any():
             raise CoderError("raw stream has non-zero padding bits")
-        # Re-widen each ``bits``-bit row to 8 columns (zero high bits) and pack each row to a byte.
-        rows = np.zeros((count, 8), dtype=np.uint8)
-        rows[:, 8 - self.bits :] = bits[:used].reshape(count, self.bits)
-        return np.packbits(rows, axis=1).reshape(count)
+        # packbits pads each ``bits``-bit row on the right to a byte; shifting undoes that.
+        rows = np.packbits(bits[:used].reshape(count, self.bits), axis=1).reshape(count)
+        return rows >> (8 - self.bits)
 
 
 def packed_size(count: int, bits: int) -> int:

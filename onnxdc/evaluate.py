@@ -1,0 +1,173 @@
+"""Accuracy of a compressed model against its reference, measured with onnxruntime.
+
+Both models run on the same inputs in batches. Against ``labels`` (when the data file has them):
+top-1 and top-5 of each model on the first output. Between the two models: top-1 agreement, and per
+output the cosine similarity, signal-to-noise ratio (dB) and max abs error — so that every size in a
+report can be put next to an accuracy measured on data compression did not see.
+"""
+
+from __future__ import annotations
+
+import math
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+from onnxdc.errors import DataError, ModelError
+
+
+@dataclass(frozen=True)
+class OutputMetrics:
+    """Agreement of one output between reference and candidate."""
+
+    name: str
+    cosine: float
+    snr_db: float
+    max_abs_error: float
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    """Everything ``onnxdc eval`` reports."""
+
+    samples: int
+    reference_top1: float | None
+    candidate_top1: float | None
+    reference_top5: float | None
+    candidate_top5: float | None
+    agreement_top1: float | None
+    outputs: list[OutputMetrics] = field(default_factory=list)
+
+    @property
+    def top1_drop_points(self) -> float | None:
+        """Fall in top-1 (percentage points) against labels, else in agreement; None if neither applies."""
+        if self.reference_top1 is not None and self.candidate_top1 is not None:
+            return 100.0 * (self.reference_top1 - self.candidate_top1)
+        if self.agreement_top1 is not None:
+            return 100.0 * (1.0 - self.agreement_top1)
+        return None
+
+    def to_json(self) -> dict:
+        return {"samples": self.samples, "reference_top1": self.reference_top1,
+                "candidate_top1": self.candidate_top1, "reference_top5": self.reference_top5,
+                "candidate_top5": self.candidate_top5, "agreement_top1": self.agreement_top1,
+                "top1_drop_points": self.top1_drop_points,
+                "outputs": [{"name": o.name, "cosine": o.cosine, "snr_db": _finite(o.snr_db),
+                             "max_abs_error": o.max_abs_error} for o in self.outputs]}
+
+
+def _finite(x: float) -> float | None:
+    return x if math.isfinite(x) else None
+
+
+def load_data(path: str | Path) -> dict[str, np.ndarray]:
+    """Read an ``.npz`` of inputs (keyed by input name) and optional ``labels``; no pickles.
+
+    Raises:
+        DataError: the file is missing or not a readable npz without object arrays.
+    """
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            return {k: npz[k] for k in npz.files}
+    except FileNotFoundError:
+        raise DataError(f"no such data file: {str(path)!r}") from None
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
+        raise DataError(f"cannot read data file {str(path)!r}: {exc}") from None
+
+
+def session(model: onnx.ModelProto):  # noqa: ANN201 - onnxruntime.InferenceSession
+    """An onnxruntime CPU session for an in-memory model, with deterministic single-stream settings."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    opts.intra_op_num_threads = 0
+    try:
+        return ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own untyped errors
+        raise ModelError(f"onnxruntime cannot load the model: {str(exc).splitlines()[0]}") from None
+
+
+def run_model(sess, inputs: dict[str, np.ndarray], *, batch_size: int = 256) -> list[np.ndarray]:  # noqa: ANN001
+    """Run ``sess`` over ``inputs`` in batches along the first axis; outputs concatenated."""
+    names = [i.name for i in sess.get_inputs()]
+    n = len(next(iter(inputs.values())))
+    outs: list[list[np.ndarray]] = []
+    for start in range(0, n, batch_size):
+        feed = {k: inputs[k][start:start + batch_size] for k in names}
+        try:
+            res = sess.run(None, feed)
+        except Exception as exc:  # noqa: BLE001
+            raise ModelError(f"onnxruntime failed on the inputs: {str(exc).splitlines()[0]}") from None
+        if not outs:
+            outs = [[] for _ in res]
+        for acc, r in zip(outs, res):
+            acc.append(np.asarray(r))
+    return [np.concatenate(o) if o[0].ndim else np.stack(o) for o in outs]
+
+
+def model_inputs(data: dict[str, np.ndarray], sess) -> dict[str, np.ndarray]:  # noqa: ANN001
+    """The arrays of ``data`` that feed ``sess``, checked for names and batch sizes."""
+    want = [i.name for i in sess.get_inputs()]
+    missing = [n for n in want if n not in data]
+    if missing:
+        raise DataError(f"data lacks model input(s) {', '.join(map(repr, missing))}; "
+                        f"it has {', '.join(map(repr, sorted(data)))}")
+    extra = sorted(set(data) - set(want) - {"labels"})
+    if extra:
+        raise DataError(f"data has array(s) {', '.join(map(repr, extra))} that are not model inputs "
+                        f"({', '.join(map(repr, want))})")
+    sizes = {len(data[n]) for n in want}
+    if len(sizes) != 1:
+        raise DataError(f"model inputs in the data have different sample counts: {sorted(sizes)}")
+    return {n: data[n] for n in want}
+
+
+def evaluate(reference: onnx.ModelProto, candidate: onnx.ModelProto, data: dict[str, np.ndarray], *,
+             batch_size: int = 256) -> EvalResult:
+    """Run both models on ``data`` and compare them (and each with ``labels``, if present)."""
+    ref_sess, cand_sess = session(reference), session(candidate)
+    inputs = model_inputs(data, ref_sess)
+    ref_out = run_model(ref_sess, inputs, batch_size=batch_size)
+    cand_out = run_model(cand_sess, model_inputs(data, cand_sess), batch_size=batch_size)
+    names = [o.name for o in ref_sess.get_outputs()]
+    metrics = [output_metrics(n, r, c) for n, r, c in zip(names, ref_out, cand_out)]
+    n = len(next(iter(inputs.values())))
+    labels = data.get("labels")
+    r0, c0 = ref_out[0], cand_out[0]
+    classify = r0.ndim == 2 and r0.shape[1] > 1
+    if labels is not None and (labels.shape != (n,) or not np.issubdtype(labels.dtype, np.integer)):
+        raise DataError(f"labels must be {n} integers, found shape {labels.shape} of {labels.dtype}")
+    return EvalResult(
+        samples=n,
+        reference_top1=topk_accuracy(r0, labels, 1) if classify and labels is not None else None,
+        candidate_top1=topk_accuracy(c0, labels, 1) if classify and labels is not None else None,
+        reference_top5=topk_accuracy(r0, labels, 5) if classify and labels is not None else None,
+        candidate_top5=topk_accuracy(c0, labels, 5) if classify and labels is not None else None,
+        agreement_top1=float(np.mean(r0.argmax(1) == c0.argmax(1))) if classify else None,
+        outputs=metrics,
+    )
+
+
+def topk_accuracy(logits: np.ndarray, labels: np.ndarray, k: int) -> float:
+    """Fraction of rows whose label is among the ``k`` largest logits."""
+    k = min(k, logits.shape[1])
+    top = np.argpartition(-logits, k - 1, axis=1)[:, :k]
+    return float(np.mean((top == labels[:, None]).any(axis=1)))
+
+
+def output_metrics(name: str, ref: np.ndarray, cand: np.ndarray) -> OutputMetrics:
+    """Cosine similarity, SNR (dB) and max abs error of ``cand`` against ``ref``."""
+    r = np.asarray(ref, dtype=np.float64).reshape(-1)
+    c = np.asarray(cand, dtype=np.float64).reshape(-1)
+    if r.shape != c.shape:
+        raise ModelError(f"output {name!r} has shape {ref.shape} in the reference but {cand.shape} in the candidate")
+    err = r - c
+    nr, nc = float(np.linalg.norm(r)), float(np.linalg.norm(c))
+    cos = float(r @ c / (nr * nc)) if nr and nc else (1.0 if nr == nc else 0.0)
+    noise = float(err @ err)
+    snr = math.inf if noise == 0 else 10 * math.log10(max(float(r @ r), 1e-300) / noise)
+    return OutputMetrics(name, cos, snr, float(np.max(np.abs(err))) if err.size else 0.0)
