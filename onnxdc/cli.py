@@ -217,6 +217,26 @@ def report(container: str, as_json: bool, show_all: bool) -> None:
                   top=None if show_all else 30)
 
 
+@main.command("compare-coders")
+@click.argument("model", type=click.Path(dir_okay=False))
+@_sharing_options
+@_json
+def compare_coders_cmd(model: str, as_json: bool, **kw: Any) -> None:
+    """Size MODEL's index and position streams under every coder and two-coder chain."""
+    from onnxdc.compare import compare_coders, format_comparison
+    from onnxdc.graphio import load_model
+    from onnxdc.settings import SharingConfig
+
+    sharing = _sharing_config(kw)
+    if sharing is None:
+        sharing = SharingConfig(min_elements=kw["min_elements"], seed=kw["seed"])
+    rows = compare_coders(load_model(model), sharing=sharing)
+    if as_json:
+        click.echo(json.dumps([r.to_json() for r in rows], indent=2))
+    else:
+        click.echo(format_comparison(rows))
+
+
 @main.command("eval")
 @click.argument("reference", type=click.Path(dir_okay=False))
 @click.argument("candidate", type=click.Path(dir_okay=False))

@@ -23,7 +23,7 @@ from onnx import AttributeProto, GraphProto, NodeProto, TensorProto, numpy_helpe
 from onnxdc.errors import ModelError
 
 #: Tensor element types whose raw bytes are one element of this many bytes (for plane splitting).
-#: Sub-byte types (int4, float4) pack two elements per byte and are coded as plain bytes.
+#: Sub-byte types (int4, int2, float6, ...) pack several elements per byte and are coded as plain bytes.
 _ITEMSIZE: dict[int, int] = {
     TensorProto.FLOAT: 4,
     TensorProto.UINT8: 1,
@@ -41,8 +41,14 @@ _ITEMSIZE: dict[int, int] = {
     TensorProto.COMPLEX128: 8,
     TensorProto.BFLOAT16: 2,
 }
-#: Number of elements per byte for packed sub-byte types.
-_PACKED_PER_BYTE = 2
+#: Bits per element of the sub-byte types, which ONNX packs into raw_data bytes (ceil(numel * bits / 8)
+#: bytes); names this onnx version lacks are skipped.
+_PACKED_BITS: dict[int, int] = {
+    TensorProto.DataType.Value(name): bits
+    for name, bits in (("UINT4", 4), ("INT4", 4), ("FLOAT4E2M1", 4), ("UINT2", 2), ("INT2", 2),
+                       ("FLOAT6E2M3", 6), ("FLOAT6E3M2", 6))
+    if name in TensorProto.DataType.keys()
+}
 
 
 def plane_itemsize(data_type: int) -> int:
@@ -56,12 +62,12 @@ def expected_nbytes(data_type: int, numel: int) -> int | None:
         return numel * 2 * _ITEMSIZE[data_type]
     if data_type in _ITEMSIZE:
         return numel * _ITEMSIZE[data_type]
+    if data_type in _PACKED_BITS:
+        return (numel * _PACKED_BITS[data_type] + 7) // 8
     try:
         np_dtype = onnx.helper.tensor_dtype_to_np_dtype(data_type)
     except (KeyError, ValueError, TypeError):
         return None
-    if np_dtype.itemsize == 1 and "4" in np_dtype.name and ("int4" in np_dtype.name or "float4" in np_dtype.name):
-        return (numel + _PACKED_PER_BYTE - 1) // _PACKED_PER_BYTE
     return numel * np_dtype.itemsize
 
 

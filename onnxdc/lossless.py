@@ -34,28 +34,39 @@ _FLOATS = {TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.BFLOAT16, TensorP
 _NOISE_BITS = 7.98
 
 
-def plane_candidates(size: int, level: int) -> list[dict]:
-    """Candidate coders for one byte plane of ``size`` bytes (raw first: it wins ties)."""
-    return [{"id": "raw", "bits": 8}, {"id": "huffman"}, {"id": "zstd", "level": level}]
+RAW = {"id": "raw", "bits": 8}
 
 
-def encode_planes(raw: bytes, *, data_type: int, level: int = 19) -> tuple[dict, list[CodedStream]]:
+def plane_candidates(level: int) -> list[dict]:
+    """Candidate coders for a byte plane (raw first: it wins ties)."""
+    return [RAW, {"id": "huffman"}, {"id": "zstd", "level": level}]
+
+
+def encode_planes(raw: bytes, *, data_type: int, level: int = 19) -> tuple[dict, dict[str, CodedStream]]:
     """Split ``raw`` into byte planes and code each with the best candidate.
 
-    Returns the encoding params and one coded stream per plane (``plane0`` is the lowest byte).
+    A plane that no coder shrinks (the noisy low mantissa bytes) is stored as is; all such planes
+    share one stream, ``raw``, so a float32 tensor costs two streams in the header, not four.
+    The others get a stream each, ``plane{j}`` (``plane0`` is the lowest byte).
     """
     itemsize = plane_itemsize(data_type)
     if len(raw) % itemsize:
         itemsize = 1
     rotate = 1 if data_type in _FLOATS and itemsize > 1 else 0
     planes = split_planes(raw, itemsize, rotate)
-    coded = []
-    for plane in planes:
-        if order0_entropy_bits(plane) > _NOISE_BITS * plane.size:
-            coded.append(encode_best(plane, plane_candidates(plane.size, level)[:1]))
-        else:
-            coded.append(encode_best(plane, plane_candidates(plane.size, level)))
-    return {"itemsize": itemsize, "rotate": rotate}, coded
+    coded = [_encode_plane(p, level) for p in planes]
+    raw_planes = [j for j, c in enumerate(coded) if c.coder == RAW] if itemsize > 1 else []
+    streams = {f"plane{j}": c for j, c in enumerate(coded) if j not in raw_planes}
+    if raw_planes:
+        joined = np.concatenate([planes[j] for j in raw_planes])
+        streams["raw"] = CodedStream(joined.tobytes(), int(joined.size), RAW)
+    return {"itemsize": itemsize, "rotate": rotate, "raw_planes": raw_planes}, streams
+
+
+def _encode_plane(plane: np.ndarray, level: int) -> CodedStream:
+    if order0_entropy_bits(plane) > _NOISE_BITS * plane.size:
+        return encode_best(plane, plane_candidates(level)[:1])
+    return encode_best(plane, plane_candidates(level))
 
 
 def split_planes(raw: bytes, itemsize: int, rotate: int) -> list[np.ndarray]:
@@ -83,11 +94,15 @@ def join_planes(planes: list[np.ndarray], itemsize: int, rotate: int) -> bytes:
 
 
 def _validate(info: TensorInfo, streams: tuple[StreamInfo, ...]) -> None:
-    expect_params(info, {"itemsize": int, "rotate": int})
-    itemsize, rotate = info.params["itemsize"], info.params["rotate"]
+    expect_params(info, {"itemsize": int, "rotate": int, "raw_planes": list})
+    itemsize, rotate, raw_planes = info.params["itemsize"], info.params["rotate"], info.params["raw_planes"]
     if itemsize not in _UINT or not 0 <= rotate < 8 * itemsize or (itemsize == 1 and rotate):
         raise ContainerError(f"tensor {info.name!r} has invalid planes params {info.params!r}")
-    expect_streams(info, [f"plane{j}" for j in range(itemsize)])
+    if (not all(type(j) is int for j in raw_planes) or sorted(set(raw_planes)) != raw_planes
+            or any(not 0 <= j < itemsize for j in raw_planes) or (itemsize == 1 and raw_planes)):
+        raise ContainerError(f"tensor {info.name!r} has invalid raw_planes {raw_planes!r}")
+    coded = [j for j in range(itemsize) if j not in raw_planes]
+    expect_streams(info, [f"plane{j}" for j in coded] + (["raw"] if raw_planes else []))
     numel = 1
     for d in info.shape:
         numel *= d
@@ -98,18 +113,26 @@ def _validate(info: TensorInfo, streams: tuple[StreamInfo, ...]) -> None:
         )
     if info.nbytes % itemsize:
         raise ContainerError(f"tensor {info.name!r} nbytes ({info.nbytes}) is not a multiple of {itemsize}")
-    for j in range(itemsize):
-        count = streams[info.streams[f"plane{j}"]].count
-        if count != info.nbytes // itemsize:
-            raise ContainerError(
-                f"tensor {info.name!r} plane{j} holds {count} symbols, expected {info.nbytes // itemsize}"
-            )
+    per_plane = info.nbytes // itemsize
+    expected = {f"plane{j}": per_plane for j in coded}
+    if raw_planes:
+        expected["raw"] = per_plane * len(raw_planes)
+    for role, want_count in expected.items():
+        count = streams[info.streams[role]].count
+        if count != want_count:
+            raise ContainerError(f"tensor {info.name!r} {role} holds {count} symbols, expected {want_count}")
 
 
 def _decode(info: TensorInfo, container: Container) -> bytes:
-    itemsize = info.params["itemsize"]
-    planes = [container.decode_stream(info.streams[f"plane{j}"]) for j in range(itemsize)]
-    return join_planes(planes, itemsize, info.params["rotate"])
+    itemsize, raw_planes = info.params["itemsize"], info.params["raw_planes"]
+    planes: dict[int, np.ndarray] = {}
+    if raw_planes:
+        for j, part in zip(raw_planes, np.split(container.decode_stream(info.streams["raw"]), len(raw_planes))):
+            planes[j] = part
+    for j in range(itemsize):
+        if j not in planes:
+            planes[j] = container.decode_stream(info.streams[f"plane{j}"])
+    return join_planes([planes[j] for j in range(itemsize)], itemsize, info.params["rotate"])
 
 
 register_encoding(ENCODING, _validate, _decode)

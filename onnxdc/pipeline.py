@@ -8,6 +8,7 @@ container. ``decompress`` reverses it and checks every tensor against its record
 
 from __future__ import annotations
 
+import sys
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -120,8 +121,7 @@ def compress(model: onnx.ModelProto, *, config: CompressConfig = CompressConfig(
             quantized[tensor_label(ref)] = st.values
         elif len(raw) >= config.min_tensor_bytes:
             encoding = PLANES
-            params, planes = encode_planes(raw, data_type=ref.proto.data_type, level=config.zstd_level)
-            coded = {f"plane{j}": s for j, s in enumerate(planes)}
+            params, coded = encode_planes(raw, data_type=ref.proto.data_type, level=config.zstd_level)
         else:
             if progress:
                 progress(done, len(refs), ref.proto.name)
@@ -147,8 +147,12 @@ def compress(model: onnx.ModelProto, *, config: CompressConfig = CompressConfig(
 
 
 def _as_array(t: onnx.TensorProto, raw: bytes) -> np.ndarray:
-    dt = np_dtype(t.data_type).newbyteorder("<")
-    return np.frombuffer(raw, dtype=dt).astype(dt.newbyteorder("="), copy=False).reshape(tuple(t.dims))
+    """The tensor's little-endian raw bytes as a native-order array of its shape (a view if possible)."""
+    native = np_dtype(t.data_type)
+    arr = np.frombuffer(raw, dtype=native.newbyteorder("<"))
+    # numpy mis-sorts float16 arrays whose dtype is labelled '<' instead of native: relabel.
+    arr = arr.view(native) if sys.byteorder == "little" else arr.astype(native)
+    return arr.reshape(tuple(t.dims))
 
 
 def _plan(model: onnx.ModelProto, sharing: SharingConfig) -> dict[int, _Plan]:

@@ -99,16 +99,36 @@ def lloyd_sorted(sorted_w: np.ndarray, centroids: np.ndarray, *, max_iter: int =
         if bounds is not None and np.array_equal(new_bounds, bounds):
             break
         bounds = new_bounds
-        sizes = np.diff(bounds)
+        sizes = np.diff(bounds).astype(np.float64)
         sums = prefix[bounds[1:]] - prefix[bounds[:-1]]
-        nonempty = sizes > 0
-        c = np.where(nonempty, sums / np.maximum(sizes, 1), c)
-        c = np.sort(c)
+        if not sizes.all():
+            _relocate_empty(sorted_w, c, sizes, sums)
+        c = np.sort(np.where(sizes > 0, sums / np.maximum(sizes, 1), c))
     sizes = np.diff(bounds)
     keep = sizes > 0
     c = c[keep]
     bounds = np.concatenate([[0], bounds[1:][keep]])
     return c, bounds
+
+
+def _relocate_empty(sorted_w: np.ndarray, c: np.ndarray, sizes: np.ndarray, sums: np.ndarray) -> None:
+    """Give each empty cluster the point farthest from its centroid (updates sizes and sums in place).
+
+    This is scikit-learn's rule for Lloyd's algorithm: an empty cluster is wasted codebook space,
+    while the worst-served point marks where another centroid reduces the error most.
+    """
+    empty = np.flatnonzero(sizes == 0)
+    counts = sizes.astype(np.int64)
+    labels = np.repeat(np.arange(c.size), counts)
+    err = (sorted_w - c[labels]) ** 2
+    n = min(empty.size, sorted_w.size)
+    far = np.argpartition(err, -n)[:-n - 1:-1] if n else np.zeros(0, np.int64)
+    for new_id, idx in zip(empty, far):
+        old_id = labels[idx]
+        sums[old_id] -= sorted_w[idx]
+        sizes[old_id] -= 1
+        sums[new_id] = sorted_w[idx]
+        sizes[new_id] = 1
 
 
 def kmeans_1d(values: np.ndarray, *, config: ShareConfig, k: int | None = None) -> Clustering:
@@ -145,8 +165,11 @@ def _safe_codebook(cents: np.ndarray, sw: np.ndarray, bounds: np.ndarray, dtype:
         members = sw[bounds[j]:bounds[j + 1]]
         far = members[np.argmax(np.abs(members))]
         cb[j] = dtype(far) if dtype(far) != 0 else np.copysign(np.finfo(dtype).smallest_subnormal, far)
-    cb = np.unique(cb)  # sorted; float16 rounding may merge neighbours
-    return cb
+    # Sorted and distinct (float16 rounding may merge neighbours). Deduplicate in float64:
+    # numpy 2.4's np.unique returns unsorted duplicates for some float16 inputs.
+    wide = np.sort(cb.astype(np.float64))
+    wide = wide[np.concatenate([[True], np.diff(wide) > 0])] if wide.size else wide
+    return wide.astype(dtype)
 
 
 def inertia(values: np.ndarray, clustering: Clustering) -> float:

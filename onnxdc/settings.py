@@ -95,12 +95,18 @@ class SharingConfig:
             raise ConfigError(f"min elements must be >= 0, got {self.min_elements}")
 
     def to_json(self) -> dict[str, Any]:
-        """The settings as recorded in the container metadata."""
-        return {"sparsity": self.sparsity, "std_threshold": self.std_threshold, "global": self.global_prune,
-                "bits": self.bits, "init": self.init, "codebook_dtype": self.codebook_dtype,
-                "coder": self.coder, "positions": self.positions, "min_elements": self.min_elements,
-                "include_bias": self.include_bias, "seed": self.seed,
-                "rules": [{"match": r.match, **r.settings} for r in self.rules]}
+        """The settings that differ from the defaults, plus the seed, as recorded in the container."""
+        out: dict[str, Any] = {"seed": self.seed}
+        defaults = SharingConfig()
+        for key, name in (("sparsity", "sparsity"), ("std_threshold", "std_threshold"), ("global", "global_prune"),
+                          ("bits", "bits"), ("init", "init"), ("codebook_dtype", "codebook_dtype"),
+                          ("coder", "coder"), ("positions", "positions"), ("min_elements", "min_elements"),
+                          ("include_bias", "include_bias")):
+            if getattr(self, name) != getattr(defaults, name):
+                out[key] = getattr(self, name)
+        if self.rules:
+            out["rules"] = [{"match": r.match, **r.settings} for r in self.rules]
+        return out
 
 
 @dataclass(frozen=True)

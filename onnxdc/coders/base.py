@@ -27,7 +27,8 @@ _VARINT_MAX_BYTES = 9
 class Coder(ABC):
     """Abstract base of all coders.
 
-    Subclasses set :attr:`coder_id`, implement :meth:`encode` and :meth:`decode`, and, when they
+    Subclasses set :attr:`coder_id`, implement :meth:`encode`, :meth:`decode` and
+    :meth:`max_encoded_size`, and, when they
     take parameters, override :meth:`get_config` / accept the same keyword arguments in
     ``__init__``.
     """

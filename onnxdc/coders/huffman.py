@@ -109,6 +109,8 @@ class HuffmanCoder(Coder):
         max_bits: Longest allowed code, 1..16; the symbols present must fit
             (``ceil(log2(distinct symbols)) <= max_bits``), which is checked at encode.
         block_size: Symbols per independently decodable block; 0 picks a size from the count.
+            Decoding takes one numpy step per symbol of a block, so very large blocks are slow;
+            very small ones cost padding and a size field per block.
     """
 
     coder_id = "huffman"
@@ -309,7 +311,7 @@ def _read_block_sizes(buf: bytes, pos: int, nblocks: int) -> tuple[np.ndarray, i
     top = int(sizes.max()) if sizes.size else 0
     if _size_width(top) != width:
         raise CoderError(f"huffman block sizes use {width} bytes where {_size_width(top)} suffice")
-    if top > len(buf):
+    if top > len(buf):  # also keeps the int64 sums of the sizes from overflowing
         raise CoderError(f"huffman block size {top} exceeds the stream size {len(buf)}")
     return sizes.astype(np.int64), pos + nbytes
 

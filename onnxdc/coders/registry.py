@@ -42,7 +42,7 @@ def get_coder(config: dict[str, Any]) -> Coder:
     try:
         return cls.from_config(config)
     except (TypeError, ValueError) as exc:
-        if isinstance(exc, ConfigError):
+        if isinstance(exc, (ConfigError, UnknownCoderError)):
             raise
         raise ConfigError(f"invalid config for coder {config['id']!r}: {exc}") from None
 
