@@ -199,7 +199,8 @@ def read_container(data: bytes | memoryview, *, max_tensor_bytes: int = DEFAULT_
     except UnicodeDecodeError:
         raise ContainerError("header is not valid UTF-8") from None
     try:
-        obj = json.loads(text, object_pairs_hook=_no_duplicate_keys, parse_constant=_no_constant)
+        obj = json.loads(text, object_pairs_hook=_no_duplicate_keys, parse_constant=_no_constant,
+                         parse_float=_finite_float)
     except (ValueError, RecursionError) as exc:
         raise ContainerError(f"header is not valid JSON ({exc})") from None
     payload = buf[PREFIX_SIZE + hlen:]
@@ -229,6 +230,14 @@ def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 
 def _no_constant(name: str) -> Any:
     raise ValueError(f"non-finite number {name}")
+
+
+def _finite_float(text: str) -> float:
+    """Parse a JSON number, refusing one that overflows to infinity (``1e999``) like NaN literals."""
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"non-finite number {text}")
+    return value
 
 
 def _is_int(v: Any) -> bool:

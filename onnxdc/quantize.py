@@ -143,18 +143,16 @@ def kmeans_1d(values: np.ndarray, *, config: ShareConfig, k: int | None = None) 
         return Clustering(np.zeros(0, dtype=cb_dtype), np.zeros(0, dtype=np.uint8))
     if not np.all(np.isfinite(v)):
         raise ConfigError("cannot share weights that are NaN or infinite")
-    order = np.argsort(v, kind="stable")
-    sw = v[order].astype(np.float64)
+    sw = np.sort(v).astype(np.float64)
     k = (1 << config.bits) if k is None else k
     c0 = init_centroids(sw, min(k, sw.size), config.init, seed=config.seed)
     cents, bounds = lloyd_sorted(sw, c0, max_iter=config.max_iter)
     codebook = _safe_codebook(cents, sw, bounds, cb_dtype)
-    # Assign each value to the nearest stored (rounded) centroid, so decode = codebook[index].
+    # Assign each value to the nearest stored (rounded) centroid, so decode = codebook[index];
+    # a value exactly between two centroids goes to the lower one.
     cb64 = codebook.astype(np.float64)
     mids = (cb64[:-1] + cb64[1:]) / 2.0
-    sorted_idx = np.searchsorted(mids, sw, side="left").astype(np.uint8)
-    indices = np.empty(v.size, dtype=np.uint8)
-    indices[order] = sorted_idx
+    indices = np.searchsorted(mids, v.astype(np.float64), side="left").astype(np.uint8)
     return Clustering(codebook, indices)
 
 
