@@ -67,8 +67,8 @@ def compare_coders(model: onnx.ModelProto, *, sharing: SharingConfig,
 
     The first row is the order-0 entropy bound (``entropy``), not a real coder.
     """
-    from onnxdc.pipeline import _as_array, _plan
     from onnxdc.graphio import tensor_raw_bytes
+    from onnxdc.pipeline import _as_array, _plan
 
     streams: list[_Streams] = []
     codebook_bytes = original = weights = 0

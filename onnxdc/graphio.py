@@ -15,7 +15,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import onnx
 from google.protobuf.message import DecodeError
 from onnx import AttributeProto, GraphProto, NodeProto, TensorProto, numpy_helper
@@ -163,8 +162,16 @@ def tensor_raw_bytes(t: TensorProto) -> bytes:
     if t.data_location == TensorProto.EXTERNAL:
         raise ModelError(f"tensor {t.name!r} still refers to external data")
     if t.HasField("raw_data"):
-        return t.raw_data
-    return numpy_helper.from_array(numpy_helper.to_array(t)).raw_data
+        raw = t.raw_data
+    else:
+        try:
+            raw = numpy_helper.from_array(numpy_helper.to_array(t)).raw_data
+        except (ValueError, TypeError) as exc:
+            raise ModelError(f"tensor {t.name!r} has unreadable data ({exc})") from None
+    want = expected_nbytes(t.data_type, tensor_numel(t))
+    if want is not None and len(raw) != want:
+        raise ModelError(f"tensor {t.name!r} holds {len(raw)} bytes of data, its shape and dtype need {want}")
+    return raw
 
 
 def has_data(t: TensorProto) -> bool:
