@@ -68,13 +68,13 @@ def compare_coders(model: onnx.ModelProto, *, sharing: SharingConfig,
     The first row is the order-0 entropy bound (``entropy``), not a real coder.
     """
     from onnxdc.graphio import tensor_raw_bytes
-    from onnxdc.pipeline import _as_array, _plan
+    from onnxdc.pipeline import plan_sharing, tensor_array
 
     streams: list[_Streams] = []
     codebook_bytes = original = weights = 0
-    for plan in _plan(model, sharing).values():
+    for plan in plan_sharing(model, sharing).values():
         proto = plan.candidate.ref.proto
-        w = _as_array(proto, tensor_raw_bytes(proto))
+        w = tensor_array(proto, tensor_raw_bytes(proto))
         keep = plan.keep if plan.keep is not None else prune(w, config=plan.settings.prune)
         flat = w.reshape(-1)
         pos = np.flatnonzero(keep.reshape(-1) & (flat != 0))

@@ -80,7 +80,7 @@ class CompressResult:
 
 
 @dataclass(frozen=True)
-class _Plan:
+class WeightPlan:
     """What the pipeline will do with one weight tensor."""
 
     candidate: Candidate
@@ -102,7 +102,7 @@ def compress(model: onnx.ModelProto, *, config: CompressConfig = CompressConfig(
     skeleton = onnx.ModelProto()
     skeleton.CopyFrom(model)
     refs = [r for r in iter_tensors(skeleton) if has_data(r.proto)]
-    plans = _plan(skeleton, config.sharing) if config.sharing is not None else {}
+    plans = plan_sharing(skeleton, config.sharing) if config.sharing is not None else {}
     # Tensor streams come first; the skeleton, known only once every tensor is stripped, is last.
     writer = ContainerWriter()
     entries: list[TensorInfo] = []
@@ -111,7 +111,7 @@ def compress(model: onnx.ModelProto, *, config: CompressConfig = CompressConfig(
         raw = tensor_raw_bytes(ref.proto)
         plan = plans.get(ref.slot)
         if plan is not None:
-            w = _as_array(ref.proto, raw)
+            w = tensor_array(ref.proto, raw)
             keep = plan.keep if plan.keep is not None else prune(w, config=plan.settings.prune)
             st = encode_shared(w, keep, share=plan.settings.share, index_coders=plan.settings.coders,
                                positions=plan.settings.positions, op=plan.candidate.op,
@@ -146,7 +146,7 @@ def compress(model: onnx.ModelProto, *, config: CompressConfig = CompressConfig(
     return CompressResult(data, read_container(data), quantized)
 
 
-def _as_array(t: onnx.TensorProto, raw: bytes) -> np.ndarray:
+def tensor_array(t: onnx.TensorProto, raw: bytes) -> np.ndarray:
     """The tensor's little-endian raw bytes as a native-order array of its shape (a view if possible)."""
     native = np_dtype(t.data_type)
     arr = np.frombuffer(raw, dtype=native.newbyteorder("<"))
@@ -155,21 +155,21 @@ def _as_array(t: onnx.TensorProto, raw: bytes) -> np.ndarray:
     return arr.reshape(tuple(t.dims))
 
 
-def _plan(model: onnx.ModelProto, sharing: SharingConfig) -> dict[int, _Plan]:
+def plan_sharing(model: onnx.ModelProto, sharing: SharingConfig) -> dict[int, WeightPlan]:
     """Choose the tensors to weight-share and resolve their settings (and global pruning masks)."""
-    plans: dict[int, _Plan] = {}
+    plans: dict[int, WeightPlan] = {}
     for slot, cand in find_candidates(model).items():
         if tensor_numel(cand.ref.proto) < max(sharing.min_elements, 1) or not has_data(cand.ref.proto):
             continue
         ts = resolve(tensor_label(cand.ref), cand.kind, sharing)
         if not ts.lossless:
-            plans[slot] = _Plan(cand, ts, None)
+            plans[slot] = WeightPlan(cand, ts, None)
     global_slots = [s for s, p in plans.items() if p.settings.prune.global_]
     if global_slots and sharing.sparsity:
-        weights = [_as_array(plans[s].candidate.ref.proto, tensor_raw_bytes(plans[s].candidate.ref.proto))
+        weights = [tensor_array(plans[s].candidate.ref.proto, tensor_raw_bytes(plans[s].candidate.ref.proto))
                    for s in global_slots]
         for s, mask in zip(global_slots, prune_global(weights, sparsity=sharing.sparsity)):
-            plans[s] = _Plan(plans[s].candidate, plans[s].settings, mask)
+            plans[s] = WeightPlan(plans[s].candidate, plans[s].settings, mask)
     return plans
 
 
