@@ -54,11 +54,16 @@ class CompressConfig:
         sharing: the Deep Compression settings; None stores every tensor losslessly.
         min_tensor_bytes: tensors smaller than this stay inside the skeleton, where the skeleton's
             zstd pass codes them together more cheaply than per-tensor streams would.
+        calibration: calibration inputs (keyed by model input name) for calibration-aware
+            pruning and sharing (:mod:`onnxdc.calibrate`); None for plain magnitude pruning.
+        calib_samples: calibration samples used at most.
         zstd_level: zstd level tried for the lossless planes.
         metadata: free-form entries recorded in the container header.
     """
 
     sharing: SharingConfig | None = None
+    calibration: dict[str, np.ndarray] | None = None
+    calib_samples: int = 512
     min_tensor_bytes: int = 64
     zstd_level: int = 19
     metadata: dict[str, Any] = field(default_factory=dict)
@@ -103,6 +108,11 @@ def compress(model: onnx.ModelProto, *, config: CompressConfig = CompressConfig(
     skeleton.CopyFrom(model)
     refs = [r for r in iter_tensors(skeleton) if has_data(r.proto)]
     plans = plan_sharing(skeleton, config.sharing) if config.sharing is not None else {}
+    calibrated: dict[int, Any] = {}
+    if plans and config.calibration is not None:
+        from onnxdc.calibrate import calibrate
+
+        calibrated = calibrate(model, plans, config.calibration, max_samples=config.calib_samples)
     # Tensor streams come first; the skeleton, known only once every tensor is stripped, is last.
     writer = ContainerWriter()
     entries: list[TensorInfo] = []
@@ -112,10 +122,15 @@ def compress(model: onnx.ModelProto, *, config: CompressConfig = CompressConfig(
         plan = plans.get(ref.slot)
         if plan is not None:
             w = tensor_array(ref.proto, raw)
-            keep = plan.keep if plan.keep is not None else prune(w, config=plan.settings.prune)
+            cal = calibrated.get(ref.slot)
+            if cal is not None:
+                keep, clustering = cal.keep, cal.clustering
+            else:
+                keep = plan.keep if plan.keep is not None else prune(w, config=plan.settings.prune)
+                clustering = None
             st = encode_shared(w, keep, share=plan.settings.share, index_coders=plan.settings.coders,
                                positions=plan.settings.positions, op=plan.candidate.op,
-                               kind=plan.candidate.kind)
+                               kind=plan.candidate.kind, clustering=clustering)
             encoding, params, coded = SHARED, st.params, st.streams
             raw = st.values.astype(st.values.dtype.newbyteorder("<"), copy=False).tobytes()
             quantized[tensor_label(ref)] = st.values
@@ -140,6 +155,14 @@ def compress(model: onnx.ModelProto, *, config: CompressConfig = CompressConfig(
     skeleton_id = writer.add_stream(skel.data, count=skel.count, coder=skel.coder)
     metadata = dict(config.metadata)
     metadata["settings"] = config.sharing.to_json() if config.sharing is not None else {"lossless": True}
+    if calibrated:
+        metadata["calibration"] = {
+            "samples": min(config.calib_samples, len(next(iter(config.calibration.values())))),
+            "tensors": {tensor_label(plans[s].candidate.ref): {"method": c.method,
+                                                               "error_kmeans": c.error_kmeans,
+                                                               "error_refit": c.error_refit}
+                        for s, c in calibrated.items()},
+        }
     header = writer.header(producer=f"onnxdc {__version__}", metadata=metadata, skeleton=skeleton_id,
                            tensors=entries)
     data = writer.to_bytes(header)

@@ -27,7 +27,7 @@ import onnx
 
 from onnxdc.encodings import expect_params, expect_streams, register_encoding
 from onnxdc.errors import ContainerError
-from onnxdc.quantize import CODEBOOK_DTYPES, ShareConfig, kmeans_1d
+from onnxdc.quantize import CODEBOOK_DTYPES, Clustering, ShareConfig, kmeans_1d
 from onnxdc.sparse import (
     decode_mask,
     decode_relative,
@@ -63,7 +63,8 @@ def np_dtype(data_type: int) -> np.dtype:
 
 
 def encode_shared(w: np.ndarray, keep: np.ndarray, *, share: ShareConfig, index_coders: list[dict],
-                  positions: str = "auto", op: str = "", kind: str = "") -> SharedTensor:
+                  positions: str = "auto", op: str = "", kind: str = "",
+                  clustering: Clustering | None = None) -> SharedTensor:
     """Weight-share the kept entries of ``w`` and code indices, positions and codebook.
 
     Args:
@@ -73,12 +74,14 @@ def encode_shared(w: np.ndarray, keep: np.ndarray, *, share: ShareConfig, index_
         share: k-means settings.
         index_coders: candidate coder configs for the index stream; the smallest wins.
         positions: ``auto`` (smallest of the schemes) or one of ``relative``, ``mask``, ``dense``.
+        clustering: shared values and indices already chosen for the kept weights (in flat
+            order), e.g. by calibration-aware compression; k-means is then skipped.
     """
     flat = w.reshape(-1)
-    keep = keep.reshape(-1) & (flat != 0)
+    keep = keep.reshape(-1) & (flat != 0) if clustering is None else keep.reshape(-1)
     pos = np.flatnonzero(keep)
     nnz, numel = int(pos.size), int(flat.size)
-    clus = kmeans_1d(flat[pos].astype(np.float32), config=share)
+    clus = clustering if clustering is not None else kmeans_1d(flat[pos].astype(np.float32), config=share)
     cb_dtype = CODEBOOK_DTYPES[share.codebook_dtype]
     out_dtype = flat.dtype
     itemsize = out_dtype.itemsize
@@ -97,7 +100,10 @@ def encode_shared(w: np.ndarray, keep: np.ndarray, *, share: ShareConfig, index_
             m = encode_best(mask_symbols(keep), [{"id": "raw", "bits": 8}, {"id": "zstd", "level": 19},
                                                  {"id": "huffman"}])
             layouts.append(_Layout("mask", 0, m, sparse_idx, cb_sparse, clus.indices, False))
-    if positions in ("auto", "dense"):
+    if positions == "dense" and clustering is not None and nnz < numel and clus.codebook.size >= (1 << share.bits):
+        positions = "mask"  # a given full codebook leaves no code for zero
+    if positions in ("auto", "dense") and not (clustering is not None and nnz < numel
+                                               and clus.codebook.size >= (1 << share.bits)):
         zero_code = nnz < numel
         dclus = clus
         if zero_code and clus.codebook.size + 1 > (1 << share.bits):
@@ -191,6 +197,10 @@ def _validate(info: TensorInfo, streams: tuple[StreamInfo, ...]) -> None:
         raise ContainerError(f"tensor {info.name!r} has invalid bits or codebook dtype")
     if not 0 <= p["k"] <= 256 or (p["zero_code"] and scheme != "dense"):
         raise ContainerError(f"tensor {info.name!r} has an invalid codebook size or zero code")
+    if p["pruned_bytes"] < 0 or p["shared_bytes"] < 0:  # shown by the report: never negative
+        raise ContainerError(
+            f"tensor {info.name!r} stage sizes ({p['pruned_bytes']}, {p['shared_bytes']}) must be >= 0"
+        )
     try:
         itemsize = np_dtype(info.dtype).itemsize
     except (KeyError, TypeError, ValueError):

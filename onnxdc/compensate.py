@@ -1,0 +1,196 @@
+"""Pruning and weight sharing that keep a layer's output: OBS-style compensation and codebook refit.
+
+Han et al. recover accuracy by retraining; without a training loop we use the layer's calibration
+inputs instead. For one layer ``Y = X @ W`` (in × out), with ``X`` the inputs it sees once the
+layers before it are compressed and ``T = X_ref @ W0`` the outputs of the original model:
+
+1. **Refit**: ``W* = argmin ||X W - T||`` (ridge-damped least squares), which also absorbs the
+   error the compressed layers upstream introduced. Then ``||X Ŵ - T||² = tr((Ŵ-W*)ᵀ H (Ŵ-W*)) +
+   const`` with ``H = XᵀX``: every later step minimizes that quadratic form.
+2. **Prune with compensation** (SparseGPT): rows of ``W`` (inputs) are visited in order; in each
+   block the weights with the smallest saliency ``w² / [H⁻¹]ᵢᵢ`` are dropped, and each row's
+   error is spread onto the rows not yet visited through the Cholesky factor of ``H⁻¹``.
+3. **Share with compensation** (GPTQ onto a k-means codebook): the same sweep again from ``W*``
+   with the mask fixed, rounding each surviving weight to its nearest shared value.
+4. **Refit the codebook**: with the assignments fixed, the shared values that minimize the output
+   error solve a small k × k least-squares system — trained quantization without training. It is
+   kept only if it lowers the error (it always does, up to rounding, since the k-means values are
+   one feasible point).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from onnxdc.quantize import CODEBOOK_DTYPES, ShareConfig, kmeans_1d
+
+BLOCK = 128
+DAMP = 0.01
+
+
+@dataclass(frozen=True)
+class LayerProblem:
+    """The quadratic form of one linear group: ``H = XᵀX`` and the refit target ``W*``."""
+
+    h: np.ndarray  # in × in, float64
+    w_star: np.ndarray  # in × out, float64
+
+
+@dataclass(frozen=True)
+class Compensated:
+    """Result for one tensor's groups: masks, codebook, per-weight indices, and the errors."""
+
+    weights: list[np.ndarray]  # final in × out matrices (codebook values and zeros)
+    masks: list[np.ndarray]  # True = kept
+    codebook: np.ndarray
+    indices: list[np.ndarray]  # uint8 in × out (meaningful where mask)
+    error_kmeans: float  # output error with the k-means values
+    error_refit: float  # output error with the refit values (the one kept if smaller)
+
+
+def problem(x_q: np.ndarray, x_ref: np.ndarray, w0: np.ndarray, *, chunk: int = 65536) -> LayerProblem:
+    """Accumulate ``H = XᵀX`` and ``G = XᵀX_ref`` in chunks and solve for the refit target ``W*``."""
+    d = x_q.shape[1]
+    h = np.zeros((d, d))
+    g = np.zeros((d, d))
+    for s in range(0, x_q.shape[0], chunk):
+        xq = x_q[s:s + chunk].astype(np.float64)
+        h += xq.T @ xq
+        g += xq.T @ x_ref[s:s + chunk].astype(np.float64)
+    c = g @ w0.astype(np.float64)
+    hd = _damped(h)
+    try:
+        w_star = np.linalg.solve(hd, c)
+    except np.linalg.LinAlgError:
+        w_star = w0.astype(np.float64)
+    return LayerProblem(h, w_star)
+
+
+def _damped(h: np.ndarray) -> np.ndarray:
+    diag = np.diag(h)
+    damp = DAMP * (float(diag.mean()) if diag.size and diag.mean() > 0 else 1.0)
+    hd = h + damp * np.eye(h.shape[0])
+    dead = diag == 0  # inputs that are always zero: any weight there is free
+    hd[dead, dead] = 1.0
+    return hd
+
+
+def _inverse_cholesky(h: np.ndarray) -> np.ndarray:
+    """Upper Cholesky factor ``U`` of ``H⁻¹`` (``H⁻¹ = Uᵀ U``), as GPTQ uses it."""
+    hd = _damped(h)
+    for scale in (1.0, 10.0, 100.0, 1000.0):
+        try:
+            hinv = np.linalg.inv(hd if scale == 1.0 else hd + (scale - 1) * DAMP * np.mean(np.diag(hd)) * np.eye(hd.shape[0]))
+            return np.linalg.cholesky(hinv).T
+        except np.linalg.LinAlgError:
+            continue
+    return np.diag(1.0 / np.sqrt(np.maximum(np.diag(hd), 1e-12)))
+
+
+def obs_sweep(w: np.ndarray, u: np.ndarray, *, sparsity: float | None = None, mask: np.ndarray | None = None,
+              codebook: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """One SparseGPT/GPTQ sweep over the rows of ``w`` (in × out).
+
+    With ``sparsity``, each block of rows drops that fraction of its weights by saliency; with
+    ``mask``, the given weights are kept. With ``codebook`` (sorted), kept weights are rounded to
+    their nearest shared value. Returns the new weights and the mask.
+    """
+    w = w.astype(np.float64).copy()
+    n_in = w.shape[0]
+    keep = np.ones_like(w, dtype=bool) if mask is None else mask.copy()
+    mids = (codebook[:-1] + codebook[1:]) / 2.0 if codebook is not None and codebook.size else None
+    for i1 in range(0, n_in, BLOCK):
+        i2 = min(i1 + BLOCK, n_in)
+        w1 = w[i1:i2]
+        u1 = u[i1:i2, i1:i2]
+        if sparsity:
+            d = np.diag(u1)[:, None]
+            score = w1 ** 2 / d ** 2
+            k = int(round(sparsity * score.size))
+            blk = np.ones(score.size, dtype=bool)
+            if k:
+                blk[np.argpartition(score.reshape(-1), k - 1)[:k]] = False
+            keep[i1:i2] = blk.reshape(score.shape)
+        errs = np.zeros_like(w1)
+        for r in range(i2 - i1):
+            row = w1[r]
+            q = row.copy()
+            if mids is not None:
+                q = codebook[np.searchsorted(mids, row)]
+            q = np.where(keep[i1 + r], q, 0.0)
+            err = (row - q) / u1[r, r]
+            w1[r] = q
+            w1[r + 1:] -= np.outer(u1[r, r + 1:], err)
+            errs[r] = err
+        w[i1:i2] = w1
+        w[i2:] -= u[i1:i2, i2:].T @ errs
+    return w, keep
+
+
+def output_error(w_hat: np.ndarray, prob: LayerProblem) -> float:
+    """``tr((Ŵ-W*)ᵀ H (Ŵ-W*))``: the layer's calibration output error, up to a constant."""
+    d = w_hat - prob.w_star
+    return float(np.sum(d * (prob.h @ d)))
+
+
+def refit_codebook(probs: list[LayerProblem], idx: list[np.ndarray], masks: list[np.ndarray],
+                   k: int) -> np.ndarray | None:
+    """Shared values minimizing the summed output error for fixed assignments (None if singular)."""
+    a = np.zeros((k, k))
+    b = np.zeros(k)
+    for prob, ix, m in zip(probs, idx, masks):
+        lab = ix[m].astype(np.int64)
+        b += np.bincount(lab, weights=(prob.h @ prob.w_star)[m], minlength=k)
+        for col in range(k):
+            ind = ((ix == col) & m).astype(np.float64)
+            if not ind.any():
+                continue
+            a[:, col] += np.bincount(lab, weights=(prob.h @ ind)[m], minlength=k)
+    used = np.diag(a) > 0
+    if not used.any():
+        return None
+    sol = np.zeros(k)
+    try:
+        sol[used] = np.linalg.lstsq(a[np.ix_(used, used)], b[used], rcond=None)[0]
+    except np.linalg.LinAlgError:
+        return None
+    return sol
+
+
+def compensate(probs: list[LayerProblem], *, sparsity: float, share: ShareConfig) -> Compensated:
+    """Prune, share and refit one tensor's groups (see the module docstring)."""
+    us = [_inverse_cholesky(p.h) for p in probs]
+    masks = [obs_sweep(p.w_star, u, sparsity=sparsity)[1] for p, u in zip(probs, us)]
+    pruned = [obs_sweep(p.w_star, u, mask=m)[0] for p, u, m in zip(probs, us, masks)]
+    survivors = np.concatenate([w[m] for w, m in zip(pruned, masks)]).astype(np.float32)
+    survivors = survivors[survivors != 0]
+    cb_dtype = CODEBOOK_DTYPES[share.codebook_dtype]
+    if survivors.size == 0:
+        zeros = [np.zeros_like(p.w_star) for p in probs]
+        empty = np.zeros(0, dtype=cb_dtype)
+        return Compensated(zeros, [np.zeros_like(m) for m in masks], empty,
+                           [np.zeros(m.shape, np.uint8) for m in masks], 0.0, 0.0)
+    codebook = kmeans_1d(survivors, config=share).codebook.astype(np.float64)
+    finals, idxs = [], []
+    for p, u, m in zip(probs, us, masks):
+        wq, _ = obs_sweep(p.w_star, u, mask=m, codebook=codebook)
+        finals.append(wq)
+        idxs.append(_indices(wq, codebook))
+    err_k = sum(output_error(w, p) for w, p in zip(finals, probs))
+    refit = refit_codebook(probs, idxs, masks, codebook.size)
+    best_cb, err_r = codebook, err_k
+    if refit is not None and np.all(np.isfinite(refit)):
+        cand = refit.astype(cb_dtype).astype(np.float64)
+        cand = np.where(cand == 0, codebook, cand)  # zero is never a shared value
+        trial = [np.where(m, cand[ix], 0.0) for ix, m in zip(idxs, masks)]
+        err_t = sum(output_error(w, p) for w, p in zip(trial, probs))
+        if err_t <= err_k:
+            best_cb, err_r, finals = cand, err_t, trial
+    return Compensated(finals, masks, best_cb.astype(cb_dtype), idxs, err_k, err_r)
+
+
+def _indices(wq: np.ndarray, codebook: np.ndarray) -> np.ndarray:
+    mids = (codebook[:-1] + codebook[1:]) / 2.0
+    return np.searchsorted(mids, wq).astype(np.uint8)

@@ -1,0 +1,151 @@
+"""Layers as linear maps: ``Y = X @ W`` for the weight of a Gemm, MatMul, Conv or recurrent op.
+
+Calibration-aware compression needs, for each weight tensor, the matrix ``X`` of the inputs it
+multiplies and a view of the tensor as ``W`` (in × out), so that the layer's output error can be
+measured and minimized by least squares. :class:`LinearForm` records how to get both from the
+node's activation input, and how to map a matrix back to the tensor's shape. Ops without such a
+form (Gather, ConvTranspose, recurrent R weights, unsupported attributes) return None and are
+compressed by plain magnitude pruning; the report names them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+from onnx import helper
+
+
+@dataclass(frozen=True)
+class LinearForm:
+    """How one weight tensor acts on its node's activation input.
+
+    Attributes:
+        node: the consuming node.
+        activation: name of the value the weight multiplies.
+        kind: ``gemm_b`` (X @ W), ``gemm_a`` (W @ X), ``conv`` or ``rnn_w``.
+        groups: independent linear problems the tensor splits into (conv groups, rnn directions).
+        attrs: the attributes the kind needs (transposes, alpha, conv geometry, rnn layout).
+    """
+
+    node: onnx.NodeProto
+    activation: str
+    kind: str
+    groups: int
+    attrs: dict
+
+
+def linear_form(node: onnx.NodeProto, weight_pos: int, weight_shape: tuple[int, ...]) -> LinearForm | None:
+    """The linear form of the weight at input ``weight_pos`` of ``node``, or None if it has none."""
+    a = {x.name: helper.get_attribute_value(x) for x in node.attribute}
+    op = node.op_type
+    if op == "Gemm" and weight_pos in (0, 1) and len(weight_shape) == 2:
+        other = node.input[1 - weight_pos]
+        attrs = {"transA": int(a.get("transA", 0)), "transB": int(a.get("transB", 0)),
+                 "alpha": float(a.get("alpha", 1.0))}
+        return LinearForm(node, other, "gemm_b" if weight_pos == 1 else "gemm_a", 1, attrs)
+    if op == "MatMul" and weight_pos in (0, 1) and len(weight_shape) == 2:
+        other = node.input[1 - weight_pos]
+        kind = "gemm_b" if weight_pos == 1 else "gemm_a"
+        return LinearForm(node, other, kind, 1, {"transA": 0, "transB": 0, "alpha": 1.0, "matmul": True})
+    if op == "Conv" and weight_pos == 1 and len(weight_shape) == 4:
+        auto_pad = a.get("auto_pad", b"NOTSET")
+        auto_pad = auto_pad.decode() if isinstance(auto_pad, bytes) else auto_pad
+        attrs = {"strides": list(a.get("strides", [1, 1])), "dilations": list(a.get("dilations", [1, 1])),
+                 "pads": list(a.get("pads", [0, 0, 0, 0])), "auto_pad": auto_pad,
+                 "kernel": list(weight_shape[2:])}
+        return LinearForm(node, node.input[0], "conv", int(a.get("group", 1)), attrs)
+    if op in ("GRU", "LSTM", "RNN") and weight_pos == 1 and len(weight_shape) == 3:
+        return LinearForm(node, node.input[0], "rnn_w", int(weight_shape[0]), {"layout": int(a.get("layout", 0))})
+    return None
+
+
+def weight_matrices(form: LinearForm, w: np.ndarray) -> list[np.ndarray]:
+    """The weight tensor as one (in × out) matrix per group."""
+    if form.kind == "gemm_b":
+        return [w.T if form.attrs["transB"] else w]
+    if form.kind == "gemm_a":
+        return [(w.T if form.attrs["transA"] else w).T]
+    if form.kind == "conv":
+        cout = w.shape[0]
+        per = cout // form.groups
+        return [w[g * per:(g + 1) * per].reshape(per, -1).T for g in range(form.groups)]
+    if form.kind == "rnn_w":
+        return [w[d].T for d in range(w.shape[0])]
+    raise ValueError(form.kind)
+
+
+def weight_tensor(form: LinearForm, mats: list[np.ndarray], shape: tuple[int, ...]) -> np.ndarray:
+    """Inverse of :func:`weight_matrices`."""
+    if form.kind == "gemm_b":
+        m = mats[0]
+        return np.ascontiguousarray(m.T if form.attrs["transB"] else m)
+    if form.kind == "gemm_a":
+        m = mats[0].T
+        return np.ascontiguousarray(m.T if form.attrs["transA"] else m)
+    if form.kind == "conv":
+        per = shape[0] // form.groups
+        return np.concatenate([m.T.reshape((per, *shape[1:])) for m in mats])
+    if form.kind == "rnn_w":
+        return np.stack([m.T for m in mats])
+    raise ValueError(form.kind)
+
+
+def input_matrices(form: LinearForm, x: np.ndarray) -> list[np.ndarray]:
+    """The activation as one (rows × in) matrix per group, so that ``Y_g = X_g @ W_g``."""
+    if form.kind == "gemm_b":
+        xm = x.T if form.attrs["transA"] and not form.attrs.get("matmul") else x
+        xm = xm.reshape(-1, xm.shape[-1]) * form.attrs["alpha"]
+        return [xm]
+    if form.kind == "gemm_a":
+        # Y = W @ X  ->  Y^T = X^T @ W^T
+        xm = x.T if form.attrs["transB"] and not form.attrs.get("matmul") else x
+        xm = np.swapaxes(xm, -1, -2).reshape(-1, xm.shape[-2]) * form.attrs["alpha"]
+        return [xm]
+    if form.kind == "conv":
+        return im2col_groups(x, form)
+    if form.kind == "rnn_w":
+        seq = x if form.attrs["layout"] == 0 else np.swapaxes(x, 0, 1)
+        flat = seq.reshape(-1, seq.shape[-1])
+        return [flat] * form.groups
+    raise ValueError(form.kind)
+
+
+def conv_pads(form: LinearForm, in_hw: tuple[int, int]) -> list[int]:
+    """Explicit pads [top, left, bottom, right] for the conv's auto_pad setting."""
+    mode = form.attrs["auto_pad"]
+    if mode in ("NOTSET", ""):
+        return list(form.attrs["pads"])
+    if mode == "VALID":
+        return [0, 0, 0, 0]
+    pads_begin, pads_end = [], []
+    for size, k, s, d in zip(in_hw, form.attrs["kernel"], form.attrs["strides"], form.attrs["dilations"]):
+        out = -(-size // s)
+        total = max(0, (out - 1) * s + (k - 1) * d + 1 - size)
+        small, big = total // 2, total - total // 2
+        pads_begin.append(small if mode == "SAME_UPPER" else big)
+        pads_end.append(big if mode == "SAME_UPPER" else small)
+    return pads_begin + pads_end
+
+
+def im2col_groups(x: np.ndarray, form: LinearForm) -> list[np.ndarray]:
+    """Unfold a 2-D conv input (N, C, H, W) into per-group patch matrices (N*OH*OW, C/g*kh*kw).
+
+    Patch columns are ordered (channel, kh, kw), matching ``weight.reshape(cout, -1)``.
+    """
+    n, c, h, w = x.shape
+    kh, kw = form.attrs["kernel"]
+    sh, sw = form.attrs["strides"]
+    dh, dw = form.attrs["dilations"]
+    top, left, bottom, right = conv_pads(form, (h, w))
+    xp = np.pad(x, ((0, 0), (0, 0), (top, bottom), (left, right)))
+    oh = (h + top + bottom - (kh - 1) * dh - 1) // sh + 1
+    ow = (w + left + right - (kw - 1) * dw - 1) // sw + 1
+    cols = np.empty((n, c, kh, kw, oh, ow), dtype=x.dtype)
+    for i in range(kh):
+        for j in range(kw):
+            cols[:, :, i, j] = xp[:, :, i * dh:i * dh + sh * (oh - 1) + 1:sh, j * dw:j * dw + sw * (ow - 1) + 1:sw]
+    cols = cols.transpose(0, 4, 5, 1, 2, 3)  # N, OH, OW, C, kh, kw
+    per = c // form.groups
+    return [cols[:, :, :, g * per:(g + 1) * per].reshape(n * oh * ow, per * kh * kw) for g in range(form.groups)]
