@@ -124,13 +124,17 @@ def _sharing_config(kw: dict[str, Any]) -> Any:
 @_output
 @click.option("--lossless", is_flag=True, help="Store every tensor exactly (no pruning or sharing).")
 @_sharing_options
+@click.option("--calib", type=click.Path(dir_okay=False),
+              help=".npz of calibration inputs: prune and share so each layer keeps its outputs.")
+@click.option("--calib-samples", type=click.IntRange(1), default=512, show_default=True,
+              help="Calibration samples used at most.")
 @click.option("--zstd-level", type=click.IntRange(1, 22), default=19, show_default=True,
               help="zstd level tried on lossless byte planes.")
 @_force
 @_quiet
 @_json
-def compress(model: str, output: str | None, lossless: bool, zstd_level: int, force: bool, quiet: bool,
-             as_json: bool, **kw: Any) -> None:
+def compress(model: str, output: str | None, lossless: bool, calib: str | None, calib_samples: int,
+             zstd_level: int, force: bool, quiet: bool, as_json: bool, **kw: Any) -> None:
     """Compress MODEL (.onnx) into an .onnxdc container.
 
     With --sparsity / --std-threshold / --bits / --recipe, the selected weights are pruned,
@@ -147,7 +151,15 @@ def compress(model: str, output: str | None, lossless: bool, zstd_level: int, fo
     if lossless and sharing is not None:
         raise click.UsageError("--lossless cannot be combined with --sparsity, --std-threshold, --bits or --recipe")
     out = check_output_path(output or _default_output(model, ".onnxdc"), force=force, inputs=[model])
-    config = CompressConfig(sharing=sharing, zstd_level=zstd_level)
+    calibration = None
+    if calib is not None:
+        from onnxdc.evaluate import load_data
+
+        if sharing is None:
+            raise click.UsageError("--calib needs lossy settings (--sparsity, --std-threshold, --bits or --recipe)")
+        calibration = load_data(calib)
+    config = CompressConfig(sharing=sharing, calibration=calibration, calib_samples=calib_samples,
+                            zstd_level=zstd_level)
     loaded = load_model(model)
     with _progress(quiet or as_json, "compressing") as cb:
         result = run_compress(loaded, config=config, progress=cb)
