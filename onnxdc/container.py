@@ -203,6 +203,8 @@ def read_container(data: bytes | memoryview, *, max_tensor_bytes: int = DEFAULT_
                          parse_float=_finite_float)
     except (ValueError, RecursionError) as exc:
         raise ContainerError(f"header is not valid JSON ({exc})") from None
+    if _has_lone_surrogate(obj):
+        raise ContainerError("header is not valid UTF-8 (a string escape holds a lone surrogate)")
     payload = buf[PREFIX_SIZE + hlen:]
     header = _parse_header(obj, len(payload), max_tensor_bytes)
     for i, s in enumerate(header.streams):
@@ -238,6 +240,28 @@ def _finite_float(text: str) -> float:
     if not math.isfinite(value):
         raise ValueError(f"non-finite number {text}")
     return value
+
+
+def _has_lone_surrogate(obj: Any) -> bool:
+    """Whether a parsed JSON value holds a string no UTF-8 can encode (``"\\ud800"`` escapes).
+
+    Python's json module accepts such escapes; the strings would then fail wherever they are printed
+    or written (tensor names, the producer), long after the header was accepted.
+    """
+    stack = [obj]
+    while stack:
+        v = stack.pop()
+        if isinstance(v, str):
+            try:
+                v.encode("utf-8")
+            except UnicodeEncodeError:
+                return True
+        elif isinstance(v, dict):
+            stack.extend(v)
+            stack.extend(v.values())
+        elif isinstance(v, list):
+            stack.extend(v)
+    return False
 
 
 def _is_int(v: Any) -> bool:

@@ -20,16 +20,16 @@ class CoderError(ContainerError):
     """A coded stream cannot be decoded (or a symbol stream cannot be encoded) by its coder."""
 
 
-class UnknownCoderError(OnnxdcError, ValueError):
-    """A coder id (or a coder config) names no registered coder."""
-
-
 class ModelError(OnnxdcError):
     """An input model cannot be read, or is not a valid ONNX model."""
 
 
 class ConfigError(OnnxdcError, ValueError):
     """A setting is impossible (out of range, unknown key, contradictory options)."""
+
+
+class UnknownCoderError(ConfigError):
+    """A coder id (or a coder config) names no registered coder: a bad setting like any other."""
 
 
 class OutputError(OnnxdcError):
