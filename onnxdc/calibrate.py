@@ -18,9 +18,9 @@ import onnx
 from onnx import helper
 
 from onnxdc.compensate import compensate, problem
-from onnxdc.evaluate import model_inputs, run_model, session
+from onnxdc.evaluate import run_model, session
 from onnxdc.graphio import iter_tensors, set_raw_data
-from onnxdc.linear import input_matrices, linear_form, weight_matrices, weight_tensor
+from onnxdc.linear import LinearForm, input_matrices, linear_form, weight_matrices, weight_tensor
 from onnxdc.prune import prune
 from onnxdc.quantize import Clustering
 
@@ -40,9 +40,26 @@ class CalibratedTensor:
 
 
 def _consumer(model: onnx.ModelProto, name: str) -> tuple[onnx.NodeProto, int] | None:
-    """The single main-graph node consuming ``name`` (through no passthrough), with the input position."""
+    """The single main-graph node consuming ``name`` directly, with the input position."""
     uses = [(n, i) for n in model.graph.node for i, x in enumerate(n.input) if x == name]
     return uses[0] if len(uses) == 1 else None
+
+
+def _layer(model: onnx.ModelProto, plan) -> tuple[int, LinearForm | None]:  # noqa: ANN001
+    """(graph position, linear form or None) of a planned weight."""
+    ref = plan.candidate.ref
+    use = _consumer(model, ref.proto.name) if ref.path.startswith("graph.initializer") and ref.proto.name else None
+    if use is None:
+        return len(model.graph.node), None
+    return list(model.graph.node).index(use[0]), linear_form(use[0], use[1], tuple(ref.proto.dims))
+
+
+def _weight(plan) -> np.ndarray:  # noqa: ANN001
+    from onnxdc.graphio import tensor_raw_bytes
+    from onnxdc.pipeline import tensor_array
+
+    proto = plan.candidate.ref.proto
+    return tensor_array(proto, tensor_raw_bytes(proto))
 
 
 def calibrate(model: onnx.ModelProto, plans: dict, data: dict[str, np.ndarray], *,
@@ -58,42 +75,67 @@ def calibrate(model: onnx.ModelProto, plans: dict, data: dict[str, np.ndarray], 
     Returns:
         slot -> :class:`CalibratedTensor` for every plan.
     """
-    from onnxdc.graphio import tensor_raw_bytes
-    from onnxdc.pipeline import tensor_array
-
     work = onnx.ModelProto()
     work.CopyFrom(model)
     work_refs = {r.slot: r for r in iter_tensors(work)}
-    order = {n.name or f"#{i}": i for i, n in enumerate(model.graph.node)}
-    layers = []
-    for slot, plan in plans.items():
-        ref = plan.candidate.ref
-        use = _consumer(model, ref.proto.name) if ref.path.startswith("graph.initializer") else None
-        form = linear_form(use[0], use[1], tuple(ref.proto.dims)) if use else None
-        pos = order.get(use[0].name, 0) if use else 0
-        if use and not use[0].name:
-            pos = list(model.graph.node).index(use[0])
-        layers.append((pos, slot, plan, form))
-    layers.sort(key=lambda t: (t[0], t[1]))
-    sess = session(model)
-    feed = {k: v[:max_samples] for k, v in model_inputs(data, sess).items()}
-    acts = [f.activation for _, _, _, f in layers if f is not None]
-    ref_acts = _collect(model, acts, feed)
+    layers = sorted(((*_layer(model, plan), slot) for slot, plan in plans.items()), key=lambda t: (t[0], t[2]))
+    feed = _feed(model, data, max_samples)
+    ref_acts = _collect(model, [f.activation for _, f, _ in layers if f is not None], feed)
     out: dict[int, CalibratedTensor] = {}
-    for done, (_, slot, plan, form) in enumerate(layers, 1):
-        proto = plan.candidate.ref.proto
-        orig = tensor_array(proto, tensor_raw_bytes(proto))
+    for done, (_, form, slot) in enumerate(layers, 1):
+        plan = plans[slot]
+        orig = _weight(plan)
         w = orig.astype(np.float32)
         if form is None:
             out[slot] = _magnitude(w, plan, "no linear form for this use")
         else:
             x_q = _collect(work, [form.activation], feed)[form.activation]
-            out[slot] = _compensated(w, plan, form, x_q, ref_acts[form.activation])
-        quantized = _values(out[slot], w.shape).astype(orig.dtype)
-        set_raw_data(work_refs[slot].proto, quantized.astype(quantized.dtype.newbyteorder("<")).tobytes())
+            out[slot] = _compensated(w, plan, form, _problems(form, w, x_q, ref_acts[form.activation]))
+        _store(work_refs[slot].proto, out[slot], orig)
         if progress:
-            progress(done, len(layers), proto.name)
+            progress(done, len(layers), plan.candidate.ref.proto.name)
     return out
+
+
+def compress_alone(model: onnx.ModelProto, plan, feed: dict[str, np.ndarray]) -> Callable:  # noqa: ANN001
+    """A function compressing ``plan``'s tensor under varied settings, the rest of the model intact.
+
+    The layer's least-squares problem is built once from the original model's activations, so
+    each setting costs only the pruning and sharing sweeps.
+    """
+    _, form = _layer(model, plan)
+    w = _weight(plan).astype(np.float32)
+    if form is None:
+        return lambda p: _magnitude(w, p, "no linear form for this use")
+    x = _collect(model, [form.activation], _feed(model, feed, None))[form.activation]
+    probs = _problems(form, w, x, x)
+    return lambda p: _compensated(w, p, form, probs)
+
+
+def quantized_model(model: onnx.ModelProto, tensors: dict) -> onnx.ModelProto:
+    """A copy of ``model`` with the given slots (slot -> (plan, CalibratedTensor)) quantized."""
+    work = onnx.ModelProto()
+    work.CopyFrom(model)
+    refs = {r.slot: r for r in iter_tensors(work)}
+    for slot, (plan, ct) in tensors.items():
+        _store(refs[slot].proto, ct, _weight(plan))
+    return work
+
+
+def _store(target: onnx.TensorProto, ct: CalibratedTensor, orig: np.ndarray) -> None:
+    quantized = _values(ct, orig.shape).astype(orig.dtype)
+    set_raw_data(target, quantized.astype(quantized.dtype.newbyteorder("<")).tobytes())
+
+
+def _feed(model: onnx.ModelProto, data: dict[str, np.ndarray], max_samples: int | None) -> dict[str, np.ndarray]:
+    names = [i.name for i in model.graph.input if i.name not in {t.name for t in model.graph.initializer}]
+    missing = [n for n in names if n not in data]
+    if missing:
+        from onnxdc.errors import DataError
+
+        raise DataError(f"calibration data lacks model input(s) {', '.join(map(repr, missing))}; "
+                        f"it has {', '.join(map(repr, sorted(data)))}")
+    return {n: data[n][:max_samples] if max_samples else data[n] for n in names}
 
 
 def _values(ct: CalibratedTensor, shape: tuple[int, ...]) -> np.ndarray:
@@ -121,18 +163,22 @@ def _magnitude(w: np.ndarray, plan, reason: str) -> CalibratedTensor:  # noqa: A
     return CalibratedTensor(keep, clus, f"magnitude: {reason}")
 
 
-def _compensated(w: np.ndarray, plan, form, x_q: np.ndarray, x_ref: np.ndarray) -> CalibratedTensor:  # noqa: ANN001
+def _problems(form: LinearForm, w: np.ndarray, x_q: np.ndarray, x_ref: np.ndarray) -> list:
     w0s = weight_matrices(form, w)
-    xq_g, xr_g = input_matrices(form, x_q.astype(np.float32)), input_matrices(form, x_ref.astype(np.float32))
-    probs = [problem(xq, xr, w0) for xq, xr, w0 in zip(xq_g, xr_g, w0s)]
+    xq_g = input_matrices(form, x_q.astype(np.float32))
+    xr_g = xq_g if x_ref is x_q else input_matrices(form, x_ref.astype(np.float32))
+    return [problem(xq, xr, w0) for xq, xr, w0 in zip(xq_g, xr_g, w0s)]
+
+
+def _compensated(w: np.ndarray, plan, form: LinearForm, probs: list) -> CalibratedTensor:  # noqa: ANN001
     comp = compensate(probs, sparsity=_target_sparsity(w, plan), share=plan.settings.share)
     wt = weight_tensor(form, comp.weights, w.shape)
     keep = weight_tensor(form, comp.masks, w.shape).astype(bool) & (wt != 0)
-    cb = comp.codebook
     # Indices of the kept weights in flat order, against the (possibly unsorted) refit codebook.
     idx_t = weight_tensor(form, [i.astype(np.int64) for i in comp.indices], w.shape)
     indices = idx_t.reshape(-1)[np.flatnonzero(keep.reshape(-1))].astype(np.uint8)
-    return CalibratedTensor(keep, Clustering(cb, indices), "compensated", comp.error_kmeans, comp.error_refit)
+    return CalibratedTensor(keep, Clustering(comp.codebook, indices), "compensated", comp.error_kmeans,
+                            comp.error_refit)
 
 
 def _collect(model: onnx.ModelProto, names: list[str], feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

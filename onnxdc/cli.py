@@ -105,13 +105,19 @@ def _sharing_options(func: Any) -> Any:
     return func
 
 
+def _manual(kw: dict[str, Any]) -> Any:
+    """The manual-mode SharingConfig, or None when no pruning/bits/recipe option was given."""
+    if kw.get("sparsity") is None and kw.get("std_threshold") is None and kw.get("bits") is None \
+            and not kw.get("recipe"):
+        return None
+    return _sharing_config(kw)
+
+
 def _sharing_config(kw: dict[str, Any]) -> Any:
-    """Build a SharingConfig from the options, or None when no lossy setting was given."""
+    """Build a SharingConfig from the options (validating every one of them)."""
     from onnxdc.settings import SharingConfig, load_recipe
 
     rules = load_recipe(kw["recipe"]) if kw.get("recipe") else ()
-    if kw.get("sparsity") is None and kw.get("std_threshold") is None and kw.get("bits") is None and not rules:
-        return None
     return SharingConfig(sparsity=kw["sparsity"], std_threshold=kw["std_threshold"],
                          global_prune=kw["global_prune"], bits=kw["bits"], init=kw["init"],
                          codebook_dtype=kw["codebook_dtype"], coder=kw["coder"], positions=kw["positions"],
@@ -126,6 +132,12 @@ def _sharing_config(kw: dict[str, Any]) -> Any:
 @_sharing_options
 @click.option("--calib", type=click.Path(dir_okay=False),
               help=".npz of calibration inputs: prune and share so each layer keeps its outputs.")
+@click.option("--max-drop", type=click.FloatRange(0.0),
+              help="Automatic mode: top-1 drop allowed on the calibration set, in points.")
+@click.option("--min-cosine", type=click.FloatRange(-1.0, 1.0), default=0.999, show_default=True,
+              help="Automatic mode: mean output cosine similarity to keep.")
+@click.option("--dim", "dims", multiple=True, metavar="NAME=VALUE",
+              help="Value of a symbolic input dimension for synthetic calibration inputs.")
 @click.option("--calib-samples", type=click.IntRange(1), default=512, show_default=True,
               help="Calibration samples used at most.")
 @click.option("--zstd-level", type=click.IntRange(1, 22), default=19, show_default=True,
@@ -134,29 +146,38 @@ def _sharing_config(kw: dict[str, Any]) -> Any:
 @_quiet
 @_json
 def compress(model: str, output: str | None, lossless: bool, calib: str | None, calib_samples: int,
-             zstd_level: int, force: bool, quiet: bool, as_json: bool, **kw: Any) -> None:
+             max_drop: float | None, min_cosine: float, dims: tuple[str, ...], zstd_level: int, force: bool,
+             quiet: bool, as_json: bool, **kw: Any) -> None:
     """Compress MODEL (.onnx) into an .onnxdc container.
 
-    With --sparsity / --std-threshold / --bits / --recipe, the selected weights are pruned,
-    weight-shared and entropy-coded; without them (or with --lossless) every tensor is stored
-    exactly.
+    Manual mode (--sparsity / --std-threshold / --bits / --recipe): the selected weights are
+    pruned, weight-shared and entropy-coded as told, fitted to --calib data when given.
+    Automatic mode (no such option): per-tensor sparsity and bits are chosen from measured
+    sensitivity on --calib data (or synthetic inputs) so the calibration-set budget holds, and
+    written as a recipe beside the output. --lossless stores every tensor exactly.
     """
+    if _manual(kw) is None and not lossless:
+        _compress_auto(model, output, calib, calib_samples, max_drop, min_cosine, dims, zstd_level, force,
+                       quiet, as_json, kw)
+        return
     from onnxdc.files import check_output_path, write_atomic
     from onnxdc.graphio import load_model
     from onnxdc.pipeline import CompressConfig
     from onnxdc.pipeline import compress as run_compress
     from onnxdc.report import build_report
 
-    sharing = _sharing_config(kw)
-    if lossless and sharing is not None:
-        raise click.UsageError("--lossless cannot be combined with --sparsity, --std-threshold, --bits or --recipe")
+    sharing = _manual(kw)
+    if lossless and (sharing is not None or calib or max_drop is not None):
+        raise click.UsageError("--lossless cannot be combined with --sparsity, --std-threshold, --bits, --recipe, "
+                               "--calib or --max-drop")
+    if sharing is not None and max_drop is not None:
+        raise click.UsageError("--max-drop chooses settings automatically; drop --sparsity/--std-threshold/--bits/--recipe")
+    _sharing_config(kw)  # validate every option, also the ones lossless mode does not use
     out = check_output_path(output or _default_output(model, ".onnxdc"), force=force, inputs=[model])
     calibration = None
     if calib is not None:
         from onnxdc.evaluate import load_data
 
-        if sharing is None:
-            raise click.UsageError("--calib needs lossy settings (--sparsity, --std-threshold, --bits or --recipe)")
         calibration = load_data(calib)
     config = CompressConfig(sharing=sharing, calibration=calibration, calib_samples=calib_samples,
                             zstd_level=zstd_level)
@@ -164,9 +185,57 @@ def compress(model: str, output: str | None, lossless: bool, calib: str | None, 
     with _progress(quiet or as_json, "compressing") as cb:
         result = run_compress(loaded, config=config, progress=cb)
     write_atomic(out, result.data)
-    if sharing is None and not lossless and not quiet and not as_json:
-        click.echo("note: no --sparsity/--bits/--recipe given: every tensor stored losslessly", err=True)
     _print_report(build_report(result.container), quiet=quiet, as_json=as_json, extra={"output": str(out)})
+
+
+def _compress_auto(model: str, output: str | None, calib: str | None, calib_samples: int, max_drop: float | None,
+                   min_cosine: float, dims: tuple[str, ...], zstd_level: int, force: bool, quiet: bool,
+                   as_json: bool, kw: dict[str, Any]) -> None:
+    """Automatic mode: measure sensitivity, choose settings within the budget, compress, verify."""
+    from onnxdc.auto import Budget, compress_auto, recipe_toml
+    from onnxdc.evaluate import load_data
+    from onnxdc.files import check_output_path, write_atomic
+    from onnxdc.graphio import load_model
+    from onnxdc.report import build_report
+    from onnxdc.synthetic import parse_dims, synthetic_inputs
+
+    base = _sharing_config(kw)
+    budget = Budget(max_drop=max_drop, min_agreement=None if max_drop is not None else 0.995, min_cosine=min_cosine)
+    out = check_output_path(output or _default_output(model, ".onnxdc"), force=force, inputs=[model])
+    recipe_out = check_output_path(str(out) + ".recipe.toml", force=force, inputs=[model])
+    loaded = load_model(model)
+    if calib is not None:
+        data = load_data(calib)
+        source = f"calibration data {calib!r}"
+    else:
+        data = synthetic_inputs(loaded, samples=min(calib_samples, 128), dims=parse_dims(dims), seed=base.seed)
+        source = "synthetic inputs"
+        click.echo("onnxdc: warning: no --calib data: choosing settings on synthetic inputs built from the model's "
+                   "input specs; real data measures accuracy far better", err=True)
+    with _progress(quiet or as_json, "measuring sensitivity") as cb:
+        auto = compress_auto(loaded, base=base, data=data, budget=budget, max_samples=calib_samples,
+                             metadata={"calibration_source": source}, zstd_level=zstd_level, progress=cb)
+    write_atomic(out, auto.result.data)
+    if auto.choice.rules:
+        header = (f"onnxdc automatic settings for {Path(model).name} on {source}\n"
+                  f"budget: {json.dumps(budget.to_json())}; reuse with: onnxdc compress MODEL --recipe FILE")
+        write_atomic(recipe_out, recipe_toml(auto.choice.rules, header=header).encode())
+    extra: dict[str, Any] = {"output": str(out), "mode": "auto", "budget_met": auto.budget_met,
+                             "recipe": str(recipe_out) if auto.choice.rules else None}
+    if auto.verified is not None:
+        extra["calibration_eval"] = auto.verified.to_json()
+    if not quiet and not as_json:
+        if not auto.budget_met:
+            click.echo("onnxdc: warning: no setting met the budget on the calibration set; every tensor was "
+                       "stored losslessly", err=True)
+        elif auto.choice.rules:
+            click.echo("automatic settings (sparsity, bits) per tensor, written to " + str(recipe_out) + ":")
+            for r in auto.choice.rules:
+                click.echo(f"  {r.match}: sparsity {r.settings['sparsity']}, bits {r.settings['bits']}")
+            if auto.verified is not None:
+                click.echo("on the calibration set: " + _format_eval(auto.verified).replace("\n", "; "))
+    _print_report(build_report(auto.result.container), quiet=quiet,
+                  as_json=as_json, extra=extra)
 
 
 @main.command()

@@ -170,8 +170,8 @@ def refit_codebook(probs: list[LayerProblem], idx: list[np.ndarray], masks: list
 def compensate(probs: list[LayerProblem], *, sparsity: float, share: ShareConfig) -> Compensated:
     """Prune, share and refit one tensor's groups (see the module docstring)."""
     us = [_inverse_cholesky(p.h) for p in probs]
-    masks = [obs_sweep(p.w_star, u, sparsity=sparsity)[1] for p, u in zip(probs, us)]
-    pruned = [obs_sweep(p.w_star, u, mask=m)[0] for p, u, m in zip(probs, us, masks)]
+    sweeps = [obs_sweep(p.w_star, u, sparsity=sparsity) for p, u in zip(probs, us)]
+    pruned, masks = [w for w, _ in sweeps], [m for _, m in sweeps]
     survivors = np.concatenate([w[m] for w, m in zip(pruned, masks)]).astype(np.float32)
     survivors = survivors[survivors != 0]
     cb_dtype = CODEBOOK_DTYPES[share.codebook_dtype]

@@ -94,6 +94,9 @@ def session(model: onnx.ModelProto):  # noqa: ANN201 - onnxruntime.InferenceSess
 def run_model(sess, inputs: dict[str, np.ndarray], *, batch_size: int = 256) -> list[np.ndarray]:  # noqa: ANN001
     """Run ``sess`` over ``inputs`` in batches along the first axis; outputs concatenated."""
     names = [i.name for i in sess.get_inputs()]
+    fixed = [i.shape[0] for i in sess.get_inputs() if i.shape and isinstance(i.shape[0], int) and i.shape[0] > 0]
+    if fixed:  # a model with a fixed batch size runs in slices of exactly that size
+        batch_size = min(fixed)
     n = len(next(iter(inputs.values())))
     outs: list[list[np.ndarray]] = []
     for start in range(0, n, batch_size):
@@ -126,30 +129,53 @@ def model_inputs(data: dict[str, np.ndarray], sess) -> dict[str, np.ndarray]:  #
     return {n: data[n] for n in want}
 
 
-def evaluate(reference: onnx.ModelProto, candidate: onnx.ModelProto, data: dict[str, np.ndarray], *,
-             batch_size: int = 256) -> EvalResult:
-    """Run both models on ``data`` and compare them (and each with ``labels``, if present)."""
-    ref_sess, cand_sess = session(reference), session(candidate)
-    inputs = model_inputs(data, ref_sess)
-    ref_out = run_model(ref_sess, inputs, batch_size=batch_size)
-    cand_out = run_model(cand_sess, model_inputs(data, cand_sess), batch_size=batch_size)
-    names = [o.name for o in ref_sess.get_outputs()]
-    metrics = [output_metrics(n, r, c) for n, r, c in zip(names, ref_out, cand_out)]
+@dataclass(frozen=True)
+class Reference:
+    """The reference model's outputs on a data set, computed once and compared against many candidates."""
+
+    names: list[str]
+    outputs: list[np.ndarray]
+    data: dict[str, np.ndarray]
+    labels: np.ndarray | None
+
+
+def prepare_reference(reference: onnx.ModelProto, data: dict[str, np.ndarray], *,
+                      batch_size: int = 256) -> Reference:
+    """Run the reference model once on ``data`` (inputs checked against the model)."""
+    sess = session(reference)
+    inputs = model_inputs(data, sess)
+    outputs = run_model(sess, inputs, batch_size=batch_size)
     n = len(next(iter(inputs.values())))
     labels = data.get("labels")
-    r0, c0 = ref_out[0], cand_out[0]
-    classify = r0.ndim == 2 and r0.shape[1] > 1
     if labels is not None and (labels.shape != (n,) or not np.issubdtype(labels.dtype, np.integer)):
         raise DataError(f"labels must be {n} integers, found shape {labels.shape} of {labels.dtype}")
+    return Reference([o.name for o in sess.get_outputs()], outputs, data, labels)
+
+
+def evaluate_candidate(ref: Reference, candidate: onnx.ModelProto, *, batch_size: int = 256) -> EvalResult:
+    """Run ``candidate`` on the reference's data and compare (and each with the labels)."""
+    cand_sess = session(candidate)
+    cand_out = run_model(cand_sess, model_inputs(ref.data, cand_sess), batch_size=batch_size)
+    metrics = [output_metrics(n, r, c) for n, r, c in zip(ref.names, ref.outputs, cand_out)]
+    r0, c0 = ref.outputs[0], cand_out[0]
+    classify = r0.ndim == 2 and r0.shape[1] > 1 and c0.shape == r0.shape
+    labels = ref.labels if classify else None
     return EvalResult(
-        samples=n,
-        reference_top1=topk_accuracy(r0, labels, 1) if classify and labels is not None else None,
-        candidate_top1=topk_accuracy(c0, labels, 1) if classify and labels is not None else None,
-        reference_top5=topk_accuracy(r0, labels, 5) if classify and labels is not None else None,
-        candidate_top5=topk_accuracy(c0, labels, 5) if classify and labels is not None else None,
+        samples=len(r0),
+        reference_top1=topk_accuracy(r0, labels, 1) if labels is not None else None,
+        candidate_top1=topk_accuracy(c0, labels, 1) if labels is not None else None,
+        reference_top5=topk_accuracy(r0, labels, 5) if labels is not None else None,
+        candidate_top5=topk_accuracy(c0, labels, 5) if labels is not None else None,
         agreement_top1=float(np.mean(r0.argmax(1) == c0.argmax(1))) if classify else None,
         outputs=metrics,
     )
+
+
+def evaluate(reference: onnx.ModelProto, candidate: onnx.ModelProto, data: dict[str, np.ndarray], *,
+             batch_size: int = 256) -> EvalResult:
+    """Run both models on ``data`` and compare them (and each with ``labels``, if present)."""
+    return evaluate_candidate(prepare_reference(reference, data, batch_size=batch_size), candidate,
+                              batch_size=batch_size)
 
 
 def topk_accuracy(logits: np.ndarray, labels: np.ndarray, k: int) -> float:
