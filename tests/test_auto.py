@@ -1,0 +1,127 @@
+"""Automatic settings, synthetic inputs, and robustness on graphs built in the tests."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from onnxdc import CompressConfig, ConfigError, compress, decompress
+from onnxdc.auto import Budget, compress_auto, recipe_toml
+from onnxdc.evaluate import EvalResult, OutputMetrics, evaluate
+from onnxdc.settings import SharingConfig, load_recipe
+from onnxdc.synthetic import parse_dims, synthetic_inputs
+
+RNG = np.random.default_rng(0)
+
+
+def _init(name: str, *shape: int, dtype=np.float32) -> onnx.TensorProto:  # noqa: ANN001
+    return numpy_helper.from_array((RNG.standard_normal(shape) * 0.2).astype(dtype), name)
+
+
+def robust_model() -> onnx.ModelProto:
+    """Dynamic shapes, float + token-id + bool inputs, two outputs, a weight shared by two nodes,
+    weights reached through Transpose / Cast / Identity, and an embedding table."""
+    nodes = [
+        helper.make_node("Cast", ["ids"], ["ids_i32"], to=TensorProto.INT32),
+        helper.make_node("Gather", ["emb", "ids_i32"], ["e"]),               # [B, T, 32]
+        helper.make_node("ReduceMean", ["e"], ["e_mean"], axes=[1], keepdims=0),  # [B, 32]
+        helper.make_node("Concat", ["x", "e_mean"], ["h0"], axis=1),          # [B, 64]
+        helper.make_node("MatMul", ["h0", "shared_w"], ["h1"]),               # [B, 64]
+        helper.make_node("Relu", ["h1"], ["h1r"]),
+        helper.make_node("MatMul", ["h1r", "shared_w"], ["h2"]),              # same weight again
+        helper.make_node("Transpose", ["wt"], ["wt_t"], perm=[1, 0]),
+        helper.make_node("Gemm", ["h2", "wt_t"], ["h3"]),                     # [B, 48]
+        helper.make_node("Cast", ["w16"], ["w16_f"], to=TensorProto.FLOAT),
+        helper.make_node("Identity", ["w16_f"], ["w16_id"]),
+        helper.make_node("MatMul", ["h3", "w16_id"], ["logits"]),             # [B, 10]
+        helper.make_node("Cast", ["flag"], ["flag_f"], to=TensorProto.FLOAT),
+        helper.make_node("Mul", ["logits", "flag_f"], ["gated"]),
+    ]
+    inits = [_init("emb", 500, 32), _init("shared_w", 64, 64), _init("wt", 48, 64), _init("w16", 48, 10, dtype=np.float16)]
+    g = helper.make_graph(nodes, "robust", [
+        helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 32]),
+        helper.make_tensor_value_info("ids", TensorProto.INT64, ["batch", "seq"]),
+        helper.make_tensor_value_info("flag", TensorProto.BOOL, ["batch", 1]),
+    ], [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 10]),
+        helper.make_tensor_value_info("gated", TensorProto.FLOAT, ["batch", 10])], initializer=inits)
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_synthetic_inputs_respect_specs() -> None:
+    model = robust_model()
+    data = synthetic_inputs(model, samples=20, dims=parse_dims(["seq=7"]), seed=1)
+    assert data["x"].shape == (20, 32) and data["x"].dtype == np.float32
+    assert data["ids"].shape == (20, 7) and data["ids"].dtype == np.int64
+    assert data["ids"].min() >= 0 and data["ids"].max() < 500  # within the embedding table
+    assert data["flag"].dtype == np.bool_
+    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    assert sess.run(None, data)[0].shape == (20, 10)
+    with pytest.raises(ConfigError):
+        parse_dims(["seq"])
+    with pytest.raises(ConfigError):
+        parse_dims(["seq=0"])
+
+
+def test_budget_checks() -> None:
+    def ev(top1: float | None, agree: float, cos: float) -> EvalResult:
+        return EvalResult(100, 0.9 if top1 is not None else None, top1, None, None, agree,
+                          [OutputMetrics("y", cos, 30.0, 0.1)])
+
+    assert Budget().met(ev(None, 0.996, 0.9995))
+    assert not Budget().met(ev(None, 0.99, 0.9995))
+    assert not Budget().met(ev(None, 0.999, 0.998))
+    assert Budget(max_drop=0.5, min_agreement=None, min_cosine=None).met(ev(0.896, 0.9, 0.5))
+    assert not Budget(max_drop=0.5, min_agreement=None, min_cosine=None).met(ev(0.894, 0.9, 0.5))
+    with pytest.raises(ConfigError):
+        Budget(max_drop=-1)
+
+
+def test_robust_graph_compresses_within_budget_and_runs(tmp_path: Path) -> None:
+    model = robust_model()
+    data = synthetic_inputs(model, samples=128, dims={"seq": 5}, seed=0)
+    auto = compress_auto(model, base=SharingConfig(min_elements=256), data=data, budget=Budget(), max_samples=128)
+    assert auto.budget_met and auto.verified is not None and Budget().met(auto.verified)
+    shared = {t.name for t in auto.result.container.header.tensors if t.encoding == "shared"}
+    assert {"emb", "shared_w", "wt", "w16"} <= {r.match for r in auto.choice.rules}
+    assert {"emb", "wt"} <= shared
+    out = decompress(auto.result.data)
+    onnx.checker.check_model(out, full_check=True)
+    fresh = synthetic_inputs(model, samples=64, dims={"seq": 9}, seed=5)  # other dims, unseen inputs
+    ev = evaluate(model, out, fresh)
+    assert ev.outputs[0].cosine > 0.99
+    by_name = {t.name: t for t in out.graph.initializer}
+    assert by_name["w16"].data_type == TensorProto.FLOAT16
+    meta = auto.result.container.header.metadata["calibration"]["tensors"]
+    assert meta["shared_w"]["method"].startswith("magnitude")  # shared by two nodes: no single layer
+    # the recipe reproduces the container
+    recipe = tmp_path / "r.toml"
+    recipe.write_text(recipe_toml(auto.choice.rules, header="test"))
+    again = compress(model, config=CompressConfig(
+        sharing=SharingConfig(min_elements=256, rules=load_recipe(recipe)), calibration=data, calib_samples=128,
+        metadata=auto.result.container.header.metadata))
+    assert again.data == auto.result.data
+
+
+def test_int8_model_is_stored_losslessly(tmp_path: Path) -> None:
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    src, dst = tmp_path / "f.onnx", tmp_path / "q.onnx"
+    g = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])], "g",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 64])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 64])],
+                          initializer=[_init("w", 64, 64)])
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), src)
+    quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8)
+    model = onnx.load(dst)
+    data = synthetic_inputs(model, samples=32, seed=0)
+    auto = compress_auto(model, base=SharingConfig(), data=data, budget=Budget())
+    assert not auto.choice.rules
+    assert all(t.encoding == "planes" for t in auto.result.container.header.tensors)
+    out = {t.name: numpy_helper.to_array(t) for t in decompress(auto.result.data).graph.initializer}
+    for t in model.graph.initializer:
+        np.testing.assert_array_equal(out[t.name], numpy_helper.to_array(t))
