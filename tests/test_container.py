@@ -574,8 +574,6 @@ def _zstd_frame_claiming(size: int) -> bytes:
     return header + (1 | 1 << 1 | 100 << 3).to_bytes(3, "little") + b"\0"
 
 
-@pytest.mark.xfail(strict=True, reason="ZstdCoder.decode lets python-zstandard allocate the frame's declared "
-                                       "content size before decoding a byte (coders/zstd.py)")
 def test_tiny_zstd_frame_declaring_a_huge_size_fails_before_allocation() -> None:
     """An 18-byte skeleton stream claiming 1 GiB must fail without allocating 1 GiB first."""
     def bomb(obj: dict[str, Any], chunks: list[bytes]) -> None:

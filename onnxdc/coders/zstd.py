@@ -20,6 +20,8 @@ from onnxdc.errors import CoderError
 
 _MIN_LEVEL = 1
 _MAX_LEVEL = 22
+#: Compressed bytes fed to the decoder per call.
+_SLICE = 256
 
 
 @register_coder
@@ -74,12 +76,23 @@ class ZstdCoder(Coder):
             raise CoderError("zstd frame does not declare its content size")
         if declared != count:
             raise CoderError(f"zstd frame declares {declared} bytes, expected {count}")
+        out = bytearray()
+        dobj = zstandard.ZstdDecompressor().decompressobj()
+        view = memoryview(buf)
         try:
-            out = zstandard.ZstdDecompressor().decompress(
-                buf, max_output_size=count, allow_extra_data=False
-            )
+            # Small input slices bound what one call can produce (a zstd RLE block turns 4 bytes
+            # into 128 KiB), so a frame that lies about its size fails before memory is used up,
+            # and memory grows only with what really decodes.
+            for start in range(0, len(view), _SLICE):
+                out += dobj.decompress(view[start:start + _SLICE])
+                if len(out) > count:
+                    raise CoderError(f"zstd stream decodes to more than {count} bytes")
+                if dobj.eof and start + _SLICE < len(view):
+                    raise CoderError("zstd stream has trailing bytes after its frame")
         except zstandard.ZstdError as exc:
             raise CoderError(f"corrupt zstd stream: {exc}") from None
+        if not dobj.eof or dobj.unused_data:
+            raise CoderError("zstd stream is truncated or has trailing bytes")
         if len(out) != count:
             raise CoderError(f"zstd stream decoded to {len(out)} bytes, expected {count}")
-        return np.frombuffer(out, dtype=np.uint8).copy()
+        return np.frombuffer(out, dtype=np.uint8)
