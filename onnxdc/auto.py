@@ -91,14 +91,32 @@ def estimate_bytes(ct: CalibratedTensor) -> int:
     return int(math.ceil(bits / 8)) + ct.clustering.codebook.nbytes
 
 
-def sensitivity(model: onnx.ModelProto, plans: dict, data: dict[str, np.ndarray], *,
+def split(data: dict[str, np.ndarray], *, max_samples: int = 512,
+          check_fraction: float = 0.25) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Split calibration data into a fitting part and a held-out checking part.
+
+    Least squares on a few hundred samples can fit them almost exactly whatever is pruned, so a
+    budget measured on the fitted samples says little about new data: settings are checked on
+    samples the fitting never saw.
+    """
+    n = min(max_samples, len(next(iter(data.values()))))
+    n_check = max(1, int(round(n * check_fraction))) if n > 1 else 0
+    fit = {k: v[:n - n_check] if n_check else v[:n] for k, v in data.items()}
+    check = {k: v[n - n_check:n] if n_check else v[:n] for k, v in data.items()}
+    return fit, check
+
+
+def sensitivity(model: onnx.ModelProto, plans: dict, fit: dict[str, np.ndarray], check: dict[str, np.ndarray], *,
                 sparsities: tuple[float, ...] = SPARSITIES, bits: tuple[int, ...] = BITS,
-                max_samples: int = 512, progress: Progress | None = None) -> dict[int, list[Point]]:
-    """Measure every planned tensor alone over ``sparsities`` × ``bits`` (slot -> points)."""
+                progress: Progress | None = None) -> dict[int, list[Point]]:
+    """Measure every planned tensor alone over ``sparsities`` × ``bits`` (slot -> points).
+
+    Each tensor is fitted on ``fit`` and measured on ``check``.
+    """
     from onnxdc.pipeline import tensor_label
 
-    feed = {k: v[:max_samples] for k, v in data.items()}
-    ref = prepare_reference(model, feed)
+    feed = fit
+    ref = prepare_reference(model, check)
     total = len(plans) * len(sparsities) * len(bits)
     done = 0
     out: dict[int, list[Point]] = {}
@@ -138,14 +156,15 @@ def _best(pts: list[Point], lam: float) -> tuple[float, int]:
     return best.sparsity, best.bits
 
 
-def choose(model: onnx.ModelProto, plans: dict, data: dict[str, np.ndarray], points: dict[int, list[Point]], *,
-           budget: Budget, max_samples: int = 512, steps: int = 8,
+def choose(model: onnx.ModelProto, plans: dict, fit: dict[str, np.ndarray], check: dict[str, np.ndarray],
+           points: dict[int, list[Point]], *, budget: Budget, steps: int = 8,
            progress: Progress | None = None) -> Choice:
-    """Search λ for the smallest settings whose layer-by-layer compression meets ``budget``."""
+    """Search λ for the smallest settings whose layer-by-layer compression (fitted on ``fit``)
+    meets ``budget`` on ``check``."""
     from onnxdc.pipeline import tensor_label
 
-    feed = {k: v[:max_samples] for k, v in data.items()}
-    ref = prepare_reference(model, feed)
+    feed = fit
+    ref = prepare_reference(model, check)
     total_bytes = sum(max(p.est_bytes for p in pts) for pts in points.values()) or 1
 
     def trial(lam: float) -> tuple[bool, dict, dict, EvalResult]:
@@ -154,7 +173,7 @@ def choose(model: onnx.ModelProto, plans: dict, data: dict[str, np.ndarray], poi
                              settings=replace(plans[slot].settings, prune=PruneConfig(sparsity=s),
                                               share=replace(plans[slot].settings.share, bits=b)))
                for slot, (s, b) in picks.items()}
-        cal = calibrate(model, sub, feed, max_samples=max_samples)
+        cal = calibrate(model, sub, feed, max_samples=len(next(iter(feed.values()))))
         ev = evaluate_candidate(ref, quantized_model(model, {s: (sub[s], cal[s]) for s in sub}))
         return budget.met(ev), picks, cal, ev
 
@@ -242,23 +261,25 @@ def compress_auto(model: onnx.ModelProto, *, base: SharingConfig, data: dict[str
         res = compress(model, config=CompressConfig(metadata=dict(metadata or {}), zstd_level=zstd_level))
         empty = Choice({}, (), {}, None, 0.0, 0)  # type: ignore[arg-type]
         return AutoResult(res, empty, {}, base, True)
-    points = sensitivity(model, plans, data, max_samples=max_samples, progress=progress)
-    choice = choose(model, plans, data, points, budget=budget, max_samples=max_samples, progress=progress)
+    fit, check = split(data, max_samples=max_samples)
+    points = sensitivity(model, plans, fit, check, progress=progress)
+    choice = choose(model, plans, fit, check, points, budget=budget, progress=progress)
     met = budget.met(choice.evaluation)
     meta = dict(metadata or {})
     meta["auto"] = {"budget": budget.to_json(), "budget_met": met, "lambda": choice.lam, "trials": choice.tried,
-                    "calibration_eval": choice.evaluation.to_json()}
+                    "fit_samples": len(next(iter(fit.values()))), "check_samples": len(next(iter(check.values()))),
+                    "check_eval": choice.evaluation.to_json()}
     if not met:
         res = compress(model, config=CompressConfig(metadata=meta, zstd_level=zstd_level))
         return AutoResult(res, choice, points, base, False)
     sharing = auto_sharing(base, choice)
-    res = compress(model, config=CompressConfig(sharing=sharing, calibration=data, calib_samples=max_samples,
+    n_fit = len(next(iter(fit.values())))
+    res = compress(model, config=CompressConfig(sharing=sharing, calibration=fit, calib_samples=n_fit,
                                                 metadata=meta, zstd_level=zstd_level))
-    # Verify what was written, decoded from the container bytes.
+    # Verify what was written, decoded from the container bytes, on the held-out samples.
     from onnxdc.pipeline import decompress
 
-    feed = {k: v[:max_samples] for k, v in data.items()}
-    verified = evaluate_candidate(prepare_reference(model, feed), decompress(res.data))
+    verified = evaluate_candidate(prepare_reference(model, check), decompress(res.data))
     if not budget.met(verified):  # pragma: no cover - the same values were measured in choose()
         res = compress(model, config=CompressConfig(metadata={**meta, "auto": {**meta["auto"], "budget_met": False}},
                                                     zstd_level=zstd_level))

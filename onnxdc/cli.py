@@ -233,7 +233,7 @@ def _compress_auto(model: str, output: str | None, calib: str | None, calib_samp
             for r in auto.choice.rules:
                 click.echo(f"  {r.match}: sparsity {r.settings['sparsity']}, bits {r.settings['bits']}")
             if auto.verified is not None:
-                click.echo("on the calibration set: " + _format_eval(auto.verified).replace("\n", "; "))
+                click.echo("on held-out calibration samples: " + _format_eval(auto.verified).replace("\n", "; "))
     _print_report(build_report(auto.result.container), quiet=quiet,
                   as_json=as_json, extra=extra)
 
@@ -345,8 +345,11 @@ def sensitivity(model: str, calib: str | None, calib_samples: int, dims: tuple[s
     else:
         click.echo("onnxdc: warning: no --calib data: measuring on synthetic inputs", err=True)
         data = synthetic_inputs(loaded, samples=min(calib_samples, 128), dims=parse_dims(dims), seed=base.seed)
+    from onnxdc.auto import split
+
+    fit, check = split(data, max_samples=calib_samples)
     with _progress(as_json, "measuring") as cb:
-        points = run_sensitivity(loaded, plan_sharing(loaded, base), data, max_samples=calib_samples, progress=cb)
+        points = run_sensitivity(loaded, plan_sharing(loaded, base), fit, check, progress=cb)
     rows = [p.to_json() for pts in points.values() for p in pts]
     if csv_out is not None:
         cols = ["tensor", "sparsity", "bits", "est_bytes", "cosine", "agreement", "top1"]
