@@ -21,6 +21,7 @@ layers before it are compressed and ``T = X_ref @ W0`` the outputs of the origin
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -28,14 +29,27 @@ from onnxdc.quantize import CODEBOOK_DTYPES, ShareConfig, kmeans_1d
 
 BLOCK = 128
 DAMP = 0.01
+#: Work cap (sum of squared kept weights per column) of one refit, and the columns it keeps at least.
+REFIT_BUDGET = 2e7
+REFIT_MIN_COLUMNS = 128
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class LayerProblem:
     """The quadratic form of one linear group: ``H = XᵀX`` and the refit target ``W*``."""
 
     h: np.ndarray  # in × in, float64
     w_star: np.ndarray  # in × out, float64
+
+    @cached_property
+    def u(self) -> np.ndarray:
+        """Upper Cholesky factor of ``H⁻¹`` (computed once per layer, reused by every setting)."""
+        return _inverse_cholesky(self.h)
+
+    @cached_property
+    def hw(self) -> np.ndarray:
+        """``H @ W*``, the right-hand side of the codebook refit."""
+        return self.h @ self.w_star
 
 
 @dataclass(frozen=True)
@@ -141,14 +155,23 @@ def refit_codebook(probs: list[LayerProblem], idx: list[np.ndarray], masks: list
 
     The normal equations are ``A c = b`` with ``A[k,l] = Σ_j Σ_{a,b} [idx[a,j]=k][idx[b,j]=l] H[a,b]``
     over kept weights; column by column only the kept rows of ``H`` are touched, so the cost is
-    ``Σ_j nnz_j²`` rather than ``k · in² · out``.
+    ``Σ_j nnz_j²`` rather than ``k · in² · out``. Evenly spaced output
+    columns per group enter the system when the work would exceed ``REFIT_BUDGET`` (k ≤ 256 unknowns need
+    far fewer equations than a dense layer gives); the caller
+    keeps the refit only if it lowers the error over all columns.
     """
     a = np.zeros((k, k))
     b = np.zeros(k)
     for prob, ix, m in zip(probs, idx, masks):
-        hw = prob.h @ prob.w_star
-        b += np.bincount(ix[m].astype(np.int64), weights=hw[m], minlength=k)
-        for j in range(ix.shape[1]):
+        nnz = m.sum(axis=0).astype(np.float64)
+        n_cols = ix.shape[1]
+        cost = float((nnz ** 2).sum())
+        if cost > REFIT_BUDGET:  # dense layers: evenly spaced columns, enough for the budget
+            n_cols = max(REFIT_MIN_COLUMNS, int(ix.shape[1] * REFIT_BUDGET / cost))
+        cols = np.unique(np.linspace(0, ix.shape[1] - 1, min(ix.shape[1], n_cols)).round().astype(np.int64))
+        sub_m = m[:, cols]
+        b += np.bincount(ix[:, cols][sub_m].astype(np.int64), weights=prob.hw[:, cols][sub_m], minlength=k)
+        for j in cols:
             rows = np.flatnonzero(m[:, j])
             if rows.size == 0:
                 continue
@@ -169,7 +192,7 @@ def refit_codebook(probs: list[LayerProblem], idx: list[np.ndarray], masks: list
 
 def compensate(probs: list[LayerProblem], *, sparsity: float, share: ShareConfig) -> Compensated:
     """Prune, share and refit one tensor's groups (see the module docstring)."""
-    us = [_inverse_cholesky(p.h) for p in probs]
+    us = [p.u for p in probs]
     sweeps = [obs_sweep(p.w_star, u, sparsity=sparsity) for p, u in zip(probs, us)]
     pruned, masks = [w for w, _ in sweeps], [m for _, m in sweeps]
     survivors = np.concatenate([w[m] for w, m in zip(pruned, masks)]).astype(np.float32)
