@@ -194,7 +194,9 @@ def _collect(model: onnx.ModelProto, names: list[str], feed: dict[str, np.ndarra
         if n not in existing:
             m.graph.output.append(helper.make_empty_tensor_value_info(n))
     sess = session(m)
-    outs = dict(zip([o.name for o in sess.get_outputs()], run_model(sess, feed)))
+    # One run: intermediate values need not keep the batch on axis 0 (recurrent ops put time first).
+    n = len(next(iter(feed.values())))
+    outs = dict(zip([o.name for o in sess.get_outputs()], run_model(sess, feed, batch_size=max(n, 1))))
     result = {n: outs[n] for n in wanted}
     for n in names:
         if n in graph_inputs:

@@ -109,7 +109,17 @@ def run_model(sess, inputs: dict[str, np.ndarray], *, batch_size: int = 256) -> 
             outs = [[] for _ in res]
         for acc, r in zip(outs, res):
             acc.append(np.asarray(r))
-    return [np.concatenate(o) if o[0].ndim else np.stack(o) for o in outs]
+    return [_concat(o) for o in outs]
+
+
+def _concat(parts: list[np.ndarray]) -> np.ndarray:
+    """Join per-batch outputs along their batch axis: the one axis whose size differs, else axis 0."""
+    if len(parts) == 1:
+        return parts[0]
+    if parts[0].ndim == 0:
+        return np.stack(parts)
+    differ = [ax for ax in range(parts[0].ndim) if len({p.shape[ax] for p in parts}) > 1]
+    return np.concatenate(parts, axis=differ[0] if len(differ) == 1 else 0)
 
 
 def model_inputs(data: dict[str, np.ndarray], sess) -> dict[str, np.ndarray]:  # noqa: ANN001
