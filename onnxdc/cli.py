@@ -57,9 +57,12 @@ def _progress(quiet: bool, label: str) -> Iterator[Any]:
     bar_holder: dict[str, Any] = {}
 
     def callback(done: int, total: int, _name: str) -> None:
+        if "bar" in bar_holder and (bar_holder["total"] != total or done < bar_holder["bar"].pos):
+            bar_holder.pop("bar").__exit__(None, None, None)  # a new phase with its own count
         if "bar" not in bar_holder:
             bar_holder["bar"] = click.progressbar(length=total, label=label, file=sys.stderr)
             bar_holder["bar"].__enter__()
+            bar_holder["total"] = total
         bar = bar_holder["bar"]
         bar.update(done - bar.pos)
 
