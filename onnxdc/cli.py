@@ -248,9 +248,12 @@ def _compress_auto(model: str, output: str | None, calib: str | None, calib_samp
 @_quiet
 @click.option("--check/--no-check", default=True, show_default=True,
               help="Run onnx.checker on the result and warn if it fails.")
-def decompress(container: str, output: str | None, force: bool, quiet: bool, check: bool) -> None:
+@click.option("--external-data", is_flag=True,
+              help="Write large tensors to OUT.data beside the model (automatic above 1.8 GB of tensor data).")
+def decompress(container: str, output: str | None, force: bool, quiet: bool, check: bool,
+               external_data: bool) -> None:
     """Rebuild an ONNX model from CONTAINER (.onnxdc)."""
-    from onnxdc.files import check_output_path, write_atomic
+    from onnxdc.files import check_output_path, external_data_path, needs_external_data, write_model
     from onnxdc.pipeline import decompress as run_decompress
     from onnxdc.validate import check_model_quietly
 
@@ -259,7 +262,10 @@ def decompress(container: str, output: str | None, force: bool, quiet: bool, che
     data = _read_input(container)
     with _progress(quiet, "decompressing") as cb:
         model = run_decompress(data, progress=cb)
-    write_atomic(out, model.SerializeToString(deterministic=True))
+    external = external_data or needs_external_data(model)
+    if external:
+        check_output_path(external_data_path(out), force=force, inputs=[container])
+    write_model(model, out, external_data=external)
     if check:
         problem = check_model_quietly(out)
         if problem:

@@ -8,10 +8,14 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
+import onnx
+from onnx import TensorProto
+
 from onnxdc.errors import OutputError
+from onnxdc.graphio import iter_tensors
 
 
 def check_output_path(out: str | os.PathLike[str], *, force: bool,
@@ -79,3 +83,62 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+#: Models whose tensor data exceed this are written with external data (protobuf caps a message at 2 GiB).
+EXTERNAL_DATA_THRESHOLD = 1800 * 1024 * 1024
+#: Tensors at least this large go to the external data file.
+EXTERNAL_MIN_BYTES = 1024
+
+
+def external_data_path(out: str | os.PathLike[str]) -> Path:
+    """Where :func:`write_model` puts the external data of ``out``: beside it, ``<name>.data``."""
+    p = Path(out)
+    return p.with_name(p.name + ".data")
+
+
+def needs_external_data(model: onnx.ModelProto) -> bool:
+    """Whether the model's tensor data are too large for one protobuf message."""
+    return sum(len(r.proto.raw_data) for r in iter_tensors(model)) > EXTERNAL_DATA_THRESHOLD
+
+
+def write_model(model: onnx.ModelProto, path: str | os.PathLike[str], *, external_data: bool) -> None:
+    """Write a model atomically; with ``external_data``, large tensors go to ``<path>.data``.
+
+    The data file is written (through its own temporary file) before the model that refers to it,
+    so a model on disk never points at missing data. ``model`` is modified: its large tensors are
+    moved out as they are written.
+
+    Raises:
+        OutputError: a file cannot be written (nothing half-written is left behind).
+    """
+    if not external_data:
+        write_atomic(path, model.SerializeToString(deterministic=True))
+        return
+    data_path = external_data_path(path)
+
+    def chunks() -> Iterator[bytes]:
+        offset = 0
+        for ref in iter_tensors(model):
+            t = ref.proto
+            if t.data_location == TensorProto.EXTERNAL or len(t.raw_data) < EXTERNAL_MIN_BYTES:
+                continue
+            data = t.raw_data
+            pad = (-offset) % 64  # aligned, as onnx's own writer can be asked to do
+            if pad:
+                yield b"\0" * pad
+                offset += pad
+            t.ClearField("raw_data")
+            t.data_location = TensorProto.EXTERNAL
+            for key, value in (("location", data_path.name), ("offset", str(offset)), ("length", str(len(data)))):
+                entry = t.external_data.add()
+                entry.key, entry.value = key, value
+            yield data
+            offset += len(data)
+
+    write_atomic(data_path, chunks())
+    try:
+        write_atomic(path, model.SerializeToString(deterministic=True))
+    except OutputError:
+        data_path.unlink(missing_ok=True)
+        raise

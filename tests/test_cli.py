@@ -492,3 +492,35 @@ def test_debug_shows_the_traceback(tmp_path: Path) -> None:
                            capture_output=True, text=True, timeout=120)
     assert plain.returncode == 1
     assert plain.stderr == f"onnxdc: error: no such file: {str(missing)!r}\n"
+
+
+def test_decompress_with_external_data(work: Path, tmp_path: Path) -> None:
+    out = tmp_path / "model.onnx"
+    result = run("decompress", work / "shared.onnxdc", "-o", out, "--external-data")
+    assert result.exit_code == 0, result.output
+    data_file = tmp_path / "model.onnx.data"
+    assert data_file.is_file() and os.path.getsize(out) < 10_000 < os.path.getsize(data_file)
+    onnx.checker.check_model(str(out), full_check=True)
+    from onnx import numpy_helper
+
+    from onnxdc import decompress, load_model
+
+    loaded = {t.name: numpy_helper.to_array(t) for t in load_model(out).graph.initializer}
+    expected = {t.name: numpy_helper.to_array(t)
+                for t in decompress((work / "shared.onnxdc").read_bytes()).graph.initializer}
+    assert loaded.keys() == expected.keys()
+    for name, arr in expected.items():
+        np.testing.assert_array_equal(loaded[name], arr)
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    with np.load(TEST_DATA) as data:
+        logits = sess.run(None, {"input": data["input"][:8]})[0]
+    assert logits.shape == (8, 10)
+    # the data file is an output too: not overwritten without --force
+    again = run("decompress", work / "shared.onnxdc", "-o", tmp_path / "other.onnx", "--external-data")
+    assert again.exit_code == 0
+    (tmp_path / "third.onnx.data").write_bytes(b"keep")
+    clash = run("decompress", work / "shared.onnxdc", "-o", tmp_path / "third.onnx", "--external-data")
+    assert_error(clash, 1, "exists")
+    assert (tmp_path / "third.onnx.data").read_bytes() == b"keep" and not (tmp_path / "third.onnx").exists()
