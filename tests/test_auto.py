@@ -11,7 +11,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from onnxdc import CompressConfig, ConfigError, compress, decompress
-from onnxdc.auto import Budget, compress_auto, recipe_toml
+from onnxdc.auto import Budget, compress_auto, recipe_toml, split
 from onnxdc.evaluate import EvalResult, OutputMetrics, evaluate
 from onnxdc.settings import SharingConfig, load_recipe
 from onnxdc.synthetic import parse_dims, synthetic_inputs
@@ -101,8 +101,9 @@ def test_robust_graph_compresses_within_budget_and_runs(tmp_path: Path) -> None:
     # the recipe reproduces the container
     recipe = tmp_path / "r.toml"
     recipe.write_text(recipe_toml(auto.choice.rules, header="test"))
+    fit, _ = split(data, max_samples=128)  # the automatic mode fits on the first 3/4
     again = compress(model, config=CompressConfig(
-        sharing=SharingConfig(min_elements=256, rules=load_recipe(recipe)), calibration=data, calib_samples=128,
+        sharing=SharingConfig(min_elements=256, rules=load_recipe(recipe)), calibration=fit, calib_samples=96,
         metadata=auto.result.container.header.metadata))
     assert again.data == auto.result.data
 
