@@ -49,7 +49,7 @@ def _default_output(path: str, suffix: str) -> str:
 
 
 @contextmanager
-def _progress(quiet: bool, label: str) -> Iterator[Any]:
+def progress_callback(quiet: bool, label: str) -> Iterator[Any]:
     """Yield a library progress callback drawing click's bar on stderr (None when quiet)."""
     if quiet or not sys.stderr.isatty():
         yield None
@@ -73,13 +73,13 @@ def _progress(quiet: bool, label: str) -> Iterator[Any]:
             bar_holder["bar"].__exit__(None, None, None)
 
 
-_output = click.option("-o", "--output", type=click.Path(dir_okay=False), help="Output file.")
-_force = click.option("--force", is_flag=True, help="Overwrite an existing output file.")
-_quiet = click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors.")
-_json = click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+output_option = click.option("-o", "--output", type=click.Path(dir_okay=False), help="Output file.")
+force_option = click.option("--force", is_flag=True, help="Overwrite an existing output file.")
+quiet_option = click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors.")
+json_option = click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 
 
-def _sharing_options(func: Any) -> Any:
+def sharing_options(func: Any) -> Any:
     """The Deep Compression options shared by ``compress`` and ``compare-coders``."""
     options = [
         click.option("--sparsity", type=click.FloatRange(0.0, 1.0, max_open=True),
@@ -113,10 +113,10 @@ def _manual(kw: dict[str, Any]) -> Any:
     if kw.get("sparsity") is None and kw.get("std_threshold") is None and kw.get("bits") is None \
             and not kw.get("recipe"):
         return None
-    return _sharing_config(kw)
+    return sharing_config(kw)
 
 
-def _sharing_config(kw: dict[str, Any]) -> Any:
+def sharing_config(kw: dict[str, Any]) -> Any:
     """Build a SharingConfig from the options (validating every one of them)."""
     from onnxdc.settings import SharingConfig, load_recipe
 
@@ -130,9 +130,9 @@ def _sharing_config(kw: dict[str, Any]) -> Any:
 
 @main.command()
 @click.argument("model", type=click.Path(dir_okay=False))
-@_output
+@output_option
 @click.option("--lossless", is_flag=True, help="Store every tensor exactly (no pruning or sharing).")
-@_sharing_options
+@sharing_options
 @click.option("--calib", type=click.Path(dir_okay=False),
               help=".npz of calibration inputs: prune and share so each layer keeps its outputs.")
 @click.option("--max-drop", type=click.FloatRange(0.0),
@@ -145,9 +145,9 @@ def _sharing_config(kw: dict[str, Any]) -> Any:
               help="Calibration samples used at most.")
 @click.option("--zstd-level", type=click.IntRange(1, 22), default=19, show_default=True,
               help="zstd level tried on lossless byte planes.")
-@_force
-@_quiet
-@_json
+@force_option
+@quiet_option
+@json_option
 def compress(model: str, output: str | None, lossless: bool, calib: str | None, calib_samples: int,
              max_drop: float | None, min_cosine: float, dims: tuple[str, ...], zstd_level: int, force: bool,
              quiet: bool, as_json: bool, **kw: Any) -> None:
@@ -175,7 +175,7 @@ def compress(model: str, output: str | None, lossless: bool, calib: str | None, 
                                "--calib or --max-drop")
     if sharing is not None and max_drop is not None:
         raise click.UsageError("--max-drop chooses settings automatically; drop --sparsity/--std-threshold/--bits/--recipe")
-    _sharing_config(kw)  # validate every option, also the ones lossless mode does not use
+    sharing_config(kw)  # validate every option, also the ones lossless mode does not use
     out = check_output_path(output or _default_output(model, ".onnxdc"), force=force, inputs=[model])
     calibration = None
     if calib is not None:
@@ -185,7 +185,7 @@ def compress(model: str, output: str | None, lossless: bool, calib: str | None, 
     config = CompressConfig(sharing=sharing, calibration=calibration, calib_samples=calib_samples,
                             zstd_level=zstd_level)
     loaded = load_model(model)
-    with _progress(quiet or as_json, "compressing") as cb:
+    with progress_callback(quiet or as_json, "compressing") as cb:
         result = run_compress(loaded, config=config, progress=cb)
     write_atomic(out, result.data)
     _print_report(build_report(result.container), quiet=quiet, as_json=as_json, extra={"output": str(out)})
@@ -202,7 +202,7 @@ def _compress_auto(model: str, output: str | None, calib: str | None, calib_samp
     from onnxdc.report import build_report
     from onnxdc.synthetic import parse_dims, synthetic_inputs
 
-    base = _sharing_config(kw)
+    base = sharing_config(kw)
     budget = Budget(max_drop=max_drop, min_agreement=None if max_drop is not None else 0.995, min_cosine=min_cosine)
     out = check_output_path(output or _default_output(model, ".onnxdc"), force=force, inputs=[model])
     recipe_out = check_output_path(str(out) + ".recipe.toml", force=force, inputs=[model])
@@ -215,7 +215,7 @@ def _compress_auto(model: str, output: str | None, calib: str | None, calib_samp
         source = "synthetic inputs"
         click.echo("onnxdc: warning: no --calib data: choosing settings on synthetic inputs built from the model's "
                    "input specs; real data measures accuracy far better", err=True)
-    with _progress(quiet or as_json, "measuring sensitivity") as cb:
+    with progress_callback(quiet or as_json, "measuring sensitivity") as cb:
         auto = compress_auto(loaded, base=base, data=data, budget=budget, max_samples=calib_samples,
                              metadata={"calibration_source": source}, zstd_level=zstd_level, progress=cb)
     write_atomic(out, auto.result.data)
@@ -236,16 +236,16 @@ def _compress_auto(model: str, output: str | None, calib: str | None, calib_samp
             for r in auto.choice.rules:
                 click.echo(f"  {r.match}: sparsity {r.settings['sparsity']}, bits {r.settings['bits']}")
             if auto.verified is not None:
-                click.echo("on held-out calibration samples: " + _format_eval(auto.verified).replace("\n", "; "))
+                click.echo("on held-out calibration samples: " + format_eval(auto.verified).replace("\n", "; "))
     _print_report(build_report(auto.result.container), quiet=quiet,
                   as_json=as_json, extra=extra)
 
 
 @main.command()
 @click.argument("container", type=click.Path(dir_okay=False))
-@_output
-@_force
-@_quiet
+@output_option
+@force_option
+@quiet_option
 @click.option("--check/--no-check", default=True, show_default=True,
               help="Run onnx.checker on the result and warn if it fails.")
 @click.option("--external-data", is_flag=True,
@@ -259,8 +259,8 @@ def decompress(container: str, output: str | None, force: bool, quiet: bool, che
 
     out = check_output_path(output or _default_output(container, ".decompressed.onnx"), force=force,
                             inputs=[container])
-    data = _read_input(container)
-    with _progress(quiet, "decompressing") as cb:
+    data = read_input(container)
+    with progress_callback(quiet, "decompressing") as cb:
         model = run_decompress(data, progress=cb)
     external = external_data or needs_external_data(model)
     if external:
@@ -276,14 +276,14 @@ def decompress(container: str, output: str | None, force: bool, quiet: bool, che
 
 @main.command()
 @click.argument("container", type=click.Path(dir_okay=False))
-@_json
+@json_option
 @click.option("--all", "show_all", is_flag=True, help="List every tensor (default: the 30 largest).")
 def inspect(container: str, as_json: bool, show_all: bool) -> None:
     """Show CONTAINER's version, settings, stage sizes and per-tensor table, without decoding it."""
     from onnxdc.container import read_container
     from onnxdc.report import build_report
 
-    c = read_container(_read_input(container))
+    c = read_container(read_input(container))
     info = {"format_version": f"{c.version[0]}.{c.version[1]}", "producer": c.header.producer,
             "streams": len(c.header.streams), "metadata": c.header.metadata}
     if not as_json:
@@ -296,143 +296,18 @@ def inspect(container: str, as_json: bool, show_all: bool) -> None:
 
 @main.command()
 @click.argument("container", type=click.Path(dir_okay=False))
-@_json
+@json_option
 @click.option("--all", "show_all", is_flag=True, help="List every tensor (default: the 30 largest).")
 def report(container: str, as_json: bool, show_all: bool) -> None:
     """Print the stage-by-stage size report of CONTAINER."""
     from onnxdc.container import read_container
     from onnxdc.report import build_report
 
-    _print_report(build_report(read_container(_read_input(container))), quiet=False, as_json=as_json,
+    _print_report(build_report(read_container(read_input(container))), quiet=False, as_json=as_json,
                   top=None if show_all else 30)
 
 
-@main.command("compare-coders")
-@click.argument("model", type=click.Path(dir_okay=False))
-@_sharing_options
-@_json
-def compare_coders_cmd(model: str, as_json: bool, **kw: Any) -> None:
-    """Size MODEL's index and position streams under every coder and two-coder chain."""
-    from onnxdc.compare import compare_coders, format_comparison
-    from onnxdc.graphio import load_model
-    from onnxdc.settings import SharingConfig
-
-    sharing = _sharing_config(kw)
-    if sharing is None:
-        sharing = SharingConfig(min_elements=kw["min_elements"], seed=kw["seed"])
-    rows = compare_coders(load_model(model), sharing=sharing)
-    if as_json:
-        click.echo(json.dumps([r.to_json() for r in rows], indent=2))
-    else:
-        click.echo(format_comparison(rows))
-
-
-@main.command()
-@click.argument("model", type=click.Path(dir_okay=False))
-@click.option("--calib", type=click.Path(dir_okay=False), help=".npz of calibration inputs (else synthetic inputs).")
-@click.option("--calib-samples", type=click.IntRange(1), default=512, show_default=True)
-@click.option("--dim", "dims", multiple=True, metavar="NAME=VALUE", help="Symbolic dimension for synthetic inputs.")
-@click.option("--csv", "csv_path", type=click.Path(dir_okay=False), help="Also write the table as CSV.")
-@_sharing_options
-@_force
-@_json
-def sensitivity(model: str, calib: str | None, calib_samples: int, dims: tuple[str, ...], csv_path: str | None,
-                force: bool, as_json: bool, **kw: Any) -> None:
-    """Measure each weight tensor alone: output cosine, agreement and size against sparsity and bits."""
-    from onnxdc.auto import sensitivity as run_sensitivity
-    from onnxdc.evaluate import load_data
-    from onnxdc.files import check_output_path, write_atomic
-    from onnxdc.graphio import load_model
-    from onnxdc.pipeline import plan_sharing
-    from onnxdc.synthetic import parse_dims, synthetic_inputs
-
-    base = _sharing_config(kw)
-    csv_out = check_output_path(csv_path, force=force, inputs=[model]) if csv_path else None
-    loaded = load_model(model)
-    if calib is not None:
-        data = load_data(calib)
-    else:
-        click.echo("onnxdc: warning: no --calib data: measuring on synthetic inputs", err=True)
-        data = synthetic_inputs(loaded, samples=min(calib_samples, 128), dims=parse_dims(dims), seed=base.seed)
-    from onnxdc.auto import split
-
-    fit, check = split(data, max_samples=calib_samples)
-    with _progress(as_json, "measuring") as cb:
-        points = run_sensitivity(loaded, plan_sharing(loaded, base), fit, check, progress=cb)
-    rows = [p.to_json() for pts in points.values() for p in pts]
-    if csv_out is not None:
-        cols = ["tensor", "sparsity", "bits", "est_bytes", "cosine", "agreement", "top1"]
-        text = ",".join(cols) + "\n" + "".join(",".join(_csv(r[c]) for c in cols) + "\n" for r in rows)
-        write_atomic(csv_out, text.encode())
-    if as_json:
-        click.echo(json.dumps(rows, indent=2))
-        return
-    click.echo(f"{'tensor':<32} {'sparsity':>8} {'bits':>4} {'est bytes':>10} {'cosine':>9} {'agreement':>9} {'top-1':>7}")
-    for r in rows:
-        agree = "-" if r["agreement"] is None else f"{100 * r['agreement']:.2f}%"
-        top1 = "-" if r["top1"] is None else f"{100 * r['top1']:.2f}%"
-        click.echo(f"{r['tensor'][:32]:<32} {r['sparsity']:>8.2f} {r['bits']:>4} {r['est_bytes']:>10,} "
-                   f"{r['cosine']:>9.5f} {agree:>9} {top1:>7}")
-
-
-def _csv(v: Any) -> str:
-    if v is None:
-        return ""
-    s = str(v)
-    return '"' + s.replace('"', '""') + '"' if any(c in s for c in ',"\n') else s
-
-
-@main.command("eval")
-@click.argument("reference", type=click.Path(dir_okay=False))
-@click.argument("candidate", type=click.Path(dir_okay=False))
-@click.option("--data", "data_path", type=click.Path(dir_okay=False),
-              help=".npz of inputs keyed by input name, plus optional 'labels'.")
-@click.option("--random", "random_n", type=click.IntRange(1),
-              help="No data at hand: compare on N random inputs built from the model's input specs.")
-@click.option("--dim", "dims", multiple=True, metavar="NAME=VALUE", help="Symbolic dimension for --random inputs.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of --random inputs.")
-@click.option("--batch-size", type=click.IntRange(1), default=256, show_default=True)
-@click.option("--max-drop", type=click.FloatRange(0.0),
-              help="Exit with code 3 if top-1 (or agreement, without labels) falls by more than this many points.")
-@_json
-def eval_cmd(reference: str, candidate: str, data_path: str | None, random_n: int | None, dims: tuple[str, ...],
-             seed: int, batch_size: int, max_drop: float | None, as_json: bool) -> None:
-    """Compare CANDIDATE (.onnx or .onnxdc) with REFERENCE (.onnx) on --data, with onnxruntime."""
-    from onnxdc.evaluate import evaluate, load_data
-    from onnxdc.graphio import load_model
-    from onnxdc.synthetic import parse_dims, synthetic_inputs
-
-    if (data_path is None) == (random_n is None):
-        raise click.UsageError("give exactly one of --data FILE and --random N")
-    ref_model = load_model(reference)
-    if data_path is not None:
-        data = load_data(data_path)
-    else:
-        data = synthetic_inputs(ref_model, samples=random_n, dims=parse_dims(dims), seed=seed)
-    result = evaluate(ref_model, _load_any(candidate), data, batch_size=batch_size)
-    if as_json:
-        click.echo(json.dumps(result.to_json(), indent=2))
-    else:
-        click.echo(_format_eval(result))
-    drop = result.top1_drop_points
-    if max_drop is not None and drop is not None and drop > max_drop + 1e-9:
-        click.echo(f"onnxdc: top-1 drop {drop:.2f} points exceeds --max-drop {max_drop}", err=True)
-        sys.exit(3)
-
-
-def _load_any(path: str) -> Any:
-    """Load an .onnx model, or decode an .onnxdc container in memory."""
-    from onnxdc.container import MAGIC
-    from onnxdc.graphio import load_model
-    from onnxdc.pipeline import decompress as run_decompress
-
-    data = _read_input(path)
-    if data[: len(MAGIC)] == MAGIC:
-        return run_decompress(data)
-    return load_model(path)
-
-
-def _format_eval(r: Any) -> str:
+def format_eval(r: Any) -> str:
     def pct(x: float | None) -> str:
         return "-" if x is None else f"{100 * x:.2f}%"
 
@@ -448,7 +323,7 @@ def _format_eval(r: Any) -> str:
     return "\n".join(lines)
 
 
-def _read_input(path: str) -> bytes:
+def read_input(path: str) -> bytes:
     from onnxdc.errors import ContainerError
 
     try:
@@ -470,6 +345,9 @@ def _print_report(report: Any, *, quiet: bool, as_json: bool, top: int | None = 
             click.echo(f"wrote {extra['output']}")
         click.echo(format_report(report, top=top))
 
+
+# The analysis commands register themselves on ``main``.
+from onnxdc import cli_analysis as _cli_analysis  # noqa: E402,F401
 
 if __name__ == "__main__":  # pragma: no cover
     main()

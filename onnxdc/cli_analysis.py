@@ -1,0 +1,149 @@
+"""Analysis commands: ``compare-coders``, ``sensitivity`` and ``eval``.
+
+They measure rather than write containers; the click layer stays thin and every number comes from
+the library. Registered on :data:`onnxdc.cli.main` when :mod:`onnxdc.cli` is imported.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+import click
+
+from onnxdc.cli import (
+    force_option,
+    format_eval,
+    json_option,
+    main,
+    progress_callback,
+    read_input,
+    sharing_config,
+    sharing_options,
+)
+
+
+@main.command("compare-coders")
+@click.argument("model", type=click.Path(dir_okay=False))
+@sharing_options
+@json_option
+def compare_coders_cmd(model: str, as_json: bool, **kw: Any) -> None:
+    """Size MODEL's index and position streams under every coder and two-coder chain."""
+    from onnxdc.compare import compare_coders, format_comparison
+    from onnxdc.graphio import load_model
+    from onnxdc.settings import SharingConfig
+
+    sharing = sharing_config(kw)
+    if sharing is None:
+        sharing = SharingConfig(min_elements=kw["min_elements"], seed=kw["seed"])
+    rows = compare_coders(load_model(model), sharing=sharing)
+    if as_json:
+        click.echo(json.dumps([r.to_json() for r in rows], indent=2))
+    else:
+        click.echo(format_comparison(rows))
+
+
+@main.command()
+@click.argument("model", type=click.Path(dir_okay=False))
+@click.option("--calib", type=click.Path(dir_okay=False), help=".npz of calibration inputs (else synthetic inputs).")
+@click.option("--calib-samples", type=click.IntRange(1), default=512, show_default=True)
+@click.option("--dim", "dims", multiple=True, metavar="NAME=VALUE", help="Symbolic dimension for synthetic inputs.")
+@click.option("--csv", "csv_path", type=click.Path(dir_okay=False), help="Also write the table as CSV.")
+@sharing_options
+@force_option
+@json_option
+def sensitivity(model: str, calib: str | None, calib_samples: int, dims: tuple[str, ...], csv_path: str | None,
+                force: bool, as_json: bool, **kw: Any) -> None:
+    """Measure each weight tensor alone: output cosine, agreement and size against sparsity and bits."""
+    from onnxdc.auto import sensitivity as run_sensitivity
+    from onnxdc.evaluate import load_data
+    from onnxdc.files import check_output_path, write_atomic
+    from onnxdc.graphio import load_model
+    from onnxdc.pipeline import plan_sharing
+    from onnxdc.synthetic import parse_dims, synthetic_inputs
+
+    base = sharing_config(kw)
+    csv_out = check_output_path(csv_path, force=force, inputs=[model]) if csv_path else None
+    loaded = load_model(model)
+    if calib is not None:
+        data = load_data(calib)
+    else:
+        click.echo("onnxdc: warning: no --calib data: measuring on synthetic inputs", err=True)
+        data = synthetic_inputs(loaded, samples=min(calib_samples, 128), dims=parse_dims(dims), seed=base.seed)
+    from onnxdc.auto import split
+
+    fit, check = split(data, max_samples=calib_samples)
+    with progress_callback(as_json, "measuring") as cb:
+        points = run_sensitivity(loaded, plan_sharing(loaded, base), fit, check, progress=cb)
+    rows = [p.to_json() for pts in points.values() for p in pts]
+    if csv_out is not None:
+        cols = ["tensor", "sparsity", "bits", "est_bytes", "cosine", "agreement", "top1"]
+        text = ",".join(cols) + "\n" + "".join(",".join(_csv(r[c]) for c in cols) + "\n" for r in rows)
+        write_atomic(csv_out, text.encode())
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    click.echo(f"{'tensor':<32} {'sparsity':>8} {'bits':>4} {'est bytes':>10} {'cosine':>9} {'agreement':>9} {'top-1':>7}")
+    for r in rows:
+        agree = "-" if r["agreement"] is None else f"{100 * r['agreement']:.2f}%"
+        top1 = "-" if r["top1"] is None else f"{100 * r['top1']:.2f}%"
+        click.echo(f"{r['tensor'][:32]:<32} {r['sparsity']:>8.2f} {r['bits']:>4} {r['est_bytes']:>10,} "
+                   f"{r['cosine']:>9.5f} {agree:>9} {top1:>7}")
+
+
+def _csv(v: Any) -> str:
+    if v is None:
+        return ""
+    s = str(v)
+    return '"' + s.replace('"', '""') + '"' if any(c in s for c in ',"\n') else s
+
+
+@main.command("eval")
+@click.argument("reference", type=click.Path(dir_okay=False))
+@click.argument("candidate", type=click.Path(dir_okay=False))
+@click.option("--data", "data_path", type=click.Path(dir_okay=False),
+              help=".npz of inputs keyed by input name, plus optional 'labels'.")
+@click.option("--random", "random_n", type=click.IntRange(1),
+              help="No data at hand: compare on N random inputs built from the model's input specs.")
+@click.option("--dim", "dims", multiple=True, metavar="NAME=VALUE", help="Symbolic dimension for --random inputs.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of --random inputs.")
+@click.option("--batch-size", type=click.IntRange(1), default=256, show_default=True)
+@click.option("--max-drop", type=click.FloatRange(0.0),
+              help="Exit with code 3 if top-1 (or agreement, without labels) falls by more than this many points.")
+@json_option
+def eval_cmd(reference: str, candidate: str, data_path: str | None, random_n: int | None, dims: tuple[str, ...],
+             seed: int, batch_size: int, max_drop: float | None, as_json: bool) -> None:
+    """Compare CANDIDATE (.onnx or .onnxdc) with REFERENCE (.onnx) on --data, with onnxruntime."""
+    from onnxdc.evaluate import evaluate, load_data
+    from onnxdc.graphio import load_model
+    from onnxdc.synthetic import parse_dims, synthetic_inputs
+
+    if (data_path is None) == (random_n is None):
+        raise click.UsageError("give exactly one of --data FILE and --random N")
+    ref_model = load_model(reference)
+    if data_path is not None:
+        data = load_data(data_path)
+    else:
+        data = synthetic_inputs(ref_model, samples=random_n, dims=parse_dims(dims), seed=seed)
+    result = evaluate(ref_model, _load_any(candidate), data, batch_size=batch_size)
+    if as_json:
+        click.echo(json.dumps(result.to_json(), indent=2))
+    else:
+        click.echo(format_eval(result))
+    drop = result.top1_drop_points
+    if max_drop is not None and drop is not None and drop > max_drop + 1e-9:
+        click.echo(f"onnxdc: top-1 drop {drop:.2f} points exceeds --max-drop {max_drop}", err=True)
+        sys.exit(3)
+
+
+def _load_any(path: str) -> Any:
+    """Load an .onnx model, or decode an .onnxdc container in memory."""
+    from onnxdc.container import MAGIC
+    from onnxdc.graphio import load_model
+    from onnxdc.pipeline import decompress as run_decompress
+
+    data = read_input(path)
+    if data[: len(MAGIC)] == MAGIC:
+        return run_decompress(data)
+    return load_model(path)
