@@ -5,7 +5,8 @@ Layout::
     magic (8) | major u16 | minor u16 | header_length u64 | header_crc32 u32 | header | payload
 
 All integers are little-endian. The header is UTF-8 JSON; the payload is the concatenation of the
-streams the header lists, back to back from offset 0, covering the rest of the file exactly. Every
+streams the header lists, back to back from offset 0 in header order (so no offsets are stored),
+covering the rest of the file exactly. Every
 stream and the header carry a CRC-32.
 
 The reader validates in a fixed order and raises one :class:`~onnxdc.errors.ContainerError` per
@@ -37,8 +38,8 @@ MAX_HEADER_BYTES = 256 * 1024 * 1024  # cap on the stored and the decoded header
 #: Default cap on the bytes one tensor, or one stream's symbols, may declare (16 GiB).
 DEFAULT_MAX_TENSOR_BYTES = 1 << 34
 
-_HEADER_KEYS = {"producer", "metadata", "skeleton", "streams", "tensors"}
-_STREAM_KEYS = {"offset", "length", "crc32", "count", "coder"}
+_HEADER_KEYS = {"producer", "metadata", "skeleton", "skeleton_crc32", "streams", "tensors"}
+_STREAM_KEYS = {"length", "crc32", "count", "coder"}
 _TENSOR_KEYS = {"slot", "path", "name", "dtype", "shape", "nbytes", "crc32", "encoding", "params", "streams"}
 
 
@@ -53,8 +54,8 @@ class StreamInfo:
     coder: dict[str, Any]
 
     def to_json(self) -> dict[str, Any]:
-        return {"offset": self.offset, "length": self.length, "crc32": self.crc32,
-                "count": self.count, "coder": self.coder}
+        # No offset: streams sit back to back in header order, so offsets follow from the lengths.
+        return {"length": self.length, "crc32": self.crc32, "count": self.count, "coder": self.coder}
 
 
 @dataclass(frozen=True)
@@ -91,6 +92,7 @@ class Header:
     skeleton: int
     streams: tuple[StreamInfo, ...]
     tensors: tuple[TensorInfo, ...]
+    skeleton_crc32: int = 0  # CRC-32 of the decoded skeleton bytes
 
     def to_bytes(self) -> bytes:
         """The header as stored: compact, key-sorted JSON in one zstd frame."""
@@ -98,6 +100,7 @@ class Header:
 
     def to_json_bytes(self) -> bytes:
         obj = {"producer": self.producer, "metadata": self.metadata, "skeleton": self.skeleton,
+               "skeleton_crc32": self.skeleton_crc32,
                "streams": [s.to_json() for s in self.streams],
                "tensors": [t.to_json() for t in self.tensors]}
         return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
@@ -122,9 +125,9 @@ class ContainerWriter:
         self._size += len(data)
         return len(self.streams) - 1
 
-    def header(self, *, producer: str, metadata: dict[str, Any], skeleton: int,
+    def header(self, *, producer: str, metadata: dict[str, Any], skeleton: int, skeleton_crc32: int,
                tensors: list[TensorInfo]) -> Header:
-        return Header(producer, metadata, skeleton, tuple(self.streams), tuple(tensors))
+        return Header(producer, metadata, skeleton, tuple(self.streams), tuple(tensors), skeleton_crc32)
 
     def to_bytes(self, header: Header) -> bytes:
         hbytes = header.to_bytes()
@@ -294,14 +297,15 @@ def _parse_header(obj: Any, payload_size: int, max_tensor_bytes: int) -> Header:
         raise ContainerError("header.metadata must be an object")
     if not isinstance(obj["streams"], list) or not isinstance(obj["tensors"], list):
         raise ContainerError("header.streams and header.tensors must be arrays")
-    streams = tuple(_parse_stream(i, s, max_tensor_bytes) for i, s in enumerate(obj["streams"]))
+    streams = []
     end = 0
-    for i, s in enumerate(streams):
-        if s.offset != end:
-            raise ContainerError(f"stream {i} offset ({s.offset}) is not back to back (expected {end})")
-        end += s.length
+    for i, s in enumerate(obj["streams"]):
+        info = _parse_stream(i, s, end, max_tensor_bytes)
+        end += info.length
         if end > payload_size:
             raise ContainerError(f"stream {i} end ({end}) exceeds payload size ({payload_size})")
+        streams.append(info)
+    streams = tuple(streams)
     if end != payload_size:
         raise ContainerError(f"streams cover {end} bytes but the payload holds {payload_size} (trailing data)")
     skeleton = _nonneg_int(obj["skeleton"], "header.skeleton")
@@ -327,13 +331,14 @@ def _parse_header(obj: Any, payload_size: int, max_tensor_bytes: int) -> Header:
         tensors.append(info)
     if len(used) != len(streams):
         raise ContainerError(f"{len(streams) - len(used)} stream(s) belong to no tensor")
-    return Header(obj["producer"], obj["metadata"], skeleton, streams, tuple(tensors))
+    skeleton_crc = _nonneg_int(obj["skeleton_crc32"], "header.skeleton_crc32", 0xFFFFFFFF)
+    return Header(obj["producer"], obj["metadata"], skeleton, streams, tuple(tensors), skeleton_crc)
 
 
-def _parse_stream(i: int, s: Any, max_bytes: int) -> StreamInfo:
+def _parse_stream(i: int, s: Any, offset: int, max_bytes: int) -> StreamInfo:
     _check_keys(s, _STREAM_KEYS, f"stream {i}")
     info = StreamInfo(
-        offset=_nonneg_int(s["offset"], f"stream {i} offset"),
+        offset=offset,
         length=_nonneg_int(s["length"], f"stream {i} length"),
         crc32=_nonneg_int(s["crc32"], f"stream {i} crc32", 0xFFFFFFFF),
         count=_nonneg_int(s["count"], f"stream {i} count", max_bytes),

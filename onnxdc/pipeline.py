@@ -164,7 +164,7 @@ def compress(model: onnx.ModelProto, *, config: CompressConfig = CompressConfig(
                         for s, c in calibrated.items()},
         }
     header = writer.header(producer=f"onnxdc {__version__}", metadata=metadata, skeleton=skeleton_id,
-                           tensors=entries)
+                           skeleton_crc32=zlib.crc32(skel_bytes), tensors=entries)
     data = writer.to_bytes(header)
     return CompressResult(data, read_container(data), quantized)
 
@@ -205,6 +205,8 @@ def decompress(data: bytes | Container, *, progress: Progress | None = None) -> 
     container = data if isinstance(data, Container) else read_container(data)
     header = container.header
     skel_bytes = container.decode_stream(header.skeleton).tobytes()
+    if zlib.crc32(skel_bytes) != header.skeleton_crc32:
+        raise ContainerError("skeleton checksum mismatch after decoding")
     try:
         model = parse_model(skel_bytes, name="skeleton")
     except ModelError as exc:
