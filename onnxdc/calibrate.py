@@ -80,7 +80,7 @@ def calibrate(model: onnx.ModelProto, plans: dict, data: dict[str, np.ndarray], 
     work_refs = {r.slot: r for r in iter_tensors(work)}
     layers = sorted(((*_layer(model, plan), slot) for slot, plan in plans.items()), key=lambda t: (t[0], t[2]))
     feed = _feed(model, data, max_samples)
-    ref_acts = _collect(model, [f.activation for _, f, _ in layers if f is not None], feed)
+    ref_acts = _collect(model, [n for _, f, _ in layers if f is not None for n in f.sources], feed)
     out: dict[int, CalibratedTensor] = {}
     for done, (_, form, slot) in enumerate(layers, 1):
         plan = plans[slot]
@@ -89,8 +89,10 @@ def calibrate(model: onnx.ModelProto, plans: dict, data: dict[str, np.ndarray], 
         if form is None:
             out[slot] = _magnitude(w, plan, "no linear form for this use")
         else:
-            x_q = _collect(work, [form.activation], feed)[form.activation]
-            out[slot] = _compensated(w, plan, form, _problems(form, w, x_q, ref_acts[form.activation]))
+            got = _collect(work, list(form.sources), feed)
+            x_q = [got[n] for n in form.sources]
+            x_ref = [ref_acts[n] for n in form.sources]
+            out[slot] = _compensated(w, plan, form, _problems(form, w, x_q, x_ref))
         _store(work_refs[slot].proto, out[slot], orig)
         if progress:
             progress(done, len(layers), plan.candidate.ref.proto.name)
@@ -107,7 +109,8 @@ def compress_alone(model: onnx.ModelProto, plan, feed: dict[str, np.ndarray]) ->
     w = _weight(plan).astype(np.float32)
     if form is None:
         return lambda p: _magnitude(w, p, "no linear form for this use")
-    x = _collect(model, [form.activation], _feed(model, feed, None))[form.activation]
+    got = _collect(model, list(form.sources), _feed(model, feed, None))
+    x = [got[n] for n in form.sources]
     probs = _problems(form, w, x, x)
     return lambda p: _compensated(w, p, form, probs)
 
@@ -163,10 +166,11 @@ def _magnitude(w: np.ndarray, plan, reason: str) -> CalibratedTensor:  # noqa: A
     return CalibratedTensor(keep, clus, f"magnitude: {reason}")
 
 
-def _problems(form: LinearForm, w: np.ndarray, x_q: np.ndarray, x_ref: np.ndarray) -> list:
+def _problems(form: LinearForm, w: np.ndarray, x_q: list[np.ndarray], x_ref: list[np.ndarray]) -> list:
+    """The per-group least-squares problems, from the values of ``form.sources`` in both models."""
     w0s = weight_matrices(form, w)
-    xq_g = input_matrices(form, x_q.astype(np.float32))
-    xr_g = xq_g if x_ref is x_q else input_matrices(form, x_ref.astype(np.float32))
+    xq_g = input_matrices(form, *(x.astype(np.float32) for x in x_q))
+    xr_g = xq_g if x_ref is x_q else input_matrices(form, *(x.astype(np.float32) for x in x_ref))
     return [problem(xq, xr, w0) for xq, xr, w0 in zip(xq_g, xr_g, w0s)]
 
 

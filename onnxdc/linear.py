@@ -4,7 +4,7 @@ Calibration-aware compression needs, for each weight tensor, the matrix ``X`` of
 multiplies and a view of the tensor as ``W`` (in × out), so that the layer's output error can be
 measured and minimized by least squares. :class:`LinearForm` records how to get both from the
 node's activation input, and how to map a matrix back to the tensor's shape. Ops without such a
-form (Gather, ConvTranspose, recurrent R weights, unsupported attributes) return None and are
+form (Gather, ConvTranspose, a GRU's R without linear_before_reset, unsupported attributes) return None and are
 compressed by plain magnitude pruning; the report names them.
 """
 
@@ -34,6 +34,12 @@ class LinearForm:
     kind: str
     groups: int
     attrs: dict
+    extra: tuple[str, ...] = ()  # further values the inputs are built from (a recurrent op's initial_h)
+
+    @property
+    def sources(self) -> tuple[str, ...]:
+        """Every value :func:`input_matrices` needs, in its argument order."""
+        return (self.activation, *self.extra)
 
 
 def linear_form(node: onnx.NodeProto, weight_pos: int, weight_shape: tuple[int, ...]) -> LinearForm | None:
@@ -58,7 +64,28 @@ def linear_form(node: onnx.NodeProto, weight_pos: int, weight_shape: tuple[int, 
         return LinearForm(node, node.input[0], "conv", int(a.get("group", 1)), attrs)
     if op in ("GRU", "LSTM", "RNN") and weight_pos == 1 and len(weight_shape) == 3:
         return LinearForm(node, node.input[0], "rnn_w", int(weight_shape[0]), {"layout": int(a.get("layout", 0))})
+    if op in ("GRU", "LSTM", "RNN") and weight_pos == 2 and len(weight_shape) == 3:
+        return _recurrent_form(node, a, weight_shape)
     return None
+
+
+def _recurrent_form(node: onnx.NodeProto, a: dict, weight_shape: tuple[int, ...]) -> LinearForm | None:
+    """R multiplies the previous hidden state, which the op's output Y holds, shifted by one step.
+
+    Not for a GRU with ``linear_before_reset=0`` (its candidate gate multiplies ``r ⊙ h``, not
+    ``h``), nor with ``sequence_lens`` (padded steps), nor when Y is not produced.
+    """
+    if node.op_type == "GRU" and not int(a.get("linear_before_reset", 0)):
+        return None
+    if len(node.input) > 4 and node.input[4]:
+        return None
+    if not node.output or not node.output[0]:
+        return None
+    direction = a.get("direction", b"forward")
+    direction = direction.decode() if isinstance(direction, bytes) else direction
+    h0 = node.input[5] if len(node.input) > 5 and node.input[5] else ""
+    attrs = {"layout": int(a.get("layout", 0)), "direction": direction, "hidden": int(weight_shape[2])}
+    return LinearForm(node, node.output[0], "rnn_r", int(weight_shape[0]), attrs, (h0,) if h0 else ())
 
 
 def weight_matrices(form: LinearForm, w: np.ndarray) -> list[np.ndarray]:
@@ -71,7 +98,7 @@ def weight_matrices(form: LinearForm, w: np.ndarray) -> list[np.ndarray]:
         cout = w.shape[0]
         per = cout // form.groups
         return [w[g * per:(g + 1) * per].reshape(per, -1).T for g in range(form.groups)]
-    if form.kind == "rnn_w":
+    if form.kind in ("rnn_w", "rnn_r"):
         return [w[d].T for d in range(w.shape[0])]
     raise ValueError(form.kind)
 
@@ -87,13 +114,16 @@ def weight_tensor(form: LinearForm, mats: list[np.ndarray], shape: tuple[int, ..
     if form.kind == "conv":
         per = shape[0] // form.groups
         return np.concatenate([m.T.reshape((per, *shape[1:])) for m in mats])
-    if form.kind == "rnn_w":
+    if form.kind in ("rnn_w", "rnn_r"):
         return np.stack([m.T for m in mats])
     raise ValueError(form.kind)
 
 
-def input_matrices(form: LinearForm, x: np.ndarray) -> list[np.ndarray]:
-    """The activation as one (rows × in) matrix per group, so that ``Y_g = X_g @ W_g``."""
+def input_matrices(form: LinearForm, x: np.ndarray, *extra: np.ndarray) -> list[np.ndarray]:
+    """The activation as one (rows × in) matrix per group, so that ``Y_g = X_g @ W_g``.
+
+    ``extra`` holds the values of ``form.extra`` (a recurrent op's initial_h), in order.
+    """
     if form.kind == "gemm_b":
         xm = x.T if form.attrs["transA"] and not form.attrs.get("matmul") else x
         xm = xm.reshape(-1, xm.shape[-1]) * form.attrs["alpha"]
@@ -109,7 +139,28 @@ def input_matrices(form: LinearForm, x: np.ndarray) -> list[np.ndarray]:
         seq = x if form.attrs["layout"] == 0 else np.swapaxes(x, 0, 1)
         flat = seq.reshape(-1, seq.shape[-1])
         return [flat] * form.groups
+    if form.kind == "rnn_r":
+        return _previous_states(form, x, extra[0] if extra else None)
     raise ValueError(form.kind)
+
+
+def _previous_states(form: LinearForm, y: np.ndarray, h0: np.ndarray | None) -> list[np.ndarray]:
+    """Per direction, the hidden state before each step: (seq*batch, hidden) rows."""
+    if form.attrs["layout"]:  # [batch, seq, dirs, hidden] -> [seq, dirs, batch, hidden]
+        y = y.transpose(1, 2, 0, 3)
+        h0 = None if h0 is None else h0.transpose(1, 0, 2)
+    seq, dirs, batch, hidden = y.shape
+    if h0 is None:
+        h0 = np.zeros((dirs, batch, hidden), dtype=y.dtype)
+    out = []
+    for d in range(dirs):
+        reverse = form.attrs["direction"] == "reverse" or (form.attrs["direction"] == "bidirectional" and d == 1)
+        if reverse:  # steps run from the last to the first: h before step t is Y[t+1]
+            prev = np.concatenate([y[1:, d], h0[d][None]], axis=0)
+        else:
+            prev = np.concatenate([h0[d][None], y[:-1, d]], axis=0)
+        out.append(prev.reshape(-1, hidden))
+    return out
 
 
 def conv_pads(form: LinearForm, in_hw: tuple[int, int]) -> list[int]:

@@ -145,5 +145,44 @@ def test_calibrated_beats_magnitude_on_the_test_split(name: str) -> None:
         assert abs((q == 0).mean() - 0.9) < 0.02
     methods = cal.container.header.metadata["calibration"]["tensors"]
     assert all(m["error_refit"] <= m["error_kmeans"] + 1e-9 for m in methods.values())
-    if name == "crnn":  # the recurrent R weight has no linear form and says so
-        assert any(m["method"].startswith("magnitude") for m in methods.values())
+    assert all(m["method"] == "compensated" for m in methods.values())  # GRU W and R (linear_before_reset=1) too
+
+
+@pytest.mark.parametrize("direction", ["forward", "reverse", "bidirectional"])
+def test_recurrent_previous_states_rebuild_the_gru_output(direction: str) -> None:
+    """The rows R multiplies are the hidden states before each step: with them (and W, B, x) the
+    GRU equations reproduce onnxruntime's Y exactly, in every direction."""
+    rng = np.random.default_rng(0)
+    d_count = 2 if direction == "bidirectional" else 1
+    t, b, i, h = 5, 3, 4, 6
+    w = rng.standard_normal((d_count, 3 * h, i)).astype(np.float32) * 0.5
+    r = rng.standard_normal((d_count, 3 * h, h)).astype(np.float32) * 0.5
+    bias = rng.standard_normal((d_count, 6 * h)).astype(np.float32) * 0.1
+    h0 = rng.standard_normal((d_count, b, h)).astype(np.float32)
+    x = rng.standard_normal((t, b, i)).astype(np.float32)
+    node = helper.make_node("GRU", ["x", "W", "R", "B", "", "h0"], ["Y", "Yh"], hidden_size=h,
+                            linear_before_reset=1, direction=direction)
+    g = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [t, b, i]),
+                                        helper.make_tensor_value_info("h0", TensorProto.FLOAT, [d_count, b, h])],
+                          [helper.make_tensor_value_info("Y", TensorProto.FLOAT, None)],
+                          initializer=[numpy_helper.from_array(w, "W"), numpy_helper.from_array(r, "R"),
+                                       numpy_helper.from_array(bias, "B")])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    y = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x, "h0": h0})[0]
+    form = linear_form(node, 2, r.shape)
+    assert form is not None and form.sources == ("Y", "h0")
+    prevs, mats = input_matrices(form, y, h0), weight_matrices(form, r)
+
+    def sig(v: np.ndarray) -> np.ndarray:
+        return 1 / (1 + np.exp(-v))
+
+    for d in range(d_count):
+        hp = prevs[d].reshape(t, b, h)
+        xw = np.einsum("tbi,gi->tbg", x, w[d]) + bias[d, :3 * h]
+        hr = hp @ mats[d] + bias[d, 3 * h:]
+        z, rr = sig(xw[..., :h] + hr[..., :h]), sig(xw[..., h:2 * h] + hr[..., h:2 * h])
+        cand = np.tanh(xw[..., 2 * h:] + rr * hr[..., 2 * h:])
+        np.testing.assert_allclose((1 - z) * cand + z * hp, y[:, d], atol=1e-5)
+    # a GRU whose candidate gate multiplies r * h has no linear form for R
+    plain = helper.make_node("GRU", ["x", "W", "R"], ["Y"], hidden_size=h)
+    assert linear_form(plain, 2, r.shape) is None
