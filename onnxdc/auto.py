@@ -247,7 +247,7 @@ class AutoResult:
 
 
 def compress_auto(model: onnx.ModelProto, *, base: SharingConfig, data: dict[str, np.ndarray], budget: Budget,
-                  max_samples: int = 512, metadata: dict | None = None, zstd_level: int = 19,
+                  max_samples: int = 512, metadata: dict | None = None, zstd_level: int = 19, jobs: int = 1,
                   progress: Progress | None = None) -> AutoResult:
     """Measure sensitivity, choose per-tensor settings within ``budget``, and compress with them.
 
@@ -258,7 +258,7 @@ def compress_auto(model: onnx.ModelProto, *, base: SharingConfig, data: dict[str
 
     plans = plan_sharing(model, base)
     if not plans:
-        res = compress(model, config=CompressConfig(metadata=dict(metadata or {}), zstd_level=zstd_level))
+        res = compress(model, config=CompressConfig(metadata=dict(metadata or {}), zstd_level=zstd_level, jobs=jobs))
         empty = Choice({}, (), {}, None, 0.0, 0)  # type: ignore[arg-type]
         return AutoResult(res, empty, {}, base, True)
     fit, check = split(data, max_samples=max_samples)
@@ -270,18 +270,18 @@ def compress_auto(model: onnx.ModelProto, *, base: SharingConfig, data: dict[str
                     "fit_samples": len(next(iter(fit.values()))), "check_samples": len(next(iter(check.values()))),
                     "check_eval": choice.evaluation.to_json()}
     if not met:
-        res = compress(model, config=CompressConfig(metadata=meta, zstd_level=zstd_level))
+        res = compress(model, config=CompressConfig(metadata=meta, zstd_level=zstd_level, jobs=jobs))
         return AutoResult(res, choice, points, base, False)
     sharing = auto_sharing(base, choice)
     n_fit = len(next(iter(fit.values())))
     res = compress(model, config=CompressConfig(sharing=sharing, calibration=fit, calib_samples=n_fit,
-                                                metadata=meta, zstd_level=zstd_level))
+                                                metadata=meta, zstd_level=zstd_level, jobs=jobs))
     # Verify what was written, decoded from the container bytes, on the held-out samples.
     from onnxdc.pipeline import decompress
 
     verified = evaluate_candidate(prepare_reference(model, check), decompress(res.data))
     if not budget.met(verified):  # pragma: no cover - the same values were measured in choose()
         res = compress(model, config=CompressConfig(metadata={**meta, "auto": {**meta["auto"], "budget_met": False}},
-                                                    zstd_level=zstd_level))
+                                                    zstd_level=zstd_level, jobs=jobs))
         return AutoResult(res, choice, points, base, False, verified)
     return AutoResult(res, choice, points, sharing, True, verified)

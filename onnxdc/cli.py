@@ -8,6 +8,7 @@ data, exit 2 for bad usage or impossible settings. ``--debug`` shows the traceba
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -145,12 +146,14 @@ def sharing_config(kw: dict[str, Any]) -> Any:
               help="Calibration samples used at most.")
 @click.option("--zstd-level", type=click.IntRange(1, 22), default=19, show_default=True,
               help="zstd level tried on lossless byte planes.")
+@click.option("-j", "--jobs", type=click.IntRange(1), default=os.cpu_count() or 1, show_default="number of cores",
+              help="Tensors coded in parallel; the output is the same for any value.")
 @force_option
 @quiet_option
 @json_option
 def compress(model: str, output: str | None, lossless: bool, calib: str | None, calib_samples: int,
-             max_drop: float | None, min_cosine: float, dims: tuple[str, ...], zstd_level: int, force: bool,
-             quiet: bool, as_json: bool, **kw: Any) -> None:
+             max_drop: float | None, min_cosine: float, dims: tuple[str, ...], zstd_level: int, jobs: int,
+             force: bool, quiet: bool, as_json: bool, **kw: Any) -> None:
     """Compress MODEL (.onnx) into an .onnxdc container.
 
     Manual mode (--sparsity / --std-threshold / --bits / --recipe): the selected weights are
@@ -160,7 +163,7 @@ def compress(model: str, output: str | None, lossless: bool, calib: str | None, 
     written as a recipe beside the output. --lossless stores every tensor exactly.
     """
     if _manual(kw) is None and not lossless:
-        _compress_auto(model, output, calib, calib_samples, max_drop, min_cosine, dims, zstd_level, force,
+        _compress_auto(model, output, calib, calib_samples, max_drop, min_cosine, dims, zstd_level, jobs, force,
                        quiet, as_json, kw)
         return
     from onnxdc.files import check_output_path, write_atomic
@@ -183,7 +186,7 @@ def compress(model: str, output: str | None, lossless: bool, calib: str | None, 
 
         calibration = load_data(calib)
     config = CompressConfig(sharing=sharing, calibration=calibration, calib_samples=calib_samples,
-                            zstd_level=zstd_level)
+                            zstd_level=zstd_level, jobs=jobs)
     loaded = load_model(model)
     with progress_callback(quiet or as_json, "compressing") as cb:
         result = run_compress(loaded, config=config, progress=cb)
@@ -192,7 +195,7 @@ def compress(model: str, output: str | None, lossless: bool, calib: str | None, 
 
 
 def _compress_auto(model: str, output: str | None, calib: str | None, calib_samples: int, max_drop: float | None,
-                   min_cosine: float, dims: tuple[str, ...], zstd_level: int, force: bool, quiet: bool,
+                   min_cosine: float, dims: tuple[str, ...], zstd_level: int, jobs: int, force: bool, quiet: bool,
                    as_json: bool, kw: dict[str, Any]) -> None:
     """Automatic mode: measure sensitivity, choose settings within the budget, compress, verify."""
     from onnxdc.auto import Budget, compress_auto, recipe_toml
@@ -217,7 +220,8 @@ def _compress_auto(model: str, output: str | None, calib: str | None, calib_samp
                    "input specs; real data measures accuracy far better", err=True)
     with progress_callback(quiet or as_json, "measuring sensitivity") as cb:
         auto = compress_auto(loaded, base=base, data=data, budget=budget, max_samples=calib_samples,
-                             metadata={"calibration_source": source}, zstd_level=zstd_level, progress=cb)
+                             metadata={"calibration_source": source}, zstd_level=zstd_level, jobs=jobs,
+                             progress=cb)
     write_atomic(out, auto.result.data)
     if auto.choice.rules:
         header = (f"onnxdc automatic settings for {Path(model).name} on {source}\n"

@@ -11,6 +11,8 @@ from __future__ import annotations
 import sys
 import zlib
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -58,6 +60,7 @@ class CompressConfig:
             pruning and sharing (:mod:`onnxdc.calibrate`); None for plain magnitude pruning.
         calib_samples: calibration samples used at most.
         zstd_level: zstd level tried for the lossless planes.
+        jobs: tensors coded in parallel (threads); the output does not depend on it.
         metadata: free-form entries recorded in the container header.
     """
 
@@ -66,6 +69,7 @@ class CompressConfig:
     calib_samples: int = 512
     min_tensor_bytes: int = 64
     zstd_level: int = 19
+    jobs: int = 1
     metadata: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -73,6 +77,8 @@ class CompressConfig:
             raise ConfigError(f"min_tensor_bytes must be >= 0, got {self.min_tensor_bytes}")
         if not 1 <= self.zstd_level <= 22:
             raise ConfigError(f"zstd level must be in 1..22, got {self.zstd_level}")
+        if self.jobs < 1:
+            raise ConfigError(f"jobs must be >= 1, got {self.jobs}")
 
 
 @dataclass(frozen=True)
@@ -117,39 +123,28 @@ def compress(model: onnx.ModelProto, *, config: CompressConfig = CompressConfig(
     writer = ContainerWriter()
     entries: list[TensorInfo] = []
     quantized: dict[str, np.ndarray] = {}
-    for done, ref in enumerate(refs, 1):
-        raw = tensor_raw_bytes(ref.proto)
-        plan = plans.get(ref.slot)
-        if plan is not None:
-            w = tensor_array(ref.proto, raw)
-            cal = calibrated.get(ref.slot)
-            if cal is not None:
-                keep, clustering = cal.keep, cal.clustering
-            else:
-                keep = plan.keep if plan.keep is not None else prune(w, config=plan.settings.prune)
-                clustering = None
-            st = encode_shared(w, keep, share=plan.settings.share, index_coders=plan.settings.coders,
-                               positions=plan.settings.positions, op=plan.candidate.op,
-                               kind=plan.candidate.kind, clustering=clustering)
-            encoding, params, coded = SHARED, st.params, st.streams
-            raw = st.values.astype(st.values.dtype.newbyteorder("<"), copy=False).tobytes()
-            quantized[tensor_label(ref)] = st.values
-        elif len(raw) >= config.min_tensor_bytes:
-            encoding = PLANES
-            params, coded = encode_planes(raw, data_type=ref.proto.data_type, level=config.zstd_level)
-        else:
+
+    def encode(ref: TensorRef) -> _Encoded | None:
+        return _encode_tensor(ref, plans.get(ref.slot), calibrated.get(ref.slot), config)
+
+    # Tensors are coded independently (numpy and zstd release the GIL), in parallel with --jobs;
+    # results are consumed in traversal order, so the container bytes do not depend on jobs.
+    with ThreadPoolExecutor(max_workers=config.jobs) if config.jobs > 1 else nullcontext() as pool:
+        results = pool.map(encode, refs) if pool is not None else map(encode, refs)
+        for done, (ref, enc) in enumerate(zip(refs, results), 1):
+            if enc is not None:
+                stream_ids = {role: writer.add_stream(c.data, count=c.count, coder=c.coder)
+                              for role, c in enc.streams.items()}
+                entries.append(TensorInfo(
+                    slot=ref.slot, path=ref.path, name=ref.proto.name, dtype=ref.proto.data_type,
+                    shape=tuple(int(d) for d in ref.proto.dims), nbytes=enc.nbytes, crc32=enc.crc32,
+                    encoding=enc.encoding, params=enc.params, streams=stream_ids,
+                ))
+                if enc.values is not None:
+                    quantized[tensor_label(ref)] = enc.values
+                clear_data(ref.proto)
             if progress:
                 progress(done, len(refs), ref.proto.name)
-            continue
-        stream_ids = {role: writer.add_stream(s.data, count=s.count, coder=s.coder) for role, s in coded.items()}
-        entries.append(TensorInfo(
-            slot=ref.slot, path=ref.path, name=ref.proto.name, dtype=ref.proto.data_type,
-            shape=tuple(int(d) for d in ref.proto.dims), nbytes=len(raw), crc32=zlib.crc32(raw),
-            encoding=encoding, params=params, streams=stream_ids,
-        ))
-        clear_data(ref.proto)
-        if progress:
-            progress(done, len(refs), ref.proto.name)
     skel_bytes = skeleton.SerializeToString(deterministic=True)
     skel = encode_best(np.frombuffer(skel_bytes, dtype=np.uint8), [{"id": "zstd", "level": SKELETON_LEVEL}])
     skeleton_id = writer.add_stream(skel.data, count=skel.count, coder=skel.coder)
@@ -167,6 +162,39 @@ def compress(model: onnx.ModelProto, *, config: CompressConfig = CompressConfig(
                            skeleton_crc32=zlib.crc32(skel_bytes), tensors=entries)
     data = writer.to_bytes(header)
     return CompressResult(data, read_container(data), quantized)
+
+
+@dataclass(frozen=True)
+class _Encoded:
+    """One tensor's coded streams and the header facts about its decoded bytes."""
+
+    encoding: str
+    params: dict[str, Any]
+    streams: dict[str, Any]
+    nbytes: int
+    crc32: int
+    values: np.ndarray | None  # the quantized weights, for shared tensors
+
+
+def _encode_tensor(ref: TensorRef, plan: WeightPlan | None, cal: Any, config: CompressConfig) -> _Encoded | None:
+    """Code one tensor (None: it stays in the skeleton). Reads the proto, never modifies it."""
+    raw = tensor_raw_bytes(ref.proto)
+    if plan is not None:
+        w = tensor_array(ref.proto, raw)
+        if cal is not None:
+            keep, clustering = cal.keep, cal.clustering
+        else:
+            keep = plan.keep if plan.keep is not None else prune(w, config=plan.settings.prune)
+            clustering = None
+        st = encode_shared(w, keep, share=plan.settings.share, index_coders=plan.settings.coders,
+                           positions=plan.settings.positions, op=plan.candidate.op,
+                           kind=plan.candidate.kind, clustering=clustering)
+        decoded = st.values.astype(st.values.dtype.newbyteorder("<"), copy=False).tobytes()
+        return _Encoded(SHARED, st.params, st.streams, len(decoded), zlib.crc32(decoded), st.values)
+    if len(raw) < config.min_tensor_bytes:
+        return None
+    params, coded = encode_planes(raw, data_type=ref.proto.data_type, level=config.zstd_level)
+    return _Encoded(PLANES, params, coded, len(raw), zlib.crc32(raw), None)
 
 
 def tensor_array(t: onnx.TensorProto, raw: bytes) -> np.ndarray:

@@ -292,3 +292,12 @@ def test_compare_coders_rows() -> None:
     assert entropy.index_bytes <= huff.index_bytes <= entropy.index_bytes + huff.weights / 8 + 2048
     assert huff.total_bytes < raw.total_bytes
     assert raw.index_bytes >= (raw.weights * 5) // 8
+
+
+@pytest.mark.parametrize("sharing", [None, SharingConfig(sparsity=0.9, bits=5)], ids=["lossless", "shared"])
+def test_parallel_jobs_give_the_same_bytes(sharing: SharingConfig | None) -> None:
+    model = load_model(MODELS / "lenet5.onnx")
+    one = compress(model, config=CompressConfig(sharing=sharing, jobs=1)).data
+    assert compress(model, config=CompressConfig(sharing=sharing, jobs=3)).data == one
+    with pytest.raises(ConfigError):
+        CompressConfig(jobs=0)
