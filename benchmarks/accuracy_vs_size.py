@@ -46,13 +46,15 @@ def main() -> None:
         for s, b in FIXED:
             sharing = SharingConfig(sparsity=s, bits=b)
             runs.append(("magnitude", f"--sparsity {s} --bits {b}",
-                         lambda sh=sharing: compress(model, config=CompressConfig(sharing=sh))))
+                         lambda sh=sharing, m=model: compress(m, config=CompressConfig(sharing=sh))))
             runs.append(("calibrated", f"--sparsity {s} --bits {b} --calib",
-                         lambda sh=sharing: compress(model, config=CompressConfig(sharing=sh, calibration=calib))))
+                         lambda sh=sharing, m=model, c=calib: compress(m, config=CompressConfig(sharing=sh,
+                                                                                                calibration=c))))
         for cos in (0.999, 0.995):
             budget = Budget(max_drop=0.5, min_agreement=None, min_cosine=cos)
             runs.append(("automatic", f"--calib --max-drop 0.5 --min-cosine {cos}",
-                         lambda bu=budget: compress_auto(model, base=SharingConfig(), data=calib, budget=bu).result))
+                         lambda bu=budget, m=model, c=calib: compress_auto(m, base=SharingConfig(), data=c,
+                                                                          budget=bu).result))
         for method, settings, run in runs:
             t = time.perf_counter()
             res = run()

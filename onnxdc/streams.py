@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -9,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from onnxdc.coders import Coder, get_coder
+from onnxdc.coders.chain import ChainCoder
 
 
 @dataclass(frozen=True)
@@ -33,7 +35,7 @@ def order0_entropy_bits(symbols: np.ndarray) -> float:
 PROBE_MIN_SYMBOLS = 64 * 1024
 _PROBE_LEVEL = 3
 #: Above this many symbols slow zstd levels are not run at all: the level-3 probe is kept instead.
-SLOW_MAX_SYMBOLS = 4 * 1024 * 1024
+SLOW_MAX_SYMBOLS = 256 * 1024
 _PROBE_MARGIN = 1.02
 
 
@@ -44,21 +46,33 @@ def encode_best(symbols: np.ndarray, candidates: Sequence[Coder | dict[str, Any]
     On large streams a candidate using a slow zstd level (zstd -19 runs at about 1 MB/s) is first
     tried with level 3: zstd's high levels only find more and longer matches, so when level 3 is
     not within 2% of the best so far, the stream has too few repeats for level 19 to win, and it is
-    skipped (the level-3 result still competes). Streams over 4 Mi symbols never run the slow
+    skipped (the level-3 result still competes). Streams over 256 Ki symbols never run the slow
     level. The decisions depend only on the data, so output stays deterministic.
     """
     best: CodedStream | None = None
+    done: dict[str, bytes] = {}  # outputs by config, so a chain reuses its first stage's output
+
+    def run(config: dict[str, Any]) -> bytes:
+        key = json.dumps(config, sort_keys=True)
+        if key not in done:
+            coder = get_coder(config)
+            first = json.dumps(config.get("coders", [None])[0], sort_keys=True)
+            if isinstance(coder, ChainCoder) and first in done:
+                done[key] = coder.encode_from(done[first])
+            else:
+                done[key] = coder.encode(symbols)
+        return done[key]
+
     for cand in candidates:
-        coder = cand if isinstance(cand, Coder) else get_coder(cand)
-        config = coder.get_config()
+        config = cand.get_config() if isinstance(cand, Coder) else get_coder(cand).get_config()
         if symbols.size >= PROBE_MIN_SYMBOLS and _max_zstd_level(config) > _PROBE_LEVEL:
             probe_config = _with_zstd_level(config, _PROBE_LEVEL)
-            probe = get_coder(probe_config).encode(symbols)
+            probe = run(probe_config)
             if symbols.size > SLOW_MAX_SYMBOLS or (best is not None and len(probe) > _PROBE_MARGIN * len(best.data)):
                 if best is None or len(probe) < len(best.data):
                     best = CodedStream(probe, int(symbols.size), probe_config)
                 continue
-        data = coder.encode(symbols)
+        data = run(config)
         if best is None or len(data) < len(best.data):
             best = CodedStream(data, int(symbols.size), config)
     if best is None:

@@ -53,9 +53,13 @@ class ChainCoder(Coder):
         return header + self.stages[-1].max_encoded_size(size)
 
     def encode(self, symbols: np.ndarray) -> bytes:
-        data = check_symbols(symbols)
-        header = bytearray()
-        for stage in self.stages[:-1]:
+        return self.encode_from(self.stages[0].encode(check_symbols(symbols)))
+
+    def encode_from(self, first: bytes) -> bytes:
+        """Finish the chain from the first stage's output (lets a caller reuse a computed stage)."""
+        header = bytearray(write_varint(len(first)))
+        data = np.frombuffer(first, dtype=np.uint8)
+        for stage in self.stages[1:-1]:
             out = stage.encode(data)
             header += write_varint(len(out))
             data = np.frombuffer(out, dtype=np.uint8)

@@ -42,6 +42,9 @@ from onnxdc.coders.raw import RawCoder, packed_size
 from onnxdc.coders.registry import register_coder
 from onnxdc.errors import CoderError
 
+#: Largest automatic block size (symbols).
+_AUTO_BLOCK_MAX = 16 * 1024
+
 _LIMIT_BITS = 16  # longest code the 24-bit peek window below can read at any bit offset
 _ENCODE_CHUNK = 1 << 20  # symbols packed at once, to bound the encoder's temporary arrays
 _CHECK_EVERY = 64  # decode steps between overrun checks; sets the read padding below
@@ -132,10 +135,14 @@ class HuffmanCoder(Coder):
         return header + (nblocks - 1) * _size_width(2 * block) + 2 * count
 
     def _block_size_for(self, count: int) -> int:
-        """Pick the block size: about ``8 * sqrt(count)`` balances loop steps and header bytes."""
+        """Pick the block size: about ``8 * sqrt(count)`` balances loop steps and header bytes.
+
+        Capped at 16 Ki symbols: decoding loops once per symbol of a block, so long streams are
+        better served by more blocks (a few bytes each) than by longer loops.
+        """
         block = self.block_size
         if block == 0:
-            block = -(-max(4096, math.ceil(8 * math.sqrt(count))) // 1024) * 1024
+            block = -(-min(_AUTO_BLOCK_MAX, max(4096, math.ceil(8 * math.sqrt(count)))) // 1024) * 1024
         return min(block, count)
 
     def encode(self, symbols: np.ndarray) -> bytes:
