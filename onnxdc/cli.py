@@ -166,9 +166,10 @@ def compress(model: str, output: str | None, lossless: bool, calib: str | None, 
         _compress_auto(model, output, calib, calib_samples, max_drop, min_cosine, dims, zstd_level, jobs, force,
                        quiet, as_json, kw)
         return
+    from onnxdc.container import open_container
     from onnxdc.files import check_output_path, write_atomic
     from onnxdc.graphio import load_model
-    from onnxdc.pipeline import CompressConfig
+    from onnxdc.pipeline import CompressConfig, compress_file
     from onnxdc.pipeline import compress as run_compress
     from onnxdc.report import build_report
 
@@ -187,11 +188,14 @@ def compress(model: str, output: str | None, lossless: bool, calib: str | None, 
         calibration = load_data(calib)
     config = CompressConfig(sharing=sharing, calibration=calibration, calib_samples=calib_samples,
                             zstd_level=zstd_level, jobs=jobs)
-    loaded = load_model(model)
     with progress_callback(quiet or as_json, "compressing") as cb:
-        result = run_compress(loaded, config=config, progress=cb)
-    write_atomic(out, result.data)
-    _print_report(build_report(result.container), quiet=quiet, as_json=as_json, extra={"output": str(out)})
+        if calibration is None:  # tensor by tensor, straight to the output file
+            compress_file(model, out, config=config, progress=cb)
+        else:
+            write_atomic(out, run_compress(load_model(model), config=config, progress=cb).data)
+    with open(out, "rb") as fh:
+        report = build_report(open_container(fh))
+    _print_report(report, quiet=quiet, as_json=as_json, extra={"output": str(out)})
 
 
 def _compress_auto(model: str, output: str | None, calib: str | None, calib_samples: int, max_drop: float | None,
@@ -257,19 +261,23 @@ def _compress_auto(model: str, output: str | None, calib: str | None, calib_samp
 def decompress(container: str, output: str | None, force: bool, quiet: bool, check: bool,
                external_data: bool) -> None:
     """Rebuild an ONNX model from CONTAINER (.onnxdc)."""
-    from onnxdc.files import check_output_path, external_data_path, needs_external_data, write_model
-    from onnxdc.pipeline import decompress as run_decompress
+    from onnxdc.container import open_container
+    from onnxdc.files import check_output_path, external_data_path
+    from onnxdc.pipeline import decompress_file, needs_external_data
     from onnxdc.validate import check_model_quietly
 
     out = check_output_path(output or _default_output(container, ".decompressed.onnx"), force=force,
                             inputs=[container])
-    data = read_input(container)
-    with progress_callback(quiet, "decompressing") as cb:
-        model = run_decompress(data, progress=cb)
-    external = external_data or needs_external_data(model)
+    external: bool | None = True if external_data else None
+    data_out = external_data_path(out)
+    if external is None and data_out.exists() and not force:
+        # Decide now whether OUT.data is needed, so an existing one is never overwritten silently.
+        with open(container, "rb") as fh:
+            external = needs_external_data(open_container(fh).header)
     if external:
-        check_output_path(external_data_path(out), force=force, inputs=[container])
-    write_model(model, out, external_data=external)
+        check_output_path(data_out, force=force, inputs=[container])
+    with progress_callback(quiet, "decompressing") as cb:
+        decompress_file(container, out, external_data=external, progress=cb)
     if check:
         problem = check_model_quietly(out)
         if problem:

@@ -17,10 +17,12 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import struct
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 import zstandard
@@ -117,13 +119,30 @@ class ContainerWriter:
 
     streams: list[StreamInfo] = field(default_factory=list)
     chunks: list[bytes] = field(default_factory=list)
+    spool: BinaryIO | None = None  # when set, stream bytes go to this file instead of memory
     _size: int = 0
 
     def add_stream(self, data: bytes, *, count: int, coder: dict[str, Any]) -> int:
         self.streams.append(StreamInfo(self._size, len(data), zlib.crc32(data), count, coder))
-        self.chunks.append(data)
+        if self.spool is not None:
+            self.spool.write(data)
+        else:
+            self.chunks.append(data)
         self._size += len(data)
         return len(self.streams) - 1
+
+    def iter_bytes(self, header: Header, *, chunk: int = 1 << 24) -> Iterator[bytes]:
+        """The container as a sequence of byte chunks (streams read back from the spool, if any)."""
+        hbytes = header.to_bytes()
+        yield _PREFIX.pack(MAGIC, MAJOR_VERSION, MINOR_VERSION, len(hbytes), zlib.crc32(hbytes))
+        yield hbytes
+        if self.spool is None:
+            yield from self.chunks
+            return
+        self.spool.flush()
+        self.spool.seek(0)
+        while block := self.spool.read(chunk):
+            yield block
 
     def header(self, *, producer: str, metadata: dict[str, Any], skeleton: int, skeleton_crc32: int,
                tensors: list[TensorInfo]) -> Header:
@@ -138,18 +157,44 @@ class ContainerWriter:
 # --------------------------------------------------------------------------- reading
 
 
+class _Source:
+    """Random access to container bytes: in memory, or a file read piece by piece."""
+
+    def __init__(self, data: bytes | memoryview | None = None, *, file: BinaryIO | None = None,
+                 size: int = 0) -> None:
+        self._buf = memoryview(data) if data is not None else None
+        self._file = file
+        self.size = len(self._buf) if self._buf is not None else size
+
+    def read(self, offset: int, length: int) -> bytes:
+        if self._buf is not None:
+            return bytes(self._buf[offset:offset + length])
+        assert self._file is not None
+        self._file.seek(offset)
+        data = self._file.read(length)
+        if len(data) != length:
+            raise ContainerError(f"file shrank while reading ({len(data)} of {length} bytes at offset {offset})")
+        return data
+
+    def crc32(self, offset: int, length: int, *, chunk: int = 1 << 24) -> int:
+        crc = 0
+        for start in range(offset, offset + length, chunk):
+            crc = zlib.crc32(self.read(start, min(chunk, offset + length - start)), crc)
+        return crc
+
+
 @dataclass(frozen=True)
 class Container:
-    """A validated container: its header and a view of its payload."""
+    """A validated container: its header and access to its payload (bytes in memory or a file)."""
 
     header: Header
-    payload: memoryview
+    source: _Source
     version: tuple[int, int]
     header_size: int
 
     def stream_bytes(self, index: int) -> bytes:
         s = self.header.streams[index]
-        return bytes(self.payload[s.offset:s.offset + s.length])
+        return self.source.read(self.header_size + s.offset, s.length)
 
     def decode_stream(self, index: int) -> np.ndarray:
         """Decode stream ``index`` into its ``count`` uint8 symbols (errors become ContainerError)."""
@@ -171,10 +216,24 @@ def read_container(data: bytes | memoryview, *, max_tensor_bytes: int = DEFAULT_
     bounds, header CRC, UTF-8, JSON, schema, streams (back to back, covering the payload, CRCs),
     tensors (dtype, shape, sizes, stream references). Each failure is its own ContainerError.
     """
-    buf = memoryview(data)
-    if len(buf) < PREFIX_SIZE:
-        raise ContainerError(f"file too short ({len(buf)} bytes) to be an onnxdc container (needs {PREFIX_SIZE})")
-    magic, major, minor, hlen, hcrc = _PREFIX.unpack(buf[:PREFIX_SIZE])
+    return _read(_Source(data), max_tensor_bytes)
+
+
+def open_container(file: BinaryIO, *, max_tensor_bytes: int = DEFAULT_MAX_TENSOR_BYTES) -> Container:
+    """Validate a container read from an open binary file, without loading the payload.
+
+    Same checks as :func:`read_container`; streams are read (and CRC-checked) piece by piece, so
+    memory stays bounded whatever the file size. The file must stay open while the container is used.
+    """
+    file.seek(0, os.SEEK_END)
+    size = file.tell()
+    return _read(_Source(file=file, size=size), max_tensor_bytes)
+
+
+def _read(src: _Source, max_tensor_bytes: int) -> Container:
+    if src.size < PREFIX_SIZE:
+        raise ContainerError(f"file too short ({src.size} bytes) to be an onnxdc container (needs {PREFIX_SIZE})")
+    magic, major, minor, hlen, hcrc = _PREFIX.unpack(src.read(0, PREFIX_SIZE))
     if magic != MAGIC:
         raise ContainerError(f"not an onnxdc container (bad magic {bytes(magic)!r})")
     if major != MAJOR_VERSION:
@@ -183,9 +242,9 @@ def read_container(data: bytes | memoryview, *, max_tensor_bytes: int = DEFAULT_
         )
     if hlen > MAX_HEADER_BYTES:
         raise ContainerError(f"header length ({hlen}) exceeds the cap ({MAX_HEADER_BYTES})")
-    if PREFIX_SIZE + hlen > len(buf):
-        raise ContainerError(f"header length ({hlen}) exceeds file size ({len(buf)})")
-    hbytes = bytes(buf[PREFIX_SIZE:PREFIX_SIZE + hlen])
+    if PREFIX_SIZE + hlen > src.size:
+        raise ContainerError(f"header length ({hlen}) exceeds file size ({src.size})")
+    hbytes = src.read(PREFIX_SIZE, hlen)
     if zlib.crc32(hbytes) != hcrc:
         raise ContainerError("header checksum mismatch (file corrupted)")
     size = _frame_size(hbytes)
@@ -208,12 +267,12 @@ def read_container(data: bytes | memoryview, *, max_tensor_bytes: int = DEFAULT_
         raise ContainerError(f"header is not valid JSON ({exc})") from None
     if _has_lone_surrogate(obj):
         raise ContainerError("header is not valid UTF-8 (a string escape holds a lone surrogate)")
-    payload = buf[PREFIX_SIZE + hlen:]
-    header = _parse_header(obj, len(payload), max_tensor_bytes)
+    header_size = PREFIX_SIZE + hlen
+    header = _parse_header(obj, src.size - header_size, max_tensor_bytes)
     for i, s in enumerate(header.streams):
-        if zlib.crc32(payload[s.offset:s.offset + s.length]) != s.crc32:
+        if src.crc32(header_size + s.offset, s.length) != s.crc32:
             raise ContainerError(f"stream {i} checksum mismatch (file corrupted)")
-    return Container(header, payload, (major, minor), PREFIX_SIZE + hlen)
+    return Container(header, src, (major, minor), header_size)
 
 
 def _frame_size(frame: bytes) -> int:

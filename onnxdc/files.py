@@ -97,33 +97,34 @@ def external_data_path(out: str | os.PathLike[str]) -> Path:
     return p.with_name(p.name + ".data")
 
 
-def needs_external_data(model: onnx.ModelProto) -> bool:
-    """Whether the model's tensor data are too large for one protobuf message."""
-    return sum(len(r.proto.raw_data) for r in iter_tensors(model)) > EXTERNAL_DATA_THRESHOLD
-
-
-def write_model(model: onnx.ModelProto, path: str | os.PathLike[str], *, external_data: bool) -> None:
+def write_model(model: onnx.ModelProto, path: str | os.PathLike[str], *, external_data: bool,
+                tensors: Iterable[tuple[TensorProto, bytes]] | None = None) -> None:
     """Write a model atomically; with ``external_data``, large tensors go to ``<path>.data``.
 
-    The data file is written (through its own temporary file) before the model that refers to it,
-    so a model on disk never points at missing data. ``model`` is modified: its large tensors are
-    moved out as they are written.
+    ``tensors`` (proto, raw bytes) pairs fill the model's tensors as they come — lazily decoded,
+    so only one needs to be in memory when writing external data; without it, the tensors already
+    holding raw_data are the ones moved out. The data file is written (through its own temporary
+    file) before the model that refers to it, so a model on disk never points at missing data.
+    ``model`` is modified.
 
     Raises:
         OutputError: a file cannot be written (nothing half-written is left behind).
     """
+    if tensors is None:
+        tensors = [(r.proto, r.proto.raw_data) for r in iter_tensors(model) if r.proto.HasField("raw_data")]
     if not external_data:
+        for proto, raw in tensors:
+            proto.raw_data = raw
         write_atomic(path, model.SerializeToString(deterministic=True))
         return
     data_path = external_data_path(path)
 
     def chunks() -> Iterator[bytes]:
         offset = 0
-        for ref in iter_tensors(model):
-            t = ref.proto
-            if t.data_location == TensorProto.EXTERNAL or len(t.raw_data) < EXTERNAL_MIN_BYTES:
+        for t, data in tensors:
+            if len(data) < EXTERNAL_MIN_BYTES:
+                t.raw_data = data
                 continue
-            data = t.raw_data
             pad = (-offset) % 64  # aligned, as onnx's own writer can be asked to do
             if pad:
                 yield b"\0" * pad

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -184,9 +184,15 @@ def has_data(t: TensorProto) -> bool:
 
 
 def clear_data(t: TensorProto) -> None:
-    """Remove every data field from ``t`` (keeping name, dims, type and doc string)."""
+    """Remove every data field from ``t`` (keeping name, dims, type and doc string).
+
+    An external reference goes too: a stored tensor's data live in the container.
+    """
     for field in ("raw_data", "float_data", "int32_data", "int64_data", "double_data", "uint64_data"):
         t.ClearField(field)
+    if t.data_location == TensorProto.EXTERNAL:
+        del t.external_data[:]
+        t.data_location = TensorProto.DEFAULT
 
 
 def set_raw_data(t: TensorProto, data: bytes) -> None:
@@ -242,32 +248,90 @@ def parse_model(data: bytes, *, name: str = "<bytes>") -> onnx.ModelProto:
     return model
 
 
+@dataclass(frozen=True)
+class ExternalRef:
+    """Where one tensor's external data lives, checked to be inside the model's directory."""
+
+    path: Path
+    offset: int
+    length: int
+
+
+def external_ref(t: TensorProto, base: Path) -> ExternalRef:
+    """Resolve and check a tensor's external data reference (location, offset, length).
+
+    Raises:
+        ModelError: the location leaves ``base``, the file is missing, or the range is outside it.
+    """
+    info = {e.key: e.value for e in t.external_data}
+    target = _safe_external_path(base, info.get("location", ""), t.name)
+    try:
+        offset = int(info.get("offset", "0"))
+        length = int(info["length"]) if "length" in info else None
+    except ValueError:
+        raise ModelError(f"bad external data offset/length for tensor {t.name!r}") from None
+    size = target.stat().st_size
+    if offset < 0 or offset > size or (length is not None and (length < 0 or offset + length > size)):
+        raise ModelError(
+            f"external data range (offset {offset}, length {length}) exceeds file size ({size}) "
+            f"for tensor {t.name!r}"
+        )
+    return ExternalRef(target, offset, size - offset if length is None else length)
+
+
+def read_external(ref: ExternalRef) -> bytes:
+    """The bytes of one external tensor."""
+    with open(ref.path, "rb") as fh:
+        fh.seek(ref.offset)
+        data = fh.read(ref.length)
+    if len(data) != ref.length:
+        raise ModelError(f"external data file {ref.path.name!r} shrank while reading")
+    return data
+
+
 def load_external_data(model: onnx.ModelProto, base_dir: Path) -> None:
     """Read every external tensor of ``model`` from files under ``base_dir`` into raw_data."""
     base = base_dir.resolve()
     for ref in iter_tensors(model):
         t = ref.proto
+        if t.data_location == TensorProto.EXTERNAL:
+            t.raw_data = read_external(external_ref(t, base))
+            t.data_location = TensorProto.DEFAULT
+            del t.external_data[:]
+
+
+def load_model_lazy(path: str | os.PathLike[str]) -> tuple[onnx.ModelProto, Callable[[TensorProto], bytes]]:
+    """Load a model whose external data stay on disk, and a reader for any tensor's raw bytes.
+
+    Every external reference is checked up front (as :func:`load_model` does); the reader then
+    reads one tensor at a time, so a model far larger than memory can be processed tensor by tensor.
+    """
+    p = Path(path)
+    try:
+        data = p.read_bytes()
+    except FileNotFoundError:
+        raise ModelError(f"no such file: {str(p)!r}") from None
+    except IsADirectoryError:
+        raise ModelError(f"is a directory, not an ONNX file: {str(p)!r}") from None
+    except OSError as exc:
+        raise ModelError(f"cannot read {str(p)!r}: {exc.strerror}") from None
+    model = parse_model(data, name=str(p))
+    del data
+    base = p.parent.resolve()
+    for r in iter_tensors(model):  # refuse unsafe or missing external data before any work
+        if r.proto.data_location == TensorProto.EXTERNAL:
+            external_ref(r.proto, base)
+
+    def read(t: TensorProto) -> bytes:
         if t.data_location != TensorProto.EXTERNAL:
-            continue
-        info = {e.key: e.value for e in t.external_data}
-        location = info.get("location", "")
-        target = _safe_external_path(base, location, t.name)
-        try:
-            offset = int(info.get("offset", "0"))
-            length = int(info["length"]) if "length" in info else None
-        except ValueError:
-            raise ModelError(f"bad external data offset/length for tensor {t.name!r}") from None
-        size = target.stat().st_size
-        if offset < 0 or offset > size or (length is not None and (length < 0 or offset + length > size)):
-            raise ModelError(
-                f"external data range (offset {offset}, length {length}) exceeds file size ({size}) "
-                f"for tensor {t.name!r}"
-            )
-        with open(target, "rb") as fh:
-            fh.seek(offset)
-            t.raw_data = fh.read(size - offset if length is None else length)
-        t.data_location = TensorProto.DEFAULT
-        del t.external_data[:]
+            return tensor_raw_bytes(t)
+        raw = read_external(external_ref(t, base))
+        want = expected_nbytes(t.data_type, tensor_numel(t))
+        if want is not None and len(raw) != want:
+            raise ModelError(f"tensor {t.name!r} holds {len(raw)} bytes of data, its shape and dtype need {want}")
+        return raw
+
+    return model, read
 
 
 def _safe_external_path(base: Path, location: str, tensor: str) -> Path:

@@ -8,26 +8,31 @@ container. ``decompress`` reverses it and checks every tensor against its record
 
 from __future__ import annotations
 
+import os
 import sys
+import tempfile
 import zlib
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import nullcontext
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import onnx
 
 from onnxdc import __version__
-from onnxdc.container import Container, ContainerWriter, TensorInfo, read_container
+from onnxdc.container import Container, ContainerWriter, Header, TensorInfo, open_container, read_container
 from onnxdc.encodings import decode_tensor
 from onnxdc.errors import ConfigError, ContainerError, ModelError
+from onnxdc.files import EXTERNAL_DATA_THRESHOLD, write_atomic, write_model
 from onnxdc.graphio import (
     TensorRef,
     clear_data,
     has_data,
     iter_tensors,
+    load_model_lazy,
     parse_model,
     set_raw_data,
     tensor_numel,
@@ -112,39 +117,79 @@ def compress(model: onnx.ModelProto, *, config: CompressConfig = CompressConfig(
     """
     skeleton = onnx.ModelProto()
     skeleton.CopyFrom(model)
+    writer = ContainerWriter()
+    header, quantized = encode_model(skeleton, writer=writer, config=config, original=model, progress=progress)
+    data = writer.to_bytes(header)
+    return CompressResult(data, read_container(data), quantized)
+
+
+def compress_file(path: str | os.PathLike[str], out: str | os.PathLike[str], *,
+                  config: CompressConfig = CompressConfig(), progress: Progress | None = None) -> None:
+    """Compress a model file into a container file, one tensor at a time.
+
+    External data stay on disk until their tensor is coded, and the coded streams are spooled to a
+    temporary file beside ``out``, so memory holds the graph, a few tensors in flight and the
+    header — not the model. The output equals :func:`compress`'s bytes for the same model; it is
+    written atomically. Calibration needs the whole model in onnxruntime: use :func:`compress`.
+    """
+    if config.calibration is not None:
+        raise ConfigError("compress_file does not calibrate; load the model and use compress()")
+    skeleton, read = load_model_lazy(path)
+    out_path = Path(out)
+    with tempfile.TemporaryFile(dir=out_path.parent if str(out_path.parent) else ".") as spool:
+        writer = ContainerWriter(spool=spool)
+        header, _ = encode_model(skeleton, writer=writer, config=config, read=read, keep_values=False,
+                                 progress=progress)
+        write_atomic(out_path, writer.iter_bytes(header))
+
+
+def encode_model(skeleton: onnx.ModelProto, *, writer: ContainerWriter, config: CompressConfig,
+                 original: onnx.ModelProto | None = None, read: Callable[[onnx.TensorProto], bytes] = tensor_raw_bytes,
+                 keep_values: bool = True, progress: Progress | None = None) -> tuple[Header, dict[str, np.ndarray]]:
+    """Code every tensor of ``skeleton`` into ``writer`` (stripping their data) and build the header.
+
+    Args:
+        skeleton: the model to code; its stored tensors lose their data (it becomes the skeleton).
+        original: the unmodified model, needed for calibration.
+        read: returns a tensor's raw bytes (lets external data be read one tensor at a time).
+        keep_values: also return the quantized weights by tensor name (for tests and callers).
+    """
     refs = [r for r in iter_tensors(skeleton) if has_data(r.proto)]
-    plans = plan_sharing(skeleton, config.sharing) if config.sharing is not None else {}
+    plans = plan_sharing(skeleton, config.sharing, read=read) if config.sharing is not None else {}
     calibrated: dict[int, Any] = {}
     if plans and config.calibration is not None:
         from onnxdc.calibrate import calibrate
 
-        calibrated = calibrate(model, plans, config.calibration, max_samples=config.calib_samples)
-    # Tensor streams come first; the skeleton, known only once every tensor is stripped, is last.
-    writer = ContainerWriter()
+        if original is None:
+            raise ConfigError("calibration needs the original model")
+        calibrated = calibrate(original, plans, config.calibration, max_samples=config.calib_samples)
     entries: list[TensorInfo] = []
     quantized: dict[str, np.ndarray] = {}
 
-    def encode(ref: TensorRef) -> _Encoded | None:
-        return _encode_tensor(ref, plans.get(ref.slot), calibrated.get(ref.slot), config)
+    def jobs() -> Iterator[_Job]:  # runs on the main thread, a few tensors ahead of the results
+        for ref in refs:
+            yield _Job(ref.proto.data_type, tuple(int(d) for d in ref.proto.dims), read(ref.proto),
+                       plans.get(ref.slot), calibrated.get(ref.slot))
 
     # Tensors are coded independently (numpy and zstd release the GIL), in parallel with --jobs;
     # results are consumed in traversal order, so the container bytes do not depend on jobs.
-    with ThreadPoolExecutor(max_workers=config.jobs) if config.jobs > 1 else nullcontext() as pool:
-        results = pool.map(encode, refs) if pool is not None else map(encode, refs)
-        for done, (ref, enc) in enumerate(zip(refs, results), 1):
-            if enc is not None:
-                stream_ids = {role: writer.add_stream(c.data, count=c.count, coder=c.coder)
-                              for role, c in enc.streams.items()}
-                entries.append(TensorInfo(
-                    slot=ref.slot, path=ref.path, name=ref.proto.name, dtype=ref.proto.data_type,
-                    shape=tuple(int(d) for d in ref.proto.dims), nbytes=enc.nbytes, crc32=enc.crc32,
-                    encoding=enc.encoding, params=enc.params, streams=stream_ids,
-                ))
-                if enc.values is not None:
-                    quantized[tensor_label(ref)] = enc.values
-                clear_data(ref.proto)
-            if progress:
-                progress(done, len(refs), ref.proto.name)
+    results = _ordered_map(lambda job: _encode_tensor(job, config), jobs(), config.jobs)
+    for done, (ref, enc) in enumerate(zip(refs, results), 1):
+        if enc is not None:
+            stream_ids = {role: writer.add_stream(c.data, count=c.count, coder=c.coder)
+                          for role, c in enc.streams.items()}
+            entries.append(TensorInfo(
+                slot=ref.slot, path=ref.path, name=ref.proto.name, dtype=ref.proto.data_type,
+                shape=tuple(int(d) for d in ref.proto.dims), nbytes=enc.nbytes, crc32=enc.crc32,
+                encoding=enc.encoding, params=enc.params, streams=stream_ids,
+            ))
+            if enc.values is not None and keep_values:
+                quantized[tensor_label(ref)] = enc.values
+            clear_data(ref.proto)
+        elif ref.proto.data_location == onnx.TensorProto.EXTERNAL:
+            set_raw_data(ref.proto, read(ref.proto))  # a small tensor stays in the skeleton, inline
+        if progress:
+            progress(done, len(refs), ref.proto.name)
     skel_bytes = skeleton.SerializeToString(deterministic=True)
     skel = encode_best(np.frombuffer(skel_bytes, dtype=np.uint8), [{"id": "zstd", "level": SKELETON_LEVEL}])
     skeleton_id = writer.add_stream(skel.data, count=skel.count, coder=skel.coder)
@@ -160,8 +205,25 @@ def compress(model: onnx.ModelProto, *, config: CompressConfig = CompressConfig(
         }
     header = writer.header(producer=f"onnxdc {__version__}", metadata=metadata, skeleton=skeleton_id,
                            skeleton_crc32=zlib.crc32(skel_bytes), tensors=entries)
-    data = writer.to_bytes(header)
-    return CompressResult(data, read_container(data), quantized)
+    return header, quantized
+
+
+def _ordered_map(fn: Callable[[Any], Any], items: Iterable[Any], jobs: int) -> Iterator[Any]:
+    """``map(fn, items)`` on ``jobs`` threads, in order, with at most ``2 * jobs`` results in flight.
+
+    The bound keeps memory to a few tensors however many the model has.
+    """
+    if jobs <= 1:
+        yield from map(fn, items)
+        return
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        pending: deque = deque()
+        for item in items:
+            pending.append(pool.submit(fn, item))
+            if len(pending) >= 2 * jobs:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
 
 
 @dataclass(frozen=True)
@@ -176,11 +238,25 @@ class _Encoded:
     values: np.ndarray | None  # the quantized weights, for shared tensors
 
 
-def _encode_tensor(ref: TensorRef, plan: WeightPlan | None, cal: Any, config: CompressConfig) -> _Encoded | None:
-    """Code one tensor (None: it stays in the skeleton). Reads the proto, never modifies it."""
-    raw = tensor_raw_bytes(ref.proto)
+@dataclass(frozen=True)
+class _Job:
+    """What a worker needs to code one tensor: plain values, read on the main thread.
+
+    Workers never touch the protobuf tree, which the main thread keeps stripping as results come.
+    """
+
+    data_type: int
+    dims: tuple[int, ...]
+    raw: bytes
+    plan: WeightPlan | None
+    cal: Any
+
+
+def _encode_tensor(job: _Job, config: CompressConfig) -> _Encoded | None:
+    """Code one tensor (None: it stays in the skeleton)."""
+    raw, plan, cal = job.raw, job.plan, job.cal
     if plan is not None:
-        w = tensor_array(ref.proto, raw)
+        w = raw_array(raw, job.data_type, job.dims)
         if cal is not None:
             keep, clustering = cal.keep, cal.clustering
         else:
@@ -193,20 +269,26 @@ def _encode_tensor(ref: TensorRef, plan: WeightPlan | None, cal: Any, config: Co
         return _Encoded(SHARED, st.params, st.streams, len(decoded), zlib.crc32(decoded), st.values)
     if len(raw) < config.min_tensor_bytes:
         return None
-    params, coded = encode_planes(raw, data_type=ref.proto.data_type, level=config.zstd_level)
+    params, coded = encode_planes(raw, data_type=job.data_type, level=config.zstd_level)
     return _Encoded(PLANES, params, coded, len(raw), zlib.crc32(raw), None)
 
 
 def tensor_array(t: onnx.TensorProto, raw: bytes) -> np.ndarray:
     """The tensor's little-endian raw bytes as a native-order array of its shape (a view if possible)."""
-    native = np_dtype(t.data_type)
+    return raw_array(raw, t.data_type, tuple(t.dims))
+
+
+def raw_array(raw: bytes, data_type: int, dims: tuple[int, ...]) -> np.ndarray:
+    """Little-endian raw bytes of an ONNX float type as a native-order array of shape ``dims``."""
+    native = np_dtype(data_type)
     arr = np.frombuffer(raw, dtype=native.newbyteorder("<"))
     # numpy mis-sorts float16 arrays whose dtype is labelled '<' instead of native: relabel.
     arr = arr.view(native) if sys.byteorder == "little" else arr.astype(native)
-    return arr.reshape(tuple(t.dims))
+    return arr.reshape(dims)
 
 
-def plan_sharing(model: onnx.ModelProto, sharing: SharingConfig) -> dict[int, WeightPlan]:
+def plan_sharing(model: onnx.ModelProto, sharing: SharingConfig,
+                 read: Callable[[onnx.TensorProto], bytes] = tensor_raw_bytes) -> dict[int, WeightPlan]:
     """Choose the tensors to weight-share and resolve their settings (and global pruning masks)."""
     plans: dict[int, WeightPlan] = {}
     for slot, cand in find_candidates(model).items():
@@ -217,7 +299,7 @@ def plan_sharing(model: onnx.ModelProto, sharing: SharingConfig) -> dict[int, We
             plans[slot] = WeightPlan(cand, ts, None)
     global_slots = [s for s, p in plans.items() if p.settings.prune.global_]
     if global_slots and sharing.sparsity:
-        weights = [tensor_array(plans[s].candidate.ref.proto, tensor_raw_bytes(plans[s].candidate.ref.proto))
+        weights = [tensor_array(plans[s].candidate.ref.proto, read(plans[s].candidate.ref.proto))
                    for s in global_slots]
         for s, mask in zip(global_slots, prune_global(weights, sparsity=sharing.sparsity)):
             plans[s] = WeightPlan(plans[s].candidate, plans[s].settings, mask)
@@ -231,6 +313,47 @@ def decompress(data: bytes | Container, *, progress: Progress | None = None) -> 
         ContainerError: the container is malformed, corrupted, or does not match its skeleton.
     """
     container = data if isinstance(data, Container) else read_container(data)
+    model, tensors = decoded_tensors(container, progress=progress)
+    for proto, raw in tensors:
+        set_raw_data(proto, raw)
+    return model
+
+
+def decompress_file(path: str | os.PathLike[str], out: str | os.PathLike[str], *, external_data: bool | None = None,
+                    progress: Progress | None = None) -> bool:
+    """Decode a container file into a model file, one tensor at a time.
+
+    The container is read piece by piece and, with external data, each tensor goes straight to
+    ``OUT.data``, so memory holds the graph and one tensor. ``external_data=None`` chooses it when
+    the tensors exceed what one protobuf message can hold. Returns whether external data were written.
+    """
+    try:
+        fh = open(path, "rb")  # noqa: SIM115 - closed below, after the lazy decoding is consumed
+    except FileNotFoundError:
+        raise ContainerError(f"no such file: {str(path)!r}") from None
+    except OSError as exc:
+        raise ContainerError(f"cannot read {str(path)!r}: {exc.strerror}") from None
+    with fh:
+        container = open_container(fh)
+        model, tensors = decoded_tensors(container, progress=progress)
+        if external_data is None:
+            external_data = needs_external_data(container.header)
+        write_model(model, out, external_data=external_data, tensors=tensors)
+    return external_data
+
+
+def needs_external_data(header: Header) -> bool:
+    """Whether the decoded tensors are too large for one protobuf message (write external data)."""
+    return sum(t.nbytes for t in header.tensors) > EXTERNAL_DATA_THRESHOLD
+
+
+def decoded_tensors(container: Container, *, progress: Progress | None = None
+                    ) -> tuple[onnx.ModelProto, Iterator[tuple[onnx.TensorProto, bytes]]]:
+    """The skeleton model and a lazy sequence of (its tensor, decoded raw bytes) for every stored tensor.
+
+    Each tensor is checked against the skeleton (slot, name, dtype, shape) and its checksum as it
+    is decoded.
+    """
     header = container.header
     skel_bytes = container.decode_stream(header.skeleton).tobytes()
     if zlib.crc32(skel_bytes) != header.skeleton_crc32:
@@ -240,19 +363,22 @@ def decompress(data: bytes | Container, *, progress: Progress | None = None) -> 
     except ModelError as exc:
         raise ContainerError(f"the skeleton stream does not hold a model: {exc}") from None
     by_slot = {r.slot: r for r in iter_tensors(model)}
-    total = len(header.tensors)
-    for done, info in enumerate(header.tensors, 1):
-        ref = by_slot.get(info.slot)
-        if ref is None:
-            raise ContainerError(f"tensor {info.name!r} refers to slot {info.slot}, which the model lacks")
-        t = ref.proto
-        if t.name != info.name or t.data_type != info.dtype or tuple(t.dims) != info.shape:
-            raise ContainerError(
-                f"tensor {info.name!r} (slot {info.slot}) does not match the skeleton's tensor {t.name!r}"
-            )
-        if has_data(t):
-            raise ContainerError(f"slot {info.slot} ({t.name!r}) already holds data in the skeleton")
-        set_raw_data(t, decode_tensor(info, container))
-        if progress:
-            progress(done, total, info.name)
-    return model
+
+    def tensors() -> Iterator[tuple[onnx.TensorProto, bytes]]:
+        total = len(header.tensors)
+        for done, info in enumerate(header.tensors, 1):
+            ref = by_slot.get(info.slot)
+            if ref is None:
+                raise ContainerError(f"tensor {info.name!r} refers to slot {info.slot}, which the model lacks")
+            t = ref.proto
+            if t.name != info.name or t.data_type != info.dtype or tuple(t.dims) != info.shape:
+                raise ContainerError(
+                    f"tensor {info.name!r} (slot {info.slot}) does not match the skeleton's tensor {t.name!r}"
+                )
+            if has_data(t):
+                raise ContainerError(f"slot {info.slot} ({t.name!r}) already holds data in the skeleton")
+            yield t, decode_tensor(info, container)
+            if progress:
+                progress(done, total, info.name)
+
+    return model, tensors()

@@ -345,7 +345,7 @@ def test_interrupt(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 
     def interrupted(*args: object, **kwargs: object) -> None:
         raise KeyboardInterrupt
-    monkeypatch.setattr(onnxdc.pipeline, "compress", interrupted)
+    monkeypatch.setattr(onnxdc.pipeline, "encode_model", interrupted)
     result = run("compress", LENET, "-o", tmp_path / "o.onnxdc", "--lossless")
     assert (result.exit_code, result.stdout, result.stderr) == (130, "", "onnxdc: interrupted\n")
     assert list(tmp_path.iterdir()) == []

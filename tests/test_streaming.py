@@ -1,0 +1,58 @@
+"""The file paths (tensor by tensor, spooled streams, lazy external data) equal the in-memory ones."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import numpy_helper
+
+from onnxdc import CompressConfig, ConfigError, compress, decompress, load_model
+from onnxdc.files import external_data_path
+from onnxdc.pipeline import compress_file, decompress_file
+from onnxdc.settings import SharingConfig
+
+MODELS = Path(__file__).resolve().parent.parent / "models"
+CONFIGS = [CompressConfig(), CompressConfig(sharing=SharingConfig(sparsity=0.9, bits=5), jobs=2),
+           CompressConfig(sharing=SharingConfig(sparsity=0.5, global_prune=True, bits=4))]
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=["lossless", "shared-j2", "global"])
+@pytest.mark.parametrize("external", [False, True], ids=["inline", "external-input"])
+def test_compress_file_equals_compress(tmp_path: Path, config: CompressConfig, external: bool) -> None:
+    src = MODELS / "lenet5.onnx"
+    if external:  # the same model with its weights in a data file, read one tensor at a time
+        model = onnx.load(src)
+        onnx.save_model(model, tmp_path / "m.onnx", save_as_external_data=True, all_tensors_to_one_file=True,
+                        location="m.weights", size_threshold=0)
+        src = tmp_path / "m.onnx"
+    out = tmp_path / "out.onnxdc"
+    compress_file(src, out, config=config)
+    assert out.read_bytes() == compress(load_model(src), config=config).data
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["out.onnxdc"] + (["m.onnx", "m.weights"]
+                                                                                  if external else []))
+
+
+@pytest.mark.parametrize("external", [False, True])
+def test_decompress_file_equals_decompress(tmp_path: Path, external: bool) -> None:
+    data = compress(load_model(MODELS / "crnn.onnx"), config=CompressConfig(sharing=SharingConfig(sparsity=0.8))).data
+    (tmp_path / "c.onnxdc").write_bytes(data)
+    out = tmp_path / "m.onnx"
+    assert decompress_file(tmp_path / "c.onnxdc", out, external_data=external) is external
+    expected = decompress(data)
+    if not external:
+        assert out.read_bytes() == expected.SerializeToString(deterministic=True)
+    else:
+        assert external_data_path(out).is_file()
+        got = {t.name: numpy_helper.to_array(t) for t in load_model(out).graph.initializer}
+        for t in expected.graph.initializer:
+            np.testing.assert_array_equal(got[t.name], numpy_helper.to_array(t))
+        onnx.checker.check_model(str(out), full_check=True)
+
+
+def test_compress_file_refuses_calibration(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError):
+        compress_file(MODELS / "lenet300.onnx", tmp_path / "x.onnxdc",
+                      config=CompressConfig(sharing=SharingConfig(sparsity=0.5), calibration={}))
