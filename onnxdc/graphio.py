@@ -221,17 +221,20 @@ def load_model(path: str | os.PathLike[str]) -> onnx.ModelProto:
             unsafe or incomplete.
     """
     p = Path(path)
+    model = parse_model(_read_model_file(p), name=str(p))
+    load_external_data(model, p.parent)
+    return model
+
+
+def _read_model_file(p: Path) -> bytes:
     try:
-        data = p.read_bytes()
+        return p.read_bytes()
     except FileNotFoundError:
         raise ModelError(f"no such file: {str(p)!r}") from None
     except IsADirectoryError:
         raise ModelError(f"is a directory, not an ONNX file: {str(p)!r}") from None
     except OSError as exc:
         raise ModelError(f"cannot read {str(p)!r}: {exc.strerror}") from None
-    model = parse_model(data, name=str(p))
-    load_external_data(model, p.parent)
-    return model
 
 
 def parse_model(data: bytes, *, name: str = "<bytes>") -> onnx.ModelProto:
@@ -307,16 +310,7 @@ def load_model_lazy(path: str | os.PathLike[str]) -> tuple[onnx.ModelProto, Call
     reads one tensor at a time, so a model far larger than memory can be processed tensor by tensor.
     """
     p = Path(path)
-    try:
-        data = p.read_bytes()
-    except FileNotFoundError:
-        raise ModelError(f"no such file: {str(p)!r}") from None
-    except IsADirectoryError:
-        raise ModelError(f"is a directory, not an ONNX file: {str(p)!r}") from None
-    except OSError as exc:
-        raise ModelError(f"cannot read {str(p)!r}: {exc.strerror}") from None
-    model = parse_model(data, name=str(p))
-    del data
+    model = parse_model(_read_model_file(p), name=str(p))
     base = p.parent.resolve()
     for r in iter_tensors(model):  # refuse unsafe or missing external data before any work
         if r.proto.data_location == TensorProto.EXTERNAL:
