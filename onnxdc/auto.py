@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 import numpy as np
 import onnx
@@ -24,6 +25,9 @@ from onnxdc.prune import PruneConfig
 from onnxdc.settings import Rule, SharingConfig
 from onnxdc.sparse import relative_symbols
 from onnxdc.streams import order0_entropy_bits
+
+if TYPE_CHECKING:
+    from onnxdc.pipeline import CompressResult
 
 SPARSITIES = (0.0, 0.5, 0.7, 0.8, 0.85, 0.9, 0.93, 0.95, 0.97)
 BITS = (8, 5, 4, 3)
@@ -146,7 +150,7 @@ class Choice:
     settings: dict[int, tuple[float, int]]  # slot -> (sparsity, bits)
     rules: tuple[Rule, ...]
     calibrated: dict[int, CalibratedTensor]
-    evaluation: EvalResult
+    evaluation: EvalResult | None  # None only when there was nothing to choose
     lam: float
     tried: int
 
@@ -238,7 +242,7 @@ def auto_sharing(base: SharingConfig, choice: Choice) -> SharingConfig:
 class AutoResult:
     """An automatic compression: the container, the chosen settings, and how they measured."""
 
-    result: object  # onnxdc.pipeline.CompressResult
+    result: CompressResult
     choice: Choice
     points: dict[int, list[Point]]
     sharing: SharingConfig
@@ -259,7 +263,7 @@ def compress_auto(model: onnx.ModelProto, *, base: SharingConfig, data: dict[str
     plans = plan_sharing(model, base)
     if not plans:
         res = compress(model, config=CompressConfig(metadata=dict(metadata or {}), zstd_level=zstd_level, jobs=jobs))
-        empty = Choice({}, (), {}, None, 0.0, 0)  # type: ignore[arg-type]
+        empty = Choice({}, (), {}, None, 0.0, 0)
         return AutoResult(res, empty, {}, base, True)
     fit, check = split(data, max_samples=max_samples)
     points = sensitivity(model, plans, fit, check, progress=progress)
