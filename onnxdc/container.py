@@ -4,10 +4,10 @@ Layout::
 
     magic (8) | major u16 | minor u16 | header_length u64 | header_crc32 u32 | header | payload
 
-All integers are little-endian. The header is UTF-8 JSON; the payload is the concatenation of the
-streams the header lists, back to back from offset 0 in header order (so no offsets are stored),
-covering the rest of the file exactly. Every
-stream and the header carry a CRC-32.
+All integers are little-endian. The header is UTF-8 JSON in a zstd frame (:mod:`onnxdc.header`
+parses it); the payload is the concatenation of the streams the header lists, back to back in
+header order (so no offsets are stored), covering the rest of the file exactly. Every stream and
+the header carry a CRC-32.
 
 The reader validates in a fixed order and raises one :class:`~onnxdc.errors.ContainerError` per
 failure, naming what is wrong and where, before it allocates anything a declared size asks for.
@@ -15,8 +15,6 @@ failure, naming what is wrong and where, before it allocates anything a declared
 
 from __future__ import annotations
 
-import json
-import math
 import os
 import struct
 import zlib
@@ -30,6 +28,10 @@ import zstandard
 from onnxdc.coders import get_coder
 from onnxdc.coders.zstd import ZstdCoder
 from onnxdc.errors import ContainerError, OnnxdcError
+from onnxdc.header import Header, StreamInfo, TensorInfo, parse_header
+
+__all__ = ["MAGIC", "Container", "ContainerWriter", "Header", "StreamInfo", "TensorInfo", "open_container",
+           "read_container"]
 
 MAGIC = b"\x89ONNXDC\n"
 MAJOR_VERSION = 1
@@ -39,75 +41,6 @@ PREFIX_SIZE = _PREFIX.size  # 24
 MAX_HEADER_BYTES = 256 * 1024 * 1024  # cap on the stored and the decoded header
 #: Default cap on the bytes one tensor, or one stream's symbols, may declare (16 GiB).
 DEFAULT_MAX_TENSOR_BYTES = 1 << 34
-
-_HEADER_KEYS = {"producer", "metadata", "skeleton", "skeleton_crc32", "streams", "tensors"}
-_STREAM_KEYS = {"length", "crc32", "count", "coder"}
-_TENSOR_KEYS = {"slot", "path", "name", "dtype", "shape", "nbytes", "crc32", "encoding", "params", "streams"}
-
-
-@dataclass(frozen=True)
-class StreamInfo:
-    """Where one coded stream lives in the payload and how to decode it."""
-
-    offset: int
-    length: int
-    crc32: int
-    count: int
-    coder: dict[str, Any]
-
-    def to_json(self) -> dict[str, Any]:
-        # No offset: streams sit back to back in header order, so offsets follow from the lengths.
-        return {"length": self.length, "crc32": self.crc32, "count": self.count, "coder": self.coder}
-
-
-@dataclass(frozen=True)
-class TensorInfo:
-    """One stored tensor: where it goes in the model, what it is, and which streams rebuild it.
-
-    ``nbytes`` and ``crc32`` describe the decoded raw_data bytes, checked after decoding so that a
-    coder bug cannot pass silently.
-    """
-
-    slot: int
-    path: str
-    name: str
-    dtype: int
-    shape: tuple[int, ...]
-    nbytes: int
-    crc32: int
-    encoding: str
-    params: dict[str, Any]
-    streams: dict[str, int]
-
-    def to_json(self) -> dict[str, Any]:
-        return {"slot": self.slot, "path": self.path, "name": self.name, "dtype": self.dtype,
-                "shape": list(self.shape), "nbytes": self.nbytes, "crc32": self.crc32,
-                "encoding": self.encoding, "params": self.params, "streams": self.streams}
-
-
-@dataclass(frozen=True)
-class Header:
-    """The container header (everything but the payload)."""
-
-    producer: str
-    metadata: dict[str, Any]
-    skeleton: int
-    streams: tuple[StreamInfo, ...]
-    tensors: tuple[TensorInfo, ...]
-    skeleton_crc32: int = 0  # CRC-32 of the decoded skeleton bytes
-
-    def to_bytes(self) -> bytes:
-        """The header as stored: compact, key-sorted JSON in one zstd frame."""
-        return ZstdCoder(level=19).encode(np.frombuffer(self.to_json_bytes(), dtype=np.uint8))
-
-    def to_json_bytes(self) -> bytes:
-        obj = {"producer": self.producer, "metadata": self.metadata, "skeleton": self.skeleton,
-               "skeleton_crc32": self.skeleton_crc32,
-               "streams": [s.to_json() for s in self.streams],
-               "tensors": [t.to_json() for t in self.tensors]}
-        return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
-                          allow_nan=False).encode("utf-8")
-
 
 @dataclass
 class ContainerWriter:
@@ -260,15 +193,8 @@ def _read(src: _Source, max_tensor_bytes: int) -> Container:
         text = raw_header.decode("utf-8")
     except UnicodeDecodeError:
         raise ContainerError("header is not valid UTF-8") from None
-    try:
-        obj = json.loads(text, object_pairs_hook=_no_duplicate_keys, parse_constant=_no_constant,
-                         parse_float=_finite_float)
-    except (ValueError, RecursionError) as exc:
-        raise ContainerError(f"header is not valid JSON ({exc})") from None
-    if _has_lone_surrogate(obj):
-        raise ContainerError("header is not valid UTF-8 (a string escape holds a lone surrogate)")
     header_size = PREFIX_SIZE + hlen
-    header = _parse_header(obj, src.size - header_size, max_tensor_bytes)
+    header = parse_header(text, payload_size=src.size - header_size, max_tensor_bytes=max_tensor_bytes)
     for i, s in enumerate(header.streams):
         if src.crc32(header_size + s.offset, s.length) != s.crc32:
             raise ContainerError(f"stream {i} checksum mismatch (file corrupted)")
@@ -281,161 +207,3 @@ def _frame_size(frame: bytes) -> int:
         return zstandard.frame_content_size(frame)
     except zstandard.ZstdError:
         return -1
-
-
-def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in pairs:
-        if k in out:
-            raise ValueError(f"duplicate key {k!r}")
-        out[k] = v
-    return out
-
-
-def _no_constant(name: str) -> Any:
-    raise ValueError(f"non-finite number {name}")
-
-
-def _finite_float(text: str) -> float:
-    """Parse a JSON number, refusing one that overflows to infinity (``1e999``) like NaN literals."""
-    value = float(text)
-    if not math.isfinite(value):
-        raise ValueError(f"non-finite number {text}")
-    return value
-
-
-def _has_lone_surrogate(obj: Any) -> bool:
-    """Whether a parsed JSON value holds a string no UTF-8 can encode (``"\\ud800"`` escapes).
-
-    Python's json module accepts such escapes; the strings would then fail wherever they are printed
-    or written (tensor names, the producer), long after the header was accepted.
-    """
-    stack = [obj]
-    while stack:
-        v = stack.pop()
-        if isinstance(v, str):
-            try:
-                v.encode("utf-8")
-            except UnicodeEncodeError:
-                return True
-        elif isinstance(v, dict):
-            stack.extend(v)
-            stack.extend(v.values())
-        elif isinstance(v, list):
-            stack.extend(v)
-    return False
-
-
-def _is_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
-def _check_keys(obj: Any, allowed: set[str], what: str) -> dict[str, Any]:
-    if not isinstance(obj, dict):
-        raise ContainerError(f"{what} must be a JSON object, found {type(obj).__name__}")
-    missing = allowed - obj.keys()
-    if missing:
-        raise ContainerError(f"{what} lacks key(s) {', '.join(sorted(missing))}")
-    unknown = obj.keys() - allowed
-    if unknown:
-        raise ContainerError(f"{what} has unknown key(s) {', '.join(sorted(unknown))}")
-    return obj
-
-
-def _nonneg_int(v: Any, what: str, cap: int = 1 << 62) -> int:
-    if not _is_int(v) or v < 0 or v > cap:
-        raise ContainerError(f"{what} must be an integer in [0, {cap}], found {v!r}")
-    return v
-
-
-def _parse_header(obj: Any, payload_size: int, max_tensor_bytes: int) -> Header:
-    _check_keys(obj, _HEADER_KEYS, "header")
-    if not isinstance(obj["producer"], str):
-        raise ContainerError("header.producer must be a string")
-    if not isinstance(obj["metadata"], dict):
-        raise ContainerError("header.metadata must be an object")
-    if not isinstance(obj["streams"], list) or not isinstance(obj["tensors"], list):
-        raise ContainerError("header.streams and header.tensors must be arrays")
-    streams = []
-    end = 0
-    for i, s in enumerate(obj["streams"]):
-        info = _parse_stream(i, s, end, max_tensor_bytes)
-        end += info.length
-        if end > payload_size:
-            raise ContainerError(f"stream {i} end ({end}) exceeds payload size ({payload_size})")
-        streams.append(info)
-    streams = tuple(streams)
-    if end != payload_size:
-        raise ContainerError(f"streams cover {end} bytes but the payload holds {payload_size} (trailing data)")
-    skeleton = _nonneg_int(obj["skeleton"], "header.skeleton")
-    if skeleton >= len(streams):
-        raise ContainerError(f"skeleton stream {skeleton} does not exist ({len(streams)} streams)")
-    used = {skeleton}
-    tensors = []
-    slots: set[int] = set()
-    from onnxdc.encodings import validate_tensor  # late import: encodings import this module
-
-    for i, t in enumerate(obj["tensors"]):
-        info = _parse_tensor(i, t, max_tensor_bytes)
-        if info.slot in slots:
-            raise ContainerError(f"tensor {i} ({info.name!r}) reuses slot {info.slot}")
-        slots.add(info.slot)
-        for role, idx in info.streams.items():
-            if idx >= len(streams):
-                raise ContainerError(f"tensor {info.name!r} stream {role!r} refers to missing stream {idx}")
-            if idx in used:
-                raise ContainerError(f"tensor {info.name!r} stream {role!r} reuses stream {idx}")
-            used.add(idx)
-        validate_tensor(info, streams)
-        tensors.append(info)
-    if len(used) != len(streams):
-        raise ContainerError(f"{len(streams) - len(used)} stream(s) belong to no tensor")
-    skeleton_crc = _nonneg_int(obj["skeleton_crc32"], "header.skeleton_crc32", 0xFFFFFFFF)
-    return Header(obj["producer"], obj["metadata"], skeleton, streams, tuple(tensors), skeleton_crc)
-
-
-def _parse_stream(i: int, s: Any, offset: int, max_bytes: int) -> StreamInfo:
-    _check_keys(s, _STREAM_KEYS, f"stream {i}")
-    info = StreamInfo(
-        offset=offset,
-        length=_nonneg_int(s["length"], f"stream {i} length"),
-        crc32=_nonneg_int(s["crc32"], f"stream {i} crc32", 0xFFFFFFFF),
-        count=_nonneg_int(s["count"], f"stream {i} count", max_bytes),
-        coder=s["coder"],
-    )
-    try:
-        get_coder(info.coder)
-    except (OnnxdcError, RecursionError) as exc:
-        raise ContainerError(f"stream {i} has a bad coder config: {exc}") from None
-    return info
-
-
-def _parse_tensor(i: int, t: Any, max_bytes: int) -> TensorInfo:
-    _check_keys(t, _TENSOR_KEYS, f"tensor {i}")
-    if not isinstance(t["name"], str) or not isinstance(t["path"], str):
-        raise ContainerError(f"tensor {i} name and path must be strings")
-    shape = t["shape"]
-    if not isinstance(shape, list) or len(shape) > 64:
-        raise ContainerError(f"tensor {t['name']!r} shape must be an array of at most 64 dims")
-    dims = tuple(_nonneg_int(d, f"tensor {t['name']!r} dim", max_bytes) for d in shape)
-    if math.prod(dims) > max_bytes:
-        raise ContainerError(
-            f"tensor {t['name']!r} declares {math.prod(dims)} elements, over the limit ({max_bytes})"
-        )
-    if not isinstance(t["params"], dict) or not isinstance(t["streams"], dict):
-        raise ContainerError(f"tensor {t['name']!r} params and streams must be objects")
-    if not isinstance(t["encoding"], str):
-        raise ContainerError(f"tensor {t['name']!r} encoding must be a string")
-    streams = {str(k): _nonneg_int(v, f"tensor {t['name']!r} stream {k!r}") for k, v in t["streams"].items()}
-    return TensorInfo(
-        slot=_nonneg_int(t["slot"], f"tensor {t['name']!r} slot"),
-        path=t["path"],
-        name=t["name"],
-        dtype=_nonneg_int(t["dtype"], f"tensor {t['name']!r} dtype", 64),
-        shape=dims,
-        nbytes=_nonneg_int(t["nbytes"], f"tensor {t['name']!r} nbytes", max_bytes),
-        crc32=_nonneg_int(t["crc32"], f"tensor {t['name']!r} crc32", 0xFFFFFFFF),
-        encoding=t["encoding"],
-        params=t["params"],
-        streams=streams,
-    )
