@@ -169,7 +169,8 @@ def compress(model: str, output: str | None, lossless: bool, calib: str | None, 
     from onnxdc.container import open_container
     from onnxdc.files import check_output_path, write_atomic
     from onnxdc.graphio import load_model
-    from onnxdc.pipeline import CompressConfig, compress_file
+    from onnxdc.largefiles import compress_file
+    from onnxdc.pipeline import CompressConfig
     from onnxdc.pipeline import compress as run_compress
     from onnxdc.report import build_report
 
@@ -263,7 +264,7 @@ def decompress(container: str, output: str | None, force: bool, quiet: bool, che
     """Rebuild an ONNX model from CONTAINER (.onnxdc)."""
     from onnxdc.container import open_container
     from onnxdc.files import check_output_path, external_data_path
-    from onnxdc.pipeline import decompress_file, needs_external_data
+    from onnxdc.largefiles import decompress_file, needs_external_data
     from onnxdc.validate import check_model_quietly
 
     out = check_output_path(output or _default_output(container, ".decompressed.onnx"), force=force,

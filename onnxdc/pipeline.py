@@ -8,31 +8,26 @@ container. ``decompress`` reverses it and checks every tensor against its record
 
 from __future__ import annotations
 
-import os
 import sys
-import tempfile
 import zlib
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import onnx
 
 from onnxdc import __version__
-from onnxdc.container import Container, ContainerWriter, Header, TensorInfo, open_container, read_container
+from onnxdc.container import Container, ContainerWriter, Header, TensorInfo, read_container
 from onnxdc.encodings import decode_tensor
 from onnxdc.errors import ConfigError, ContainerError, ModelError
-from onnxdc.files import EXTERNAL_DATA_THRESHOLD, write_atomic, write_model
 from onnxdc.graphio import (
     TensorRef,
     clear_data,
     has_data,
     iter_tensors,
-    load_model_lazy,
     parse_model,
     set_raw_data,
     tensor_numel,
@@ -121,26 +116,6 @@ def compress(model: onnx.ModelProto, *, config: CompressConfig = CompressConfig(
     header, quantized = encode_model(skeleton, writer=writer, config=config, original=model, progress=progress)
     data = writer.to_bytes(header)
     return CompressResult(data, read_container(data), quantized)
-
-
-def compress_file(path: str | os.PathLike[str], out: str | os.PathLike[str], *,
-                  config: CompressConfig = CompressConfig(), progress: Progress | None = None) -> None:
-    """Compress a model file into a container file, one tensor at a time.
-
-    External data stay on disk until their tensor is coded, and the coded streams are spooled to a
-    temporary file beside ``out``, so memory holds the graph, a few tensors in flight and the
-    header — not the model. The output equals :func:`compress`'s bytes for the same model; it is
-    written atomically. Calibration needs the whole model in onnxruntime: use :func:`compress`.
-    """
-    if config.calibration is not None:
-        raise ConfigError("compress_file does not calibrate; load the model and use compress()")
-    skeleton, read = load_model_lazy(path)
-    out_path = Path(out)
-    with tempfile.TemporaryFile(dir=out_path.parent if str(out_path.parent) else ".") as spool:
-        writer = ContainerWriter(spool=spool)
-        header, _ = encode_model(skeleton, writer=writer, config=config, read=read, keep_values=False,
-                                 progress=progress)
-        write_atomic(out_path, writer.iter_bytes(header))
 
 
 def encode_model(skeleton: onnx.ModelProto, *, writer: ContainerWriter, config: CompressConfig,
@@ -317,34 +292,6 @@ def decompress(data: bytes | Container, *, progress: Progress | None = None) -> 
     for proto, raw in tensors:
         set_raw_data(proto, raw)
     return model
-
-
-def decompress_file(path: str | os.PathLike[str], out: str | os.PathLike[str], *, external_data: bool | None = None,
-                    progress: Progress | None = None) -> bool:
-    """Decode a container file into a model file, one tensor at a time.
-
-    The container is read piece by piece and, with external data, each tensor goes straight to
-    ``OUT.data``, so memory holds the graph and one tensor. ``external_data=None`` chooses it when
-    the tensors exceed what one protobuf message can hold. Returns whether external data were written.
-    """
-    try:
-        fh = open(path, "rb")  # noqa: SIM115 - closed below, after the lazy decoding is consumed
-    except FileNotFoundError:
-        raise ContainerError(f"no such file: {str(path)!r}") from None
-    except OSError as exc:
-        raise ContainerError(f"cannot read {str(path)!r}: {exc.strerror}") from None
-    with fh:
-        container = open_container(fh)
-        model, tensors = decoded_tensors(container, progress=progress)
-        if external_data is None:
-            external_data = needs_external_data(container.header)
-        write_model(model, out, external_data=external_data, tensors=tensors)
-    return external_data
-
-
-def needs_external_data(header: Header) -> bool:
-    """Whether the decoded tensors are too large for one protobuf message (write external data)."""
-    return sum(t.nbytes for t in header.tensors) > EXTERNAL_DATA_THRESHOLD
 
 
 def decoded_tensors(container: Container, *, progress: Progress | None = None

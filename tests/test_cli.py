@@ -341,11 +341,11 @@ def test_output_is_a_directory(work: Path, tmp_path: Path) -> None:
 
 
 def test_interrupt(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import onnxdc.pipeline
+    import onnxdc.largefiles
 
     def interrupted(*args: object, **kwargs: object) -> None:
         raise KeyboardInterrupt
-    monkeypatch.setattr(onnxdc.pipeline, "encode_model", interrupted)
+    monkeypatch.setattr(onnxdc.largefiles, "encode_model", interrupted)
     result = run("compress", LENET, "-o", tmp_path / "o.onnxdc", "--lossless")
     assert (result.exit_code, result.stdout, result.stderr) == (130, "", "onnxdc: interrupted\n")
     assert list(tmp_path.iterdir()) == []

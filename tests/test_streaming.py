@@ -11,7 +11,7 @@ from onnx import numpy_helper
 
 from onnxdc import CompressConfig, ConfigError, compress, decompress, load_model
 from onnxdc.files import external_data_path
-from onnxdc.pipeline import compress_file, decompress_file
+from onnxdc.largefiles import compress_file, decompress_file
 from onnxdc.settings import SharingConfig
 
 MODELS = Path(__file__).resolve().parent.parent / "models"
