@@ -29,6 +29,8 @@ from onnxdc.quantize import CODEBOOK_DTYPES, ShareConfig, kmeans_1d
 
 BLOCK = 128
 DAMP = 0.01
+#: Work (rows × inputs²) above which problem() keeps a subset of the rows.
+PROBLEM_FLOPS = 1e10
 #: Work cap (sum of squared kept weights per column) of one refit, and the columns it keeps at least.
 REFIT_BUDGET = 2e7
 REFIT_MIN_COLUMNS = 128
@@ -65,8 +67,19 @@ class Compensated:
 
 
 def problem(x_q: np.ndarray, x_ref: np.ndarray, w0: np.ndarray, *, chunk: int = 65536) -> LayerProblem:
-    """Accumulate ``H = XᵀX`` and ``G = XᵀX_ref`` in chunks and solve for the refit target ``W*``."""
+    """Accumulate ``H = XᵀX`` and ``G = XᵀX_ref`` in chunks and solve for the refit target ``W*``.
+
+    A convolution unrolls into one row per output pixel, which can be far more rows than the
+    statistics need: above :data:`PROBLEM_FLOPS` of work, evenly spaced rows are kept (at least
+    four per input), so large layers cost seconds, not minutes.
+    """
     d = x_q.shape[1]
+    cap = max(4 * d, int(PROBLEM_FLOPS // max(d * d, 1)))
+    if x_q.shape[0] > cap:
+        rows = np.linspace(0, x_q.shape[0] - 1, cap).round().astype(np.int64)
+        same = x_ref is x_q
+        x_q = x_q[rows]
+        x_ref = x_q if same else x_ref[rows]
     h = np.zeros((d, d))
     g = np.zeros((d, d))
     for s in range(0, x_q.shape[0], chunk):
