@@ -223,6 +223,10 @@ def _compress_auto(model: str, output: str | None, calib: str | None, calib_samp
         source = "synthetic inputs"
         click.echo("onnxdc: warning: no --calib data: choosing settings on synthetic inputs built from the model's "
                    "input specs; real data measures accuracy far better", err=True)
+    if not quiet and not as_json:
+        click.echo("onnxdc: automatic mode: measuring every weight tensor's sensitivity; this takes seconds on "
+                   "small models but can take long on large ones (--sparsity/--bits or --lossless skip it)",
+                   err=True)
     with progress_callback(quiet or as_json, "measuring sensitivity") as cb:
         auto = compress_auto(loaded, base=base, data=data, budget=budget, max_samples=calib_samples,
                              metadata={"calibration_source": source}, zstd_level=zstd_level, jobs=jobs,
