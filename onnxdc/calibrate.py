@@ -19,7 +19,7 @@ from onnx import helper
 
 from onnxdc.compensate import compensate, problem
 from onnxdc.evaluate import run_model, session
-from onnxdc.graphio import iter_tensors, set_raw_data
+from onnxdc.graphio import iter_tensors, le_bytes, set_raw_data
 from onnxdc.linear import LinearForm, input_matrices, linear_form, weight_matrices, weight_tensor
 from onnxdc.prune import prune
 from onnxdc.quantize import Clustering
@@ -127,7 +127,7 @@ def quantized_model(model: onnx.ModelProto, tensors: dict) -> onnx.ModelProto:
 
 def _store(target: onnx.TensorProto, ct: CalibratedTensor, orig: np.ndarray) -> None:
     quantized = _values(ct, orig.shape).astype(orig.dtype)
-    set_raw_data(target, quantized.astype(quantized.dtype.newbyteorder("<")).tobytes())
+    set_raw_data(target, le_bytes(quantized))
 
 
 def _feed(model: onnx.ModelProto, data: dict[str, np.ndarray], max_samples: int | None) -> dict[str, np.ndarray]:

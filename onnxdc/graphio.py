@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import onnx
 from google.protobuf.message import DecodeError
 from onnx import AttributeProto, GraphProto, NodeProto, TensorProto, numpy_helper
@@ -168,10 +169,20 @@ def tensor_raw_bytes(t: TensorProto) -> bytes:
             raw = numpy_helper.from_array(numpy_helper.to_array(t)).raw_data
         except (ValueError, TypeError) as exc:
             raise ModelError(f"tensor {t.name!r} has unreadable data ({exc})") from None
+    return _checked_length(t, raw)
+
+
+def _checked_length(t: TensorProto, raw: bytes) -> bytes:
+    """``raw`` if its length is what the tensor's shape and dtype need (ModelError otherwise)."""
     want = expected_nbytes(t.data_type, tensor_numel(t))
     if want is not None and len(raw) != want:
         raise ModelError(f"tensor {t.name!r} holds {len(raw)} bytes of data, its shape and dtype need {want}")
     return raw
+
+
+def le_bytes(arr: np.ndarray) -> bytes:
+    """An array's values as little-endian bytes (raw_data's byte order, and the container's)."""
+    return arr.astype(arr.dtype.newbyteorder("<"), copy=False).tobytes()
 
 
 def has_data(t: TensorProto) -> bool:
@@ -319,11 +330,7 @@ def load_model_lazy(path: str | os.PathLike[str]) -> tuple[onnx.ModelProto, Call
     def read(t: TensorProto) -> bytes:
         if t.data_location != TensorProto.EXTERNAL:
             return tensor_raw_bytes(t)
-        raw = read_external(external_ref(t, base))
-        want = expected_nbytes(t.data_type, tensor_numel(t))
-        if want is not None and len(raw) != want:
-            raise ModelError(f"tensor {t.name!r} holds {len(raw)} bytes of data, its shape and dtype need {want}")
-        return raw
+        return _checked_length(t, read_external(external_ref(t, base)))
 
     return model, read
 

@@ -13,6 +13,7 @@ plane per byte, each coded with whichever candidate coder is smallest.
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -103,10 +104,7 @@ def _validate(info: TensorInfo, streams: tuple[StreamInfo, ...]) -> None:
         raise ContainerError(f"tensor {info.name!r} has invalid raw_planes {raw_planes!r}")
     coded = [j for j in range(itemsize) if j not in raw_planes]
     expect_streams(info, [f"plane{j}" for j in coded] + (["raw"] if raw_planes else []))
-    numel = 1
-    for d in info.shape:
-        numel *= d
-    want = expected_nbytes(info.dtype, numel)
+    want = expected_nbytes(info.dtype, math.prod(info.shape))
     if want is not None and want != info.nbytes:
         raise ContainerError(
             f"tensor {info.name!r} nbytes ({info.nbytes}) does not match its shape and dtype ({want})"

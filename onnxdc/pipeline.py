@@ -28,6 +28,7 @@ from onnxdc.graphio import (
     clear_data,
     has_data,
     iter_tensors,
+    le_bytes,
     parse_model,
     set_raw_data,
     tensor_numel,
@@ -240,7 +241,7 @@ def _encode_tensor(job: _Job, config: CompressConfig) -> _Encoded | None:
         st = encode_shared(w, keep, share=plan.settings.share, index_coders=plan.settings.coders,
                            positions=plan.settings.positions, op=plan.candidate.op,
                            kind=plan.candidate.kind, clustering=clustering)
-        decoded = st.values.astype(st.values.dtype.newbyteorder("<"), copy=False).tobytes()
+        decoded = le_bytes(st.values)
         return _Encoded(SHARED, st.params, st.streams, len(decoded), zlib.crc32(decoded), st.values)
     if len(raw) < config.min_tensor_bytes:
         return None

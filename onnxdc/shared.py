@@ -19,6 +19,7 @@ positions, exact zeros elsewhere.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -27,6 +28,7 @@ import onnx
 
 from onnxdc.encodings import expect_params, expect_streams, register_encoding
 from onnxdc.errors import ContainerError
+from onnxdc.graphio import le_bytes
 from onnxdc.quantize import CODEBOOK_DTYPES, Clustering, ShareConfig, kmeans_1d
 from onnxdc.sparse import (
     decode_mask,
@@ -123,7 +125,7 @@ def encode_shared(w: np.ndarray, keep: np.ndarray, *, share: ShareConfig, index_
         values[:] = codebook.astype(out_dtype)[best.index_symbols]
     else:
         values[pos] = codebook.astype(out_dtype)[best.index_symbols]
-    streams = {"codebook": CodedStream(codebook.astype(codebook.dtype.newbyteorder("<")).tobytes(),
+    streams = {"codebook": CodedStream(le_bytes(codebook),
                                        codebook.nbytes, {"id": "raw", "bits": 8}),
                "indices": best.indices}
     if best.positions is not None:
@@ -184,9 +186,7 @@ def _best_relative(pos: np.ndarray, fixed_bits: int) -> tuple[int, int, CodedStr
 def _validate(info: TensorInfo, streams: tuple[StreamInfo, ...]) -> None:
     expect_params(info, _PARAMS)
     p = info.params
-    numel = 1
-    for d in info.shape:
-        numel *= d
+    numel = math.prod(info.shape)
     scheme = p["positions"]
     if scheme not in ("relative", "mask", "dense"):
         raise ContainerError(f"tensor {info.name!r} has unknown positions scheme {scheme!r}")
@@ -245,7 +245,7 @@ def _decode(info: TensorInfo, container: Container) -> bytes:
             pos = decode_mask(syms, numel=p["numel"], nnz=p["nnz"], name=info.name)
         values = np.zeros(p["numel"], dtype=out_dtype)
         values[pos] = cb[idx]
-    return values.astype(out_dtype.newbyteorder("<"), copy=False).tobytes()
+    return le_bytes(values)
 
 
 register_encoding(ENCODING, _validate, _decode)
