@@ -278,8 +278,10 @@ def compress_auto(model: onnx.ModelProto, *, base: SharingConfig, data: dict[str
         return AutoResult(res, choice, points, base, False)
     sharing = auto_sharing(base, choice)
     n_fit = len(next(iter(fit.values())))
+    # choose() already calibrated these exact settings on ``fit``: reuse it rather than redo it.
     res = compress(model, config=CompressConfig(sharing=sharing, calibration=fit, calib_samples=n_fit,
-                                                metadata=meta, zstd_level=zstd_level, jobs=jobs))
+                                                metadata=meta, zstd_level=zstd_level, jobs=jobs),
+                   calibrated=choice.calibrated)
     # Verify what was written, decoded from the container bytes, on the held-out samples.
     from onnxdc.pipeline import decompress
 

@@ -106,22 +106,26 @@ def tensor_label(ref: TensorRef) -> str:
 
 
 def compress(model: onnx.ModelProto, *, config: CompressConfig = CompressConfig(),
-             progress: Progress | None = None) -> CompressResult:
+             progress: Progress | None = None, calibrated: dict[int, Any] | None = None) -> CompressResult:
     """Compress a loaded model (external data already read) into container bytes.
 
-    The input model is not modified.
+    The input model is not modified. ``calibrated`` passes the result of
+    :func:`onnxdc.calibrate.calibrate` already computed for exactly these settings and
+    calibration data (the automatic mode has it), so it is not computed again.
     """
     skeleton = onnx.ModelProto()
     skeleton.CopyFrom(model)
     writer = ContainerWriter()
-    header, quantized = encode_model(skeleton, writer=writer, config=config, original=model, progress=progress)
+    header, quantized = encode_model(skeleton, writer=writer, config=config, original=model, progress=progress,
+                                     calibrated=calibrated)
     data = writer.to_bytes(header)
     return CompressResult(data, read_container(data), quantized)
 
 
 def encode_model(skeleton: onnx.ModelProto, *, writer: ContainerWriter, config: CompressConfig,
                  original: onnx.ModelProto | None = None, read: Callable[[onnx.TensorProto], bytes] = tensor_raw_bytes,
-                 keep_values: bool = True, progress: Progress | None = None) -> tuple[Header, dict[str, np.ndarray]]:
+                 keep_values: bool = True, progress: Progress | None = None,
+                 calibrated: dict[int, Any] | None = None) -> tuple[Header, dict[str, np.ndarray]]:
     """Code every tensor of ``skeleton`` into ``writer`` (stripping their data) and build the header.
 
     Args:
@@ -129,11 +133,15 @@ def encode_model(skeleton: onnx.ModelProto, *, writer: ContainerWriter, config: 
         original: the unmodified model, needed for calibration.
         read: returns a tensor's raw bytes (lets external data be read one tensor at a time).
         keep_values: also return the quantized weights by tensor name (for tests and callers).
+        calibrated: calibration results already computed for these plans (see :func:`compress`).
     """
     refs = [r for r in iter_tensors(skeleton) if has_data(r.proto)]
     plans = plan_sharing(skeleton, config.sharing, read=read) if config.sharing is not None else {}
-    calibrated: dict[int, Any] = {}
-    if plans and config.calibration is not None:
+    if calibrated is None:
+        calibrated = {}
+    elif set(calibrated) != set(plans) or config.calibration is None:
+        raise ConfigError("precomputed calibration does not match the planned tensors")
+    if plans and config.calibration is not None and not calibrated:
         from onnxdc.calibrate import calibrate
 
         if original is None:
