@@ -166,13 +166,12 @@ def compress(model: str, output: str | None, lossless: bool, calib: str | None, 
         _compress_auto(model, output, calib, calib_samples, max_drop, min_cosine, dims, zstd_level, jobs, force,
                        quiet, as_json, kw)
         return
-    from onnxdc.container import open_container
     from onnxdc.files import check_output_path, write_atomic
     from onnxdc.graphio import load_model
     from onnxdc.largefiles import compress_file
     from onnxdc.pipeline import CompressConfig
     from onnxdc.pipeline import compress as run_compress
-    from onnxdc.report import build_report
+    from onnxdc.report import build_report, report_for
 
     sharing = _manual(kw)
     if lossless and (sharing is not None or calib or max_drop is not None):
@@ -191,11 +190,11 @@ def compress(model: str, output: str | None, lossless: bool, calib: str | None, 
                             zstd_level=zstd_level, jobs=jobs)
     with progress_callback(quiet or as_json, "compressing") as cb:
         if calibration is None:  # tensor by tensor, straight to the output file
-            compress_file(model, out, config=config, progress=cb)
+            report = report_for(*compress_file(model, out, config=config, progress=cb))
         else:
-            write_atomic(out, run_compress(load_model(model), config=config, progress=cb).data)
-    with open(out, "rb") as fh:
-        report = build_report(open_container(fh))
+            result = run_compress(load_model(model), config=config, progress=cb)
+            write_atomic(out, result.data)
+            report = build_report(result.container)
     _print_report(report, quiet=quiet, as_json=as_json, extra={"output": str(out)})
 
 

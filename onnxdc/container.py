@@ -53,6 +53,7 @@ class ContainerWriter:
     streams: list[StreamInfo] = field(default_factory=list)
     chunks: list[bytes] = field(default_factory=list)
     spool: BinaryIO | None = None  # when set, stream bytes go to this file instead of memory
+    header_size: int = 0  # prefix + stored header, known once the container is laid out
     _size: int = 0
 
     def add_stream(self, data: bytes, *, count: int, coder: dict[str, Any]) -> int:
@@ -67,6 +68,7 @@ class ContainerWriter:
     def iter_bytes(self, header: Header, *, chunk: int = 1 << 24) -> Iterator[bytes]:
         """The container as a sequence of byte chunks (streams read back from the spool, if any)."""
         hbytes = header.to_bytes()
+        self.header_size = PREFIX_SIZE + len(hbytes)
         yield _PREFIX.pack(MAGIC, MAJOR_VERSION, MINOR_VERSION, len(hbytes), zlib.crc32(hbytes))
         yield hbytes
         if self.spool is None:
@@ -82,9 +84,7 @@ class ContainerWriter:
         return Header(producer, metadata, skeleton, tuple(self.streams), tuple(tensors), skeleton_crc32)
 
     def to_bytes(self, header: Header) -> bytes:
-        hbytes = header.to_bytes()
-        prefix = _PREFIX.pack(MAGIC, MAJOR_VERSION, MINOR_VERSION, len(hbytes), zlib.crc32(hbytes))
-        return b"".join([prefix, hbytes, *self.chunks])
+        return b"".join(self.iter_bytes(header))
 
 
 # --------------------------------------------------------------------------- reading

@@ -22,13 +22,16 @@ from onnxdc.pipeline import CompressConfig, ContainerWriter, Progress, decoded_t
 
 
 def compress_file(path: str | os.PathLike[str], out: str | os.PathLike[str], *,
-                  config: CompressConfig | None = None, progress: Progress | None = None) -> None:
+                  config: CompressConfig | None = None, progress: Progress | None = None) -> tuple[Header, int]:
     """Compress a model file into a container file, one tensor at a time.
 
     External data stay on disk until their tensor is coded, and the coded streams are spooled to a
     temporary file beside ``out``, so memory holds the graph, a few tensors in flight and the
     header — not the model. The output equals :func:`compress`'s bytes for the same model; it is
     written atomically. Calibration needs the whole model in onnxruntime: use :func:`compress`.
+
+    Returns:
+        The container's header and its stored size (prefix included), for reports.
     """
     config = config if config is not None else CompressConfig()
     if config.calibration is not None:
@@ -40,6 +43,7 @@ def compress_file(path: str | os.PathLike[str], out: str | os.PathLike[str], *,
         header, _ = encode_model(skeleton, writer=writer, config=config, read=read, keep_values=False,
                                  progress=progress)
         write_atomic(out_path, writer.iter_bytes(header))
+    return header, writer.header_size
 
 
 def decompress_file(path: str | os.PathLike[str], out: str | os.PathLike[str], *, external_data: bool | None = None,

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 
-from onnxdc.container import Container
+from onnxdc.container import Container, Header
 from onnxdc.graphio import dtype_name
 
 
@@ -82,7 +82,11 @@ def _coder_label(cfg: dict) -> str:
 
 def build_report(container: Container) -> Report:
     """Summarize a container: per-tensor sizes and the totals that make up the file."""
-    h = container.header
+    return report_for(container.header, container.header_size)
+
+
+def report_for(h: Header, header_size: int) -> Report:
+    """The report of a container with header ``h`` stored in ``header_size`` bytes (prefix included)."""
     rows = []
     for t in h.tensors:
         streams = [h.streams[i] for i in t.streams.values()]
@@ -111,8 +115,8 @@ def build_report(container: Container) -> Report:
         tensor_stored_bytes=sum(r.stored_bytes for r in rows),
         skeleton_original_bytes=skel.count,
         skeleton_stored_bytes=skel.length,
-        overhead_bytes=container.header_size,
-        file_bytes=container.header_size + payload,
+        overhead_bytes=header_size,
+        file_bytes=header_size + payload,
     )
 
 
