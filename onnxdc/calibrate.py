@@ -18,7 +18,7 @@ import onnx
 from onnx import helper
 
 from onnxdc.compensate import compensate, problem
-from onnxdc.evaluate import run_model, session
+from onnxdc.evaluate import model_inputs, run_model, session
 from onnxdc.graphio import iter_tensors, le_bytes, set_raw_data
 from onnxdc.linear import LinearForm, input_matrices, linear_form, weight_matrices, weight_tensor
 from onnxdc.prune import prune
@@ -131,14 +131,9 @@ def _store(target: onnx.TensorProto, ct: CalibratedTensor, orig: np.ndarray) -> 
 
 
 def _feed(model: onnx.ModelProto, data: dict[str, np.ndarray], max_samples: int | None) -> dict[str, np.ndarray]:
-    names = [i.name for i in model.graph.input if i.name not in {t.name for t in model.graph.initializer}]
-    missing = [n for n in names if n not in data]
-    if missing:
-        from onnxdc.errors import DataError
-
-        raise DataError(f"calibration data lacks model input(s) {', '.join(map(repr, missing))}; "
-                        f"it has {', '.join(map(repr, sorted(data)))}")
-    return {n: data[n][:max_samples] if max_samples else data[n] for n in names}
+    inits = {t.name for t in model.graph.initializer}
+    inputs = model_inputs(data, [i.name for i in model.graph.input if i.name not in inits])
+    return {n: v[:max_samples] if max_samples else v for n, v in inputs.items()}
 
 
 def _values(ct: CalibratedTensor, shape: tuple[int, ...]) -> np.ndarray:

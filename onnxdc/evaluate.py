@@ -122,9 +122,8 @@ def _concat(parts: list[np.ndarray]) -> np.ndarray:
     return np.concatenate(parts, axis=differ[0] if len(differ) == 1 else 0)
 
 
-def model_inputs(data: dict[str, np.ndarray], sess) -> dict[str, np.ndarray]:  # noqa: ANN001
-    """The arrays of ``data`` that feed ``sess``, checked for names and batch sizes."""
-    want = [i.name for i in sess.get_inputs()]
+def model_inputs(data: dict[str, np.ndarray], want: list[str]) -> dict[str, np.ndarray]:
+    """The arrays of ``data`` for the model inputs ``want``, checked for names and batch sizes."""
     missing = [n for n in want if n not in data]
     if missing:
         raise DataError(f"data lacks model input(s) {', '.join(map(repr, missing))}; "
@@ -153,7 +152,7 @@ def prepare_reference(reference: onnx.ModelProto, data: dict[str, np.ndarray], *
                       batch_size: int = 256) -> Reference:
     """Run the reference model once on ``data`` (inputs checked against the model)."""
     sess = session(reference)
-    inputs = model_inputs(data, sess)
+    inputs = model_inputs(data, [i.name for i in sess.get_inputs()])
     outputs = run_model(sess, inputs, batch_size=batch_size)
     n = len(next(iter(inputs.values())))
     labels = data.get("labels")
@@ -165,7 +164,8 @@ def prepare_reference(reference: onnx.ModelProto, data: dict[str, np.ndarray], *
 def evaluate_candidate(ref: Reference, candidate: onnx.ModelProto, *, batch_size: int = 256) -> EvalResult:
     """Run ``candidate`` on the reference's data and compare (and each with the labels)."""
     cand_sess = session(candidate)
-    cand_out = run_model(cand_sess, model_inputs(ref.data, cand_sess), batch_size=batch_size)
+    cand_out = run_model(cand_sess, model_inputs(ref.data, [i.name for i in cand_sess.get_inputs()]),
+                         batch_size=batch_size)
     metrics = [output_metrics(n, r, c) for n, r, c in zip(ref.names, ref.outputs, cand_out)]
     r0, c0 = ref.outputs[0], cand_out[0]
     classify = r0.ndim == 2 and r0.shape[1] > 1 and c0.shape == r0.shape
