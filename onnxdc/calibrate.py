@@ -17,10 +17,10 @@ import numpy as np
 import onnx
 from onnx import helper
 
-from onnxdc.compensate import compensate, problem
+from onnxdc.compensate import Pruned, compensate, max_rows, problem, prune_groups
 from onnxdc.evaluate import model_inputs, run_model, session
 from onnxdc.graphio import iter_tensors, le_bytes, set_raw_data
-from onnxdc.linear import LinearForm, input_matrices, linear_form, weight_matrices, weight_tensor
+from onnxdc.linear import LinearForm, conv_rows_per_sample, input_matrices, linear_form, weight_matrices, weight_tensor
 from onnxdc.prune import prune
 from onnxdc.quantize import Clustering
 
@@ -37,6 +37,9 @@ class CalibratedTensor:
     method: str  # "compensated" or "magnitude: <reason>"
     error_kmeans: float = 0.0
     error_refit: float = 0.0
+    #: Output error relative to the layer's output energy on the calibration inputs (compensated),
+    #: or squared weight error relative to the weights' energy (magnitude fallback).
+    rel_error: float = 0.0
 
 
 def _consumer(model: onnx.ModelProto, name: str) -> tuple[onnx.NodeProto, int] | None:
@@ -112,7 +115,16 @@ def compress_alone(model: onnx.ModelProto, plan, feed: dict[str, np.ndarray]) ->
     got = _collect(model, list(form.sources), _feed(model, feed, None))
     x = [got[n] for n in form.sources]
     probs = _problems(form, w, x, x)
-    return lambda p: _compensated(w, p, form, probs)
+    last: dict[float, Pruned] = {}  # the pruning sweep of the last sparsity, shared by its bit widths
+
+    def solve(p) -> CalibratedTensor:  # noqa: ANN001
+        s = _target_sparsity(w, p)
+        if s not in last:
+            last.clear()
+            last[s] = prune_groups(probs, sparsity=s)
+        return _compensated(w, p, form, probs, last[s])
+
+    return solve
 
 
 def quantized_model(model: onnx.ModelProto, tensors: dict) -> onnx.ModelProto:
@@ -158,46 +170,89 @@ def _magnitude(w: np.ndarray, plan, reason: str) -> CalibratedTensor:  # noqa: A
     keep = plan.keep if plan.keep is not None else prune(w, config=plan.settings.prune)
     keep = keep & (w != 0)
     clus = kmeans_1d(w[keep], config=plan.settings.share)
-    return CalibratedTensor(keep, clus, f"magnitude: {reason}")
+    w64 = w.astype(np.float64)
+    energy = float(np.sum(w64 * w64))
+    err = energy - float(np.sum(w64[keep] ** 2)) + float(np.sum((w64[keep] - clus.values()) ** 2))
+    return CalibratedTensor(keep, clus, f"magnitude: {reason}", rel_error=err / energy if energy else 0.0)
 
 
 def _problems(form: LinearForm, w: np.ndarray, x_q: list[np.ndarray], x_ref: list[np.ndarray]) -> list:
     """The per-group least-squares problems, from the values of ``form.sources`` in both models."""
     w0s = weight_matrices(form, w)
+    if form.kind == "conv":  # unroll only the samples problem() will use: patches are the big copy
+        per_sample = conv_rows_per_sample(form, x_q[0].shape)
+        need = -(-max_rows(w0s[0].shape[0]) // max(per_sample, 1))
+        if x_q[0].shape[0] > need:
+            keep = np.linspace(0, x_q[0].shape[0] - 1, need).round().astype(np.int64)
+            same = x_ref is x_q
+            x_q = [x_q[0][keep], *x_q[1:]]
+            x_ref = x_q if same else [x_ref[0][keep], *x_ref[1:]]
     xq_g = input_matrices(form, *(x.astype(np.float32) for x in x_q))
     xr_g = xq_g if x_ref is x_q else input_matrices(form, *(x.astype(np.float32) for x in x_ref))
     return [problem(xq, xr, w0) for xq, xr, w0 in zip(xq_g, xr_g, w0s)]
 
 
-def _compensated(w: np.ndarray, plan, form: LinearForm, probs: list) -> CalibratedTensor:  # noqa: ANN001
-    comp = compensate(probs, sparsity=_target_sparsity(w, plan), share=plan.settings.share)
+def _compensated(w: np.ndarray, plan, form: LinearForm, probs: list,  # noqa: ANN001
+                 pruned: Pruned | None = None) -> CalibratedTensor:
+    comp = compensate(probs, sparsity=_target_sparsity(w, plan), share=plan.settings.share, pruned=pruned)
     wt = weight_tensor(form, comp.weights, w.shape)
     keep = weight_tensor(form, comp.masks, w.shape).astype(bool) & (wt != 0)
     # Indices of the kept weights in flat order, against the (possibly unsorted) refit codebook.
     idx_t = weight_tensor(form, [i.astype(np.int64) for i in comp.indices], w.shape)
     indices = idx_t.reshape(-1)[np.flatnonzero(keep.reshape(-1))].astype(np.uint8)
+    energy = sum(p.energy for p in probs)
     return CalibratedTensor(keep, Clustering(comp.codebook, indices), "compensated", comp.error_kmeans,
-                            comp.error_refit)
+                            comp.error_refit, comp.error_refit / energy if energy > 0 else 0.0)
 
 
 def _collect(model: onnx.ModelProto, names: list[str], feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Values of ``names`` when ``model`` runs on ``feed`` (exposed as extra graph outputs)."""
+    """Values of ``names`` when ``model`` runs on ``feed``.
+
+    They become the graph's only outputs, and the nodes they do not depend on are dropped:
+    onnxruntime runs every node of a graph, so collecting an early layer's input would otherwise
+    cost a whole forward pass.
+    """
     if not names:
         return {}
+    graph_inputs = {i.name for i in model.graph.input}
+    wanted = [n for n in dict.fromkeys(names) if n not in graph_inputs]
     m = onnx.ModelProto()
     m.CopyFrom(model)
-    existing = {o.name for o in m.graph.output}
-    graph_inputs = {i.name for i in m.graph.input}
-    wanted = [n for n in dict.fromkeys(names) if n not in graph_inputs]
-    for n in wanted:
-        if n not in existing:
-            m.graph.output.append(helper.make_empty_tensor_value_info(n))
-    sess = session(m)
-    # One run: intermediate values need not keep the batch on axis 0 (recurrent ops put time first).
-    n = len(next(iter(feed.values())))
-    outs = dict(zip([o.name for o in sess.get_outputs()], run_model(sess, feed, batch_size=max(n, 1))))
-    result = {n: outs[n] for n in wanted}
+    nodes = _needed(list(m.graph.node), wanted)
+    del m.graph.node[:]
+    m.graph.node.extend(nodes)
+    del m.graph.output[:]
+    m.graph.output.extend(helper.make_empty_tensor_value_info(n) for n in wanted)
+    result: dict[str, np.ndarray] = {}
+    if wanted:
+        sess = session(m)
+        # One run: intermediate values need not keep the batch on axis 0 (recurrent ops put time first).
+        n = len(next(iter(feed.values())))
+        result = dict(zip([o.name for o in sess.get_outputs()], run_model(sess, feed, batch_size=max(n, 1))))
     for n in names:
         if n in graph_inputs:
             result[n] = feed[n]
     return result
+
+
+def _needed(nodes: list[onnx.NodeProto], outputs: list[str]) -> list[onnx.NodeProto]:
+    """The nodes ``outputs`` depend on, in their order; names a subgraph reads count as inputs."""
+    want = set(outputs)
+    keep = []
+    for node in reversed(nodes):
+        if want.isdisjoint(node.output):
+            continue
+        keep.append(node)
+        want.update(node.input)
+        want.update(_subgraph_reads(node))
+    return keep[::-1]
+
+
+def _subgraph_reads(node: onnx.NodeProto) -> set[str]:
+    names: set[str] = set()
+    for attr in node.attribute:
+        for g in [attr.g] if attr.HasField("g") else list(attr.graphs):
+            for sub in g.node:
+                names.update(sub.input)
+                names.update(_subgraph_reads(sub))
+    return names

@@ -28,6 +28,8 @@ import numpy as np
 from onnxdc.quantize import CODEBOOK_DTYPES, ShareConfig, kmeans_1d
 
 BLOCK = 128
+#: Rows updated one by one before a block product spreads their errors further (speed only).
+SUB_BLOCK = 32
 DAMP = 0.01
 #: Work (rows × inputs²) above which problem() keeps a subset of the rows.
 PROBLEM_FLOPS = 1e10
@@ -47,6 +49,15 @@ class LayerProblem:
     def u(self) -> np.ndarray:
         """Upper Cholesky factor of ``H⁻¹`` (computed once per layer, reused by every setting)."""
         return _inverse_cholesky(self.h)
+
+    @cached_property
+    def h32(self) -> np.ndarray:
+        return self.h.astype(np.float32)
+
+    @cached_property
+    def energy(self) -> float:
+        """``tr(W*ᵀ H W*)``: the layer's output energy, the scale of a relative output error."""
+        return float(np.sum(self.w_star * self.hw))
 
     @cached_property
     def hw(self) -> np.ndarray:
@@ -74,18 +85,21 @@ def problem(x_q: np.ndarray, x_ref: np.ndarray, w0: np.ndarray, *, chunk: int = 
     four per input), so large layers cost seconds, not minutes.
     """
     d = x_q.shape[1]
-    cap = max(4 * d, int(PROBLEM_FLOPS // max(d * d, 1)))
+    same = x_ref is x_q
+    cap = max_rows(d)
     if x_q.shape[0] > cap:
         rows = np.linspace(0, x_q.shape[0] - 1, cap).round().astype(np.int64)
-        same = x_ref is x_q
         x_q = x_q[rows]
         x_ref = x_q if same else x_ref[rows]
     h = np.zeros((d, d))
-    g = np.zeros((d, d))
+    g = None if same else np.zeros((d, d))
     for s in range(0, x_q.shape[0], chunk):
-        xq = x_q[s:s + chunk].astype(np.float64)
+        xq = np.asarray(x_q[s:s + chunk], dtype=np.float64)
         h += xq.T @ xq
-        g += xq.T @ x_ref[s:s + chunk].astype(np.float64)
+        if g is not None:
+            g += xq.T @ np.asarray(x_ref[s:s + chunk], dtype=np.float64)
+    if g is None:  # the layer sees the original inputs: G = H
+        g = h
     c = g @ w0.astype(np.float64)
     hd = _damped(h)
     try:
@@ -93,6 +107,11 @@ def problem(x_q: np.ndarray, x_ref: np.ndarray, w0: np.ndarray, *, chunk: int = 
     except np.linalg.LinAlgError:
         w_star = w0.astype(np.float64)
     return LayerProblem(h, w_star)
+
+
+def max_rows(d: int) -> int:
+    """Rows of a (rows × ``d``) input matrix that :func:`problem` uses at most."""
+    return max(4 * d, int(PROBLEM_FLOPS // max(d * d, 1)))
 
 
 def _damped(h: np.ndarray) -> np.ndarray:
@@ -130,36 +149,37 @@ def obs_sweep(w: np.ndarray, u: np.ndarray, *, sparsity: float | None = None, ma
     mids = (codebook[:-1] + codebook[1:]) / 2.0 if codebook is not None and codebook.size else None
     for i1 in range(0, n_in, BLOCK):
         i2 = min(i1 + BLOCK, n_in)
-        w1 = w[i1:i2]
-        u1 = u[i1:i2, i1:i2]
         if sparsity:
-            d = np.diag(u1)[:, None]
-            score = w1 ** 2 / d ** 2
+            d = np.diag(u)[i1:i2, None]
+            score = w[i1:i2] ** 2 / d ** 2
             k = int(round(sparsity * score.size))
             blk = np.ones(score.size, dtype=bool)
             if k:
                 blk[np.argpartition(score.reshape(-1), k - 1)[:k]] = False
             keep[i1:i2] = blk.reshape(score.shape)
-        errs = np.zeros_like(w1)
-        for r in range(i2 - i1):
-            row = w1[r]
-            q = row.copy()
-            if mids is not None:
-                q = codebook[np.searchsorted(mids, row)]
-            q = np.where(keep[i1 + r], q, 0.0)
-            err = (row - q) / u1[r, r]
-            w1[r] = q
-            w1[r + 1:] -= np.outer(u1[r, r + 1:], err)
-            errs[r] = err
-        w[i1:i2] = w1
-        w[i2:] -= u[i1:i2, i2:].T @ errs
+        # Errors spread row by row inside sub-blocks of SUB_BLOCK rows and by one matrix product
+        # beyond them: the same arithmetic as a row-by-row sweep, with small per-row updates.
+        for j1 in range(i1, i2, SUB_BLOCK):
+            j2 = min(j1 + SUB_BLOCK, i2)
+            w1 = w[j1:j2]
+            u1 = u[j1:j2, j1:j2]
+            errs = np.zeros_like(w1)
+            for r in range(j2 - j1):
+                row = w1[r]
+                q = codebook[np.searchsorted(mids, row)] if mids is not None else row.copy()
+                q = np.where(keep[j1 + r], q, 0.0)
+                err = (row - q) / u1[r, r]
+                w1[r] = q
+                w1[r + 1:] -= np.outer(u1[r, r + 1:], err)
+                errs[r] = err
+            w[j2:] -= u[j1:j2, j2:].T @ errs
     return w, keep
 
 
 def output_error(w_hat: np.ndarray, prob: LayerProblem) -> float:
     """``tr((Ŵ-W*)ᵀ H (Ŵ-W*))``: the layer's calibration output error, up to a constant."""
-    d = w_hat - prob.w_star
-    return float(np.sum(d * (prob.h @ d)))
+    d = (w_hat - prob.w_star).astype(np.float32)  # float32 products: this only ranks candidates
+    return float(np.sum(d * (prob.h32 @ d), dtype=np.float64))
 
 
 def refit_codebook(probs: list[LayerProblem], idx: list[np.ndarray], masks: list[np.ndarray],
@@ -180,7 +200,9 @@ def refit_codebook(probs: list[LayerProblem], idx: list[np.ndarray], masks: list
         n_cols = ix.shape[1]
         cost = float((nnz ** 2).sum())
         if cost > REFIT_BUDGET:  # dense layers: evenly spaced columns, enough for the budget
-            n_cols = max(REFIT_MIN_COLUMNS, int(ix.shape[1] * REFIT_BUDGET / cost))
+            # ... and enough kept weights per shared value to pin it down.
+            floor = max(REFIT_MIN_COLUMNS, int(np.ceil(64 * k * ix.shape[1] / max(nnz.sum(), 1.0))))
+            n_cols = max(floor, int(ix.shape[1] * REFIT_BUDGET / cost))
         cols = np.unique(np.linspace(0, ix.shape[1] - 1, min(ix.shape[1], n_cols)).round().astype(np.int64))
         sub_m = m[:, cols]
         b += np.bincount(ix[:, cols][sub_m].astype(np.int64), weights=prob.hw[:, cols][sub_m], minlength=k)
@@ -196,30 +218,54 @@ def refit_codebook(probs: list[LayerProblem], idx: list[np.ndarray], masks: list
     if not used.any():
         return None
     sol = np.zeros(k)
+    sub_a = a[np.ix_(used, used)]
     try:
-        sol[used] = np.linalg.lstsq(a[np.ix_(used, used)], b[used], rcond=None)[0]
+        sol[used] = np.linalg.solve(sub_a, b[used])  # A is a Gram matrix: solve, least squares if singular
     except np.linalg.LinAlgError:
-        return None
+        try:
+            sol[used] = np.linalg.lstsq(sub_a, b[used], rcond=None)[0]
+        except np.linalg.LinAlgError:
+            return None
     return sol
 
 
-def compensate(probs: list[LayerProblem], *, sparsity: float, share: ShareConfig) -> Compensated:
-    """Prune, share and refit one tensor's groups (see the module docstring)."""
-    us = [p.u for p in probs]
-    sweeps = [obs_sweep(p.w_star, u, sparsity=sparsity) for p, u in zip(probs, us)]
-    pruned, masks = [w for w, _ in sweeps], [m for _, m in sweeps]
-    survivors = np.concatenate([w[m] for w, m in zip(pruned, masks)]).astype(np.float32)
+@dataclass(frozen=True, eq=False)
+class Pruned:
+    """One tensor's groups after the pruning sweep: compensated weights and keep-masks."""
+
+    weights: list[np.ndarray]
+    masks: list[np.ndarray]
+
+
+def prune_groups(probs: list[LayerProblem], *, sparsity: float) -> Pruned:
+    """The pruning sweep of every group. It does not depend on the sharing settings, so one
+    result serves every bit width tried at this sparsity."""
+    sweeps = [obs_sweep(p.w_star, p.u, sparsity=sparsity) for p in probs]
+    return Pruned([w for w, _ in sweeps], [m for _, m in sweeps])
+
+
+def compensate(probs: list[LayerProblem], *, sparsity: float, share: ShareConfig,
+               pruned: Pruned | None = None) -> Compensated:
+    """Prune, share and refit one tensor's groups (see the module docstring).
+
+    ``pruned`` is :func:`prune_groups`' result for this ``sparsity``, when already at hand.
+    """
+    if pruned is None:
+        pruned = prune_groups(probs, sparsity=sparsity)
+    masks = pruned.masks
+    survivors = np.concatenate([w[m] for w, m in zip(pruned.weights, masks)]).astype(np.float32)
     survivors = survivors[survivors != 0]
     cb_dtype = CODEBOOK_DTYPES[share.codebook_dtype]
     if survivors.size == 0:
         zeros = [np.zeros_like(p.w_star) for p in probs]
         empty = np.zeros(0, dtype=cb_dtype)
+        err = sum(p.energy for p in probs)
         return Compensated(zeros, [np.zeros_like(m) for m in masks], empty,
-                           [np.zeros(m.shape, np.uint8) for m in masks], 0.0, 0.0)
+                           [np.zeros(m.shape, np.uint8) for m in masks], err, err)
     codebook = kmeans_1d(survivors, config=share).codebook.astype(np.float64)
     finals, idxs = [], []
-    for p, u, m in zip(probs, us, masks):
-        wq, _ = obs_sweep(p.w_star, u, mask=m, codebook=codebook)
+    for p, m in zip(probs, masks):
+        wq, _ = obs_sweep(p.w_star, p.u, mask=m, codebook=codebook)
         finals.append(wq)
         idxs.append(_indices(wq, codebook))
     err_k = sum(output_error(w, p) for w, p in zip(finals, probs))

@@ -180,6 +180,23 @@ def conv_pads(form: LinearForm, in_hw: tuple[int, int]) -> list[int]:
     return pads_begin + pads_end
 
 
+def _conv_out(form: LinearForm, shape: tuple[int, ...]) -> tuple[list[int], int, int]:
+    """(explicit pads, output height, output width) of a 2-D conv on an (N, C, H, W) input."""
+    h, w = shape[2], shape[3]
+    kh, kw = form.attrs["kernel"]
+    sh, sw = form.attrs["strides"]
+    dh, dw = form.attrs["dilations"]
+    pads = conv_pads(form, (h, w))
+    top, left, bottom, right = pads
+    return pads, (h + top + bottom - (kh - 1) * dh - 1) // sh + 1, (w + left + right - (kw - 1) * dw - 1) // sw + 1
+
+
+def conv_rows_per_sample(form: LinearForm, shape: tuple[int, ...]) -> int:
+    """Patch rows one sample of an (N, C, H, W) input unrolls into (output pixels)."""
+    _, oh, ow = _conv_out(form, shape)
+    return oh * ow
+
+
 def im2col_groups(x: np.ndarray, form: LinearForm) -> list[np.ndarray]:
     """Unfold a 2-D conv input (N, C, H, W) into per-group patch matrices (N*OH*OW, C/g*kh*kw).
 
@@ -189,14 +206,13 @@ def im2col_groups(x: np.ndarray, form: LinearForm) -> list[np.ndarray]:
     kh, kw = form.attrs["kernel"]
     sh, sw = form.attrs["strides"]
     dh, dw = form.attrs["dilations"]
-    top, left, bottom, right = conv_pads(form, (h, w))
+    (top, left, bottom, right), oh, ow = _conv_out(form, x.shape)
     xp = np.pad(x, ((0, 0), (0, 0), (top, bottom), (left, right)))
-    oh = (h + top + bottom - (kh - 1) * dh - 1) // sh + 1
-    ow = (w + left + right - (kw - 1) * dw - 1) // sw + 1
-    cols = np.empty((n, c, kh, kw, oh, ow), dtype=x.dtype)
+    # Written straight into the row-major patch layout, so one group's matrix is a view.
+    cols = np.empty((n, oh, ow, c, kh, kw), dtype=x.dtype)
     for i in range(kh):
         for j in range(kw):
-            cols[:, :, i, j] = xp[:, :, i * dh:i * dh + sh * (oh - 1) + 1:sh, j * dw:j * dw + sw * (ow - 1) + 1:sw]
-    cols = cols.transpose(0, 4, 5, 1, 2, 3)  # N, OH, OW, C, kh, kw
+            win = xp[:, :, i * dh:i * dh + sh * (oh - 1) + 1:sh, j * dw:j * dw + sw * (ow - 1) + 1:sw]
+            cols[:, :, :, :, i, j] = win.transpose(0, 2, 3, 1)
     per = c // form.groups
     return [cols[:, :, :, g * per:(g + 1) * per].reshape(n * oh * ow, per * kh * kw) for g in range(form.groups)]
