@@ -32,6 +32,12 @@ if TYPE_CHECKING:
 SPARSITIES = (0.0, 0.5, 0.7, 0.8, 0.85, 0.9, 0.93, 0.95, 0.97)
 BITS = (8, 5, 4, 3)
 Progress = Callable[[int, int, str], None]
+#: Automatic mode's default ``min_elements``. The manual default (1024) keeps small tensors exact
+#: because nothing measures what sharing them costs; automatic mode measures every tensor, so it
+#: only leaves out tensors so small that a codebook and a header entry outweigh what sharing saves.
+AUTO_MIN_ELEMENTS = 256
+#: Points per tensor that automatic mode measures on the whole model; the rest are predicted.
+MEASURED_POINTS = 3
 
 
 @dataclass(frozen=True)
@@ -73,7 +79,7 @@ def mean_cosine(ev: EvalResult) -> float:
 
 @dataclass(frozen=True)
 class Point:
-    """One tensor at one setting, measured alone."""
+    """One tensor at one setting, measured alone (or predicted from its layer's output error)."""
 
     tensor: str
     sparsity: float
@@ -82,10 +88,13 @@ class Point:
     cosine: float
     agreement: float | None
     top1: float | None
+    rel_error: float = 0.0  # the layer's relative output error on the fitting samples
+    measured: bool = True  # False: cosine predicted from rel_error, agreement and top1 unknown
 
     def to_json(self) -> dict:
         return {"tensor": self.tensor, "sparsity": self.sparsity, "bits": self.bits, "est_bytes": self.est_bytes,
-                "cosine": self.cosine, "agreement": self.agreement, "top1": self.top1}
+                "cosine": self.cosine, "agreement": self.agreement, "top1": self.top1, "rel_error": self.rel_error,
+                "measured": self.measured}
 
 
 def estimate_bytes(ct: CalibratedTensor) -> int:
@@ -110,37 +119,77 @@ def split(data: dict[str, np.ndarray], *, max_samples: int = 512,
     return fit, check
 
 
+def _settings(plan, sparsity: float, bits: int):  # noqa: ANN001, ANN202 - WeightPlan
+    return replace(plan, settings=replace(plan.settings, prune=PruneConfig(sparsity=sparsity),
+                                          share=replace(plan.settings.share, bits=bits)), keep=None)
+
+
 def sensitivity(model: onnx.ModelProto, plans: dict, fit: dict[str, np.ndarray], check: dict[str, np.ndarray], *,
                 sparsities: tuple[float, ...] = SPARSITIES, bits: tuple[int, ...] = BITS,
-                progress: Progress | None = None) -> dict[int, list[Point]]:
+                measure: int | None = None, progress: Progress | None = None) -> dict[int, list[Point]]:
     """Measure every planned tensor alone over ``sparsities`` × ``bits`` (slot -> points).
 
-    Each tensor is fitted on ``fit`` and measured on ``check``.
+    Each tensor is fitted on ``fit`` and measured on ``check``. A full-model measurement costs an
+    onnxruntime session and a pass over ``check`` per point; with ``measure=K`` only K points per
+    tensor are measured, spread over its range of layer output errors, and the others' output
+    cosine is predicted from their layer error. For small errors the model's cosine deficit is
+    proportional to the layer's relative output error (both are quadratic in the weight error), so
+    one scale per tensor, fitted on the measured points, orders all of them; the final choice is
+    checked for real anyway (:func:`choose`).
     """
     from onnxdc.pipeline import tensor_label
 
-    feed = fit
     ref = prepare_reference(model, check)
-    total = len(plans) * len(sparsities) * len(bits)
-    done = 0
+    grid = [(s, b) for s in sparsities for b in bits]
+    per_tensor = len(grid) if measure is None else len(grid) + min(measure, len(grid))
+    total, done = len(plans) * per_tensor, 0
     out: dict[int, list[Point]] = {}
     for slot, plan in plans.items():
         name = tensor_label(plan.candidate.ref)
+        solver = compress_alone(model, plan, fit)
+
+        def measured(p: Point, ct: CalibratedTensor, slot: int = slot, plan=plan) -> Point:  # noqa: ANN001
+            ev = evaluate_candidate(ref, quantized_model(model, {slot: (_settings(plan, p.sparsity, p.bits), ct)}))
+            return replace(p, cosine=mean_cosine(ev), agreement=ev.agreement_top1, top1=ev.candidate_top1,
+                           measured=True)
+
         pts = []
-        solver = compress_alone(model, plan, feed)
-        for s in sparsities:
-            for b in bits:
-                p = replace(plan, settings=replace(plan.settings, prune=PruneConfig(sparsity=s),
-                                                   share=replace(plan.settings.share, bits=b)), keep=None)
-                ct = solver(p)
-                ev = evaluate_candidate(ref, quantized_model(model, {slot: (p, ct)}))
-                pts.append(Point(name, s, b, estimate_bytes(ct), mean_cosine(ev), ev.agreement_top1,
-                                 ev.candidate_top1))
+        for s, b in grid:
+            ct = solver(_settings(plan, s, b))
+            pt = Point(name, s, b, estimate_bytes(ct), 1.0, None, None, ct.rel_error, measured=False)
+            pts.append(measured(pt, ct) if measure is None else pt)
+            done += 1
+            if progress:
+                progress(done, total, name)
+        if measure is not None:
+            for i in _spread(pts, measure):
+                pts[i] = measured(pts[i], solver(_settings(plan, pts[i].sparsity, pts[i].bits)))
                 done += 1
                 if progress:
                     progress(done, total, name)
+            pts = _predict(pts)
         out[slot] = pts
     return out
+
+
+def _spread(pts: list[Point], k: int) -> list[int]:
+    """Indices of up to ``k`` points evenly spread over the log of their nonzero layer errors."""
+    errs = np.array([p.rel_error for p in pts])
+    pos = np.flatnonzero(errs > 0)
+    if pos.size == 0 or k <= 0:
+        return []
+    logs = np.log(errs[pos])
+    targets = np.linspace(logs.min(), logs.max(), k + 2)[1:-1] if k < pos.size else logs
+    picked = dict.fromkeys(int(pos[np.argmin(np.abs(logs - t))]) for t in targets)
+    return sorted(picked)
+
+
+def _predict(pts: list[Point]) -> list[Point]:
+    """Unmeasured points' cosine from their layer error and the tensor's fitted scale."""
+    ratios = [math.log(1.0 - p.cosine) - math.log(p.rel_error) for p in pts
+              if p.measured and p.rel_error > 0 and p.cosine < 1.0]
+    scale = math.exp(float(np.median(ratios))) if ratios else 0.0
+    return [p if p.measured else replace(p, cosine=max(-1.0, 1.0 - scale * p.rel_error)) for p in pts]
 
 
 @dataclass(frozen=True)
@@ -160,49 +209,109 @@ def _best(pts: list[Point], lam: float) -> tuple[float, int]:
     return best.sparsity, best.bits
 
 
+def trade_offs(points: dict[int, list[Point]]) -> list[tuple[float, dict[int, tuple[float, int]]]]:
+    """Every distinct choice of settings along λ, from the most careful to the smallest.
+
+    Each tensor takes the point minimizing ``bytes + λ·(1 - cosine)``; its pick can only change at
+    a λ where two of its points cost the same, so evaluating between those breakpoints finds every
+    distinct choice. Returns (λ, picks) pairs in decreasing λ.
+    """
+    breaks: set[float] = set()
+    for pts in points.values():
+        size = np.array([p.est_bytes for p in pts], dtype=np.float64)
+        loss = np.array([max(0.0, 1.0 - p.cosine) for p in pts])
+        db, dl = size[:, None] - size[None, :], loss[None, :] - loss[:, None]
+        ok = (db > 0) & (dl > 0)
+        breaks.update((db[ok] / dl[ok]).tolist())
+    edges = sorted(breaks, reverse=True)
+    if not edges:
+        lams = [1.0]
+    else:
+        lams = [edges[0] * 2] + [math.sqrt(a * b) for a, b in zip(edges, edges[1:])] + [edges[-1] / 2]
+    path: list[tuple[float, dict[int, tuple[float, int]]]] = []
+    for lam in lams:
+        picks = {slot: _best(pts, lam) for slot, pts in points.items()}
+        if not path or picks != path[-1][1]:
+            path.append((lam, picks))
+    return path
+
+
+def _predicted_loss(points: dict[int, list[Point]], picks: dict[int, tuple[float, int]]) -> float:
+    total = 0.0
+    for slot, (s, b) in picks.items():
+        p = next(p for p in points[slot] if p.sparsity == s and p.bits == b)
+        total += max(0.0, 1.0 - p.cosine)
+    return total
+
+
 def choose(model: onnx.ModelProto, plans: dict, fit: dict[str, np.ndarray], check: dict[str, np.ndarray],
            points: dict[int, list[Point]], *, budget: Budget, steps: int = 8,
            progress: Progress | None = None) -> Choice:
-    """Search λ for the smallest settings whose layer-by-layer compression (fitted on ``fit``)
-    meets ``budget`` on ``check``."""
+    """Find the smallest settings along λ whose layer-by-layer compression (fitted on ``fit``)
+    meets ``budget`` on ``check``, in at most ``steps`` real trials.
+
+    The search starts where the summed (predicted) cosine deficits of the tensors reach the
+    budget's, then gallops and bisects over the distinct choices of :func:`trade_offs`, assuming
+    that a more careful choice never measures worse. Each trial calibrates the whole model layer
+    by layer and evaluates it, so the start guess saves most of the cost when it is close.
+    """
     from onnxdc.pipeline import tensor_label
 
-    feed = fit
     ref = prepare_reference(model, check)
-    total_bytes = sum(max(p.est_bytes for p in pts) for pts in points.values()) or 1
+    path = trade_offs(points)
+    results: dict[int, tuple[bool, dict, EvalResult]] = {}
 
-    def trial(lam: float) -> tuple[bool, dict, dict, EvalResult]:
-        picks = {slot: _best(pts, lam) for slot, pts in points.items()}
-        sub = {slot: replace(plans[slot], keep=None,
-                             settings=replace(plans[slot].settings, prune=PruneConfig(sparsity=s),
-                                              share=replace(plans[slot].settings.share, bits=b)))
-               for slot, (s, b) in picks.items()}
-        cal = calibrate(model, sub, feed, max_samples=len(next(iter(feed.values()))))
-        ev = evaluate_candidate(ref, quantized_model(model, {s: (sub[s], cal[s]) for s in sub}))
-        return budget.met(ev), picks, cal, ev
+    def trial(i: int) -> bool:
+        if i not in results:
+            picks = path[i][1]
+            sub = {slot: _settings(plans[slot], s, b) for slot, (s, b) in picks.items()}
+            cal = calibrate(model, sub, fit, max_samples=len(next(iter(fit.values()))))
+            ev = evaluate_candidate(ref, quantized_model(model, {s: (sub[s], cal[s]) for s in sub}))
+            results[i] = (budget.met(ev), cal, ev)
+            if progress:
+                progress(len(results), steps, f"trial {len(results)}: choice {i + 1} of {len(path)}")
+        return results[i][0]
 
-    # λ in bytes per unit of (1 - cosine): from "bytes only" to "quality only", on a log scale.
-    lo, hi = math.log10(total_bytes) - 3, math.log10(total_bytes) + 9
-    best = None
-    tried = 0
-    ok, picks, cal, ev = trial(10 ** hi)
-    tried += 1
-    if not ok:
-        # Even the most careful settings miss the budget: keep them, the caller reports it.
-        return Choice(picks, _rules(plans, picks, tensor_label), cal, ev, 10 ** hi, tried)
-    best = (picks, cal, ev, 10 ** hi)
-    for _ in range(steps):
-        mid = (lo + hi) / 2
-        ok, picks, cal, ev = trial(10 ** mid)
-        tried += 1
-        if progress:
-            progress(tried, steps + 1, f"lambda=1e{mid:.1f}")
-        if ok:
-            best, hi = (picks, cal, ev, 10 ** mid), mid
+    if budget.min_cosine is not None:
+        allowed = 1.0 - budget.min_cosine
+        fits = [i for i, (_, picks) in enumerate(path) if _predicted_loss(points, picks) <= allowed]
+        start = fits[-1] if fits else 0
+    else:
+        start = len(path) // 2
+    good, bad = -1, len(path)  # path[good] met the budget, path[bad] did not
+    if trial(start):
+        good, step = start, 1
+        while good + step < bad and len(results) < steps - 1:  # gallop towards smaller choices
+            if not trial(good + step):
+                bad = good + step
+                break
+            good, step = good + step, step * 2
+    else:
+        bad, step = start, 1
+        while len(results) < steps - 1 and bad - step > good:
+            i = max(0, bad - step)
+            if trial(i):
+                good = i
+                break
+            bad, step = i, step * 2
+            if i == 0:
+                break
+    while bad - good > 1 and good >= 0 and len(results) < steps:
+        mid = (good + bad) // 2
+        if trial(mid):
+            good = mid
         else:
-            lo = mid
-    picks, cal, ev, lam = best
-    return Choice(picks, _rules(plans, picks, tensor_label), cal, ev, lam, tried)
+            bad = mid
+    if good < 0 and trial(0):
+        good = 0
+    if good < 0:
+        # Even the most careful choice misses the budget: return it, the caller reports it.
+        _, cal, ev = results[0]
+        i = 0
+        return Choice(path[i][1], _rules(plans, path[i][1], tensor_label), cal, ev, path[i][0], len(results))
+    _, cal, ev = results[good]
+    picks = path[good][1]
+    return Choice(picks, _rules(plans, picks, tensor_label), cal, ev, path[good][0], len(results))
 
 
 def _rules(plans: dict, picks: dict[int, tuple[float, int]], label: Callable) -> tuple[Rule, ...]:
@@ -266,7 +375,7 @@ def compress_auto(model: onnx.ModelProto, *, base: SharingConfig, data: dict[str
         empty = Choice({}, (), {}, None, 0.0, 0)
         return AutoResult(res, empty, {}, base, True)
     fit, check = split(data, max_samples=max_samples)
-    points = sensitivity(model, plans, fit, check, progress=progress)
+    points = sensitivity(model, plans, fit, check, measure=MEASURED_POINTS, progress=progress)
     choice = choose(model, plans, fit, check, points, budget=budget, progress=progress)
     met = budget.met(choice.evaluation)
     meta = dict(metadata or {})

@@ -98,8 +98,9 @@ def sharing_options(func: Any) -> Any:
                      help="Index coder: auto (smallest per tensor), huffman, zstd, raw, or a chain like huffman+zstd."),
         click.option("--positions", type=click.Choice(["auto", "relative", "mask", "dense"]), default="auto",
                      show_default=True, help="Coding of surviving weights' positions."),
-        click.option("--min-elements", type=click.IntRange(0), default=1024, show_default=True,
-                     help="Smaller tensors are stored losslessly."),
+        click.option("--min-elements", type=click.IntRange(0), default=None,
+                     help="Smaller tensors are stored losslessly.  [default: 1024; automatic mode, which "
+                          "measures every tensor, 256]"),
         click.option("--include-bias", is_flag=True, help="Weight-share biases too."),
         click.option("--recipe", type=click.Path(dir_okay=False), help="TOML file of per-tensor rules."),
         click.option("--seed", type=int, default=0, show_default=True, help="Seed for random choices."),
@@ -125,7 +126,8 @@ def sharing_config(kw: dict[str, Any]) -> Any:
     return SharingConfig(sparsity=kw["sparsity"], std_threshold=kw["std_threshold"],
                          global_prune=kw["global_prune"], bits=kw["bits"], init=kw["init"],
                          codebook_dtype=kw["codebook_dtype"], coder=kw["coder"], positions=kw["positions"],
-                         min_elements=kw["min_elements"], include_bias=kw["include_bias"], rules=rules,
+                         min_elements=1024 if kw["min_elements"] is None else kw["min_elements"],
+                         include_bias=kw["include_bias"], rules=rules,
                          seed=kw["seed"])
 
 
@@ -202,14 +204,15 @@ def _compress_auto(model: str, output: str | None, calib: str | None, calib_samp
                    min_cosine: float, dims: tuple[str, ...], zstd_level: int, jobs: int, force: bool, quiet: bool,
                    as_json: bool, kw: dict[str, Any]) -> None:
     """Automatic mode: measure sensitivity, choose settings within the budget, compress, verify."""
-    from onnxdc.auto import Budget, compress_auto, recipe_toml
+    from onnxdc.auto import AUTO_MIN_ELEMENTS, Budget, compress_auto, recipe_toml
     from onnxdc.evaluate import load_data
     from onnxdc.files import check_output_path, write_atomic
     from onnxdc.graphio import load_model
     from onnxdc.report import build_report
     from onnxdc.synthetic import parse_dims, synthetic_inputs
 
-    base = sharing_config(kw)
+    base = sharing_config({**kw, "min_elements": AUTO_MIN_ELEMENTS if kw["min_elements"] is None
+                           else kw["min_elements"]})
     budget = Budget(max_drop=max_drop, min_agreement=None if max_drop is not None else 0.995, min_cosine=min_cosine)
     out = check_output_path(output or _default_output(model, ".onnxdc"), force=force, inputs=[model])
     recipe_out = check_output_path(str(out) + ".recipe.toml", force=force, inputs=[model])

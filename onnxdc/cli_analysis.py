@@ -36,7 +36,8 @@ def compare_coders_cmd(model: str, as_json: bool, **kw: Any) -> None:
 
     sharing = sharing_config(kw)
     if sharing is None:
-        sharing = SharingConfig(min_elements=kw["min_elements"], seed=kw["seed"])
+        sharing = SharingConfig(min_elements=1024 if kw["min_elements"] is None else kw["min_elements"],
+                                seed=kw["seed"])
     rows = compare_coders(load_model(model), sharing=sharing)
     if as_json:
         click.echo(json.dumps([r.to_json() for r in rows], indent=2))

@@ -11,8 +11,20 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from onnxdc import CompressConfig, ConfigError, compress, decompress
-from onnxdc.auto import Budget, compress_auto, recipe_toml, split
+from onnxdc.auto import (
+    Budget,
+    Point,
+    _predict,
+    _spread,
+    choose,
+    compress_auto,
+    recipe_toml,
+    sensitivity,
+    split,
+    trade_offs,
+)
 from onnxdc.evaluate import EvalResult, OutputMetrics, evaluate
+from onnxdc.pipeline import plan_sharing
 from onnxdc.settings import SharingConfig, load_recipe
 from onnxdc.synthetic import parse_dims, synthetic_inputs
 
@@ -126,3 +138,60 @@ def test_int8_model_is_stored_losslessly(tmp_path: Path) -> None:
     out = {t.name: numpy_helper.to_array(t) for t in decompress(auto.result.data).graph.initializer}
     for t in model.graph.initializer:
         np.testing.assert_array_equal(out[t.name], numpy_helper.to_array(t))
+
+
+def _pt(s: float, b: int, size: int, cos: float, err: float = 0.0, measured: bool = True) -> Point:
+    return Point("t", s, b, size, cos, None, None, err, measured)
+
+
+def test_trade_offs_walk_every_distinct_choice_from_careful_to_small() -> None:
+    points = {0: [_pt(0.0, 8, 1000, 1.0), _pt(0.5, 5, 400, 0.999), _pt(0.9, 3, 100, 0.99)],
+              1: [_pt(0.0, 8, 500, 1.0), _pt(0.9, 3, 50, 0.9999)]}
+    path = trade_offs(points)
+    lams = [lam for lam, _ in path]
+    assert lams == sorted(lams, reverse=True)
+    assert path[0][1] == {0: (0.0, 8), 1: (0.0, 8)}  # quality only
+    assert path[-1][1] == {0: (0.9, 3), 1: (0.9, 3)}  # bytes only
+    picks = [p for _, p in path]
+    assert len({tuple(sorted(p.items())) for p in picks}) == len(picks) == 4
+    sizes = [sum(next(q.est_bytes for q in points[s] if (q.sparsity, q.bits) == v) for s, v in p.items())
+             for p in picks]
+    assert sizes == sorted(sizes, reverse=True)
+
+
+def test_unmeasured_points_are_predicted_from_layer_error() -> None:
+    pts = [_pt(0.5, 8, 10, 1 - 2e-4, err=1e-3), _pt(0.7, 8, 8, 1.0, err=5e-3, measured=False),
+           _pt(0.9, 8, 5, 1 - 2e-3, err=1e-2), _pt(0.0, 8, 20, 1.0, err=0.0, measured=False)]
+    out = _predict(pts)
+    assert out[0] == pts[0] and out[2] == pts[2]  # measured points keep their values
+    assert out[1].cosine == pytest.approx(1 - 1e-3) and not out[1].measured  # scale 0.2 from both
+    assert out[3].cosine == 1.0
+    assert _spread(pts, 2) == [0, 1]  # at 1/3 and 2/3 of the log range of the nonzero errors
+    assert _spread([_pt(0, 8, 1, 1.0)], 3) == []
+
+
+def test_automatic_mode_measures_few_points_and_checks_the_choice() -> None:
+    model = robust_model()
+    data = synthetic_inputs(model, samples=64, dims={"seq": 5}, seed=0)
+    plans = plan_sharing(model, SharingConfig(min_elements=256))
+    fit, check = split(data, max_samples=64)
+    points = sensitivity(model, plans, fit, check, measure=2)
+    for pts in points.values():
+        assert sum(p.measured for p in pts) <= 2
+        assert all(p.agreement is None for p in pts if not p.measured)
+    full = sensitivity(model, plans, fit, check)
+    assert all(p.measured for pts in full.values() for p in pts)
+    choice = choose(model, plans, fit, check, points, budget=Budget(), steps=4)
+    assert choice.tried <= 4 and Budget().met(choice.evaluation)
+
+
+def test_collect_runs_only_the_nodes_it_needs() -> None:
+    from onnxdc.calibrate import _collect, _needed
+
+    model = robust_model()
+    nodes = list(model.graph.node)
+    needed = _needed(nodes, ["h1r"])
+    assert [n.output[0] for n in needed] == ["ids_i32", "e", "e_mean", "h0", "h1", "h1r"]
+    data = synthetic_inputs(model, samples=8, dims={"seq": 3}, seed=2)
+    got = _collect(model, ["h1r", "x"], data)
+    assert set(got) == {"h1r", "x"} and got["h1r"].shape == (8, 64)
