@@ -26,6 +26,7 @@ only what the encoder writes: a complete prefix code (Kraft sum exactly 1), leng
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -46,6 +47,9 @@ from onnxdc.errors import CoderError
 _AUTO_BLOCK_MAX = 16 * 1024
 
 _LIMIT_BITS = 16  # longest code the 24-bit peek window below can read at any bit offset
+_PEEK_BITS = 16  # bits the decoder looks up at once (at least _LIMIT_BITS)
+_PEEK_MASK = (1 << _PEEK_BITS) - 1
+_GROUP_MAX = 8  # most symbols one lookup decodes
 _ENCODE_CHUNK = 1 << 20  # symbols packed at once, to bound the encoder's temporary arrays
 _CHECK_EVERY = 64  # decode steps between overrun checks; sets the read padding below
 _READ_PAD = 2 * _CHECK_EVERY + 3  # >= bytes a block can overrun between checks, plus the window
@@ -332,25 +336,151 @@ def _decode_blocks(
     count: int,
     block: int,
 ) -> np.ndarray:
-    """Decode every block in lock-step and check that each ends exactly in its last byte."""
-    order, spans = _canonical_order(lengths, longest)
-    symbol_of = np.repeat(order.astype(np.uint8), spans)
-    length_of = np.repeat(lengths[order].astype(np.int64), spans)
-    # A 24-bit window starting at every byte holds the next ``longest`` (<= 16) bits at any bit
-    # offset (<= 7). The zero padding keeps reads in bounds between overrun checks.
+    """Decode every block in lock-step and check that each ends exactly in its last byte.
+
+    Each step looks up the next :data:`_PEEK_BITS` bits of every block in a table of the whole
+    codes they start with (:func:`_group_table`), so one numpy step decodes several symbols of
+    every block: the loop runs about ``block / symbols per lookup`` times. The loop only records
+    each step's table entry; symbols, the cut at each block's symbol count and each block's exact
+    end position are worked out from those entries afterwards, all at once.
+    """
+    table = _group_table(lengths, longest)
+    # A 24-bit window starting at every byte holds the next 16 bits at any bit offset (<= 7). The
+    # zero padding keeps reads in bounds between overrun checks.
     data = np.zeros(payload.size + _READ_PAD, dtype=np.uint32)
     data[: payload.size] = payload
     window = (data[:-2] << 16) | (data[1:-1] << 8) | data[2:]
     start = 8 * (np.cumsum(sizes) - sizes)
     end = start + 8 * sizes
     nblocks = sizes.size
-    last_count = count - (nblocks - 1) * block
-    out = np.empty((block, nblocks), dtype=np.uint8)
-    pos = start.copy()
-    tables = (window, symbol_of, length_of, 24 - longest, (1 << longest) - 1)
-    _lockstep(pos, end, out[:last_count], tables)
-    if last_count < block:  # the last block is done; the others go on
-        _lockstep(pos[:-1], end[:-1], out[last_count:, :-1], tables)
+    want = np.full(nblocks, block, dtype=np.int64)
+    want[-1] = count - (nblocks - 1) * block
+    entries = _lockstep(start.copy(), end, want, window, table)
+    return _finish_blocks(entries, table, start, end, sizes, payload, want)
+
+
+@dataclass(frozen=True)
+class _GroupTable:
+    """What a :data:`_PEEK_BITS`-bit lookahead decodes: up to ``group`` whole codes.
+
+    Row ``e`` (the lookahead's value) gives ``n[e]`` symbols ``symbols[e, :n[e]]``, the bits
+    consumed after each of them ``after[e, :n[e]]``, and their total ``bits[e]`` (always >= 1).
+    ``symbols`` has :data:`_GROUP_MAX` columns whatever ``group`` is, so a row is one ``uint64``.
+    """
+
+    n: np.ndarray
+    symbols: np.ndarray
+    after: np.ndarray
+    bits: np.ndarray
+    group: int
+
+
+def _group_table(lengths: np.ndarray, longest: int) -> _GroupTable:
+    """Build the multi-symbol lookup table of a canonical code.
+
+    The ``k``-th code of an entry is read from the bits after the first ``k`` codes, zero-filled
+    past the lookahead; it is kept only if all of its bits lie inside the lookahead, in which case
+    the zero fill did not change it (no other code is a prefix of it). Since ``longest`` is at most
+    the lookahead, the first code always fits; ``group`` is the most codes any entry holds.
+    """
+    order, spans = _canonical_order(lengths, longest)
+    symbol_of = np.repeat(order.astype(np.uint8), spans)
+    length_of = np.repeat(lengths[order].astype(np.uint32), spans)
+    size = 1 << _PEEK_BITS
+    ext = np.arange(size, dtype=np.uint32) << np.uint32(longest)  # the lookahead, then `longest` zeros
+    used = np.zeros(size, dtype=np.uint32)
+    n = np.zeros(size, dtype=np.uint8)
+    symbols = np.zeros((size, _GROUP_MAX), dtype=np.uint8)
+    after = np.zeros((size, _GROUP_MAX), dtype=np.uint8)
+    fits = np.ones(size, dtype=bool)
+    code_mask = np.uint32((1 << longest) - 1)
+    group = 0
+    while group < _GROUP_MAX:
+        peek = (ext >> (_PEEK_BITS - used)) & code_mask
+        length = length_of[peek]
+        fits &= used + length <= _PEEK_BITS
+        if not fits.any():
+            break
+        symbols[:, group] = np.where(fits, symbol_of[peek], 0)
+        used += np.where(fits, length, 0).astype(np.uint32)
+        after[:, group] = used
+        n += fits
+        group += 1
+    return _GroupTable(n, symbols, after, used.astype(np.int64), group)
+
+
+def _lockstep(
+    pos: np.ndarray, end: np.ndarray, want: np.ndarray, window: np.ndarray, table: _GroupTable
+) -> np.ndarray:
+    """Look up every block's next table entry until each block has ``want`` symbols.
+
+    Returns the entries, one row per step (column ``b`` is block ``b``). Every
+    :data:`_CHECK_EVERY` steps the blocks still short of symbols are checked against their ends,
+    so corrupt data stops early, and finished blocks are parked at their end, so the lookahead
+    never runs past the read padding. A step consumes at least one bit per block, so the loop
+    ends within ``max(want)`` steps.
+    """
+    nblocks = pos.size
+    steps = int(want.max())
+    entries = np.empty((steps, nblocks), dtype=np.uint16)
+    got = np.zeros(nblocks, dtype=np.int64)
+    byte = np.empty(nblocks, dtype=np.int64)
+    shift = np.empty(nblocks, dtype=np.uint32)
+    peek = np.empty(nblocks, dtype=np.uint32)
+    step_bits = np.empty(nblocks, dtype=np.int64)
+    bits_of, n_of, base = table.bits, table.n, 24 - _PEEK_BITS
+    done = 0
+    while done < steps:
+        stop = min(done + _CHECK_EVERY, steps)
+        for t in range(done, stop):
+            np.right_shift(pos, 3, out=byte)
+            np.take(window, byte, out=peek)
+            np.bitwise_and(pos, 7, out=shift, casting="unsafe")
+            np.subtract(base, shift, out=shift)
+            np.right_shift(peek, shift, out=peek)
+            np.bitwise_and(peek, _PEEK_MASK, out=entries[t], casting="unsafe")
+            np.take(bits_of, entries[t], out=step_bits)
+            pos += step_bits
+        got += n_of[entries[done:stop]].sum(axis=0, dtype=np.int64)
+        done = stop
+        short = got < want
+        if (pos[short] > end[short]).any():
+            raise CoderError("huffman block runs past its end")
+        if not short.any():
+            return entries[:done]
+        np.minimum(pos, np.where(short, pos, end), out=pos)
+    raise CoderError("huffman block runs past its end")  # unreachable: every step decodes a symbol
+
+
+def _finish_blocks(
+    entries: np.ndarray,
+    table: _GroupTable,
+    start: np.ndarray,
+    end: np.ndarray,
+    sizes: np.ndarray,
+    payload: np.ndarray,
+    want: np.ndarray,
+) -> np.ndarray:
+    """Turn the recorded entries into symbols and check where each block's codes end.
+
+    A block's last step may look past its symbol count (into padding or the next block): only
+    the first ``want`` symbols of each block are kept, and the block's codes end after the bits of
+    the steps before its last one plus those of the symbols it keeps from that step.
+    """
+    by_block = np.ascontiguousarray(entries.T)  # (blocks, steps)
+    nblocks, steps = by_block.shape
+    n = table.n[by_block]
+    before = np.cumsum(n, axis=1, dtype=np.int64) - n
+    last = (before < want[:, None]).sum(axis=1) - 1  # the step holding each block's last symbol
+    rows = np.arange(nblocks)
+    keep_last = want - before[rows, last]  # symbols kept from that step, >= 1
+    after_last = np.arange(steps) > last[:, None]
+    n[after_last] = 0
+    n[rows, last] = keep_last
+    bits = table.bits[by_block]
+    bits[after_last] = 0
+    lead = bits.sum(axis=1) - bits[rows, last]  # bits of the steps before the last one
+    pos = start + lead + table.after[by_block[rows, last], keep_last - 1]
     slack = end - pos
     bad = np.flatnonzero((slack < 0) | (slack >= 8))
     if bad.size:
@@ -361,25 +491,7 @@ def _decode_blocks(
     last_byte = payload[(end >> 3) - 1].astype(np.int64)
     if (last_byte & ((1 << slack) - 1)).any():
         raise CoderError("huffman block has non-zero padding bits")
-    return out.T.reshape(-1)[:count]
-
-
-def _lockstep(
-    pos: np.ndarray,
-    end: np.ndarray,
-    out: np.ndarray,
-    tables: tuple[np.ndarray, np.ndarray, np.ndarray, int, int],
-) -> None:
-    """Decode ``out.shape[0]`` symbols from each block, advancing the bit positions ``pos``.
-
-    Row ``t`` of ``out`` receives symbol ``t`` of every block. Every :data:`_CHECK_EVERY` steps
-    the positions are checked against the block ends, so corrupt data stops early and the peek
-    never runs past the read padding.
-    """
-    window, symbol_of, length_of, base, mask = tables
-    for t in range(out.shape[0]):
-        peek = (window[pos >> 3] >> (base - (pos & 7))) & mask
-        np.take(symbol_of, peek, out=out[t])
-        pos += length_of[peek]
-        if t % _CHECK_EVERY == _CHECK_EVERY - 1 and (pos > end).any():
-            raise CoderError("huffman block runs past its end")
+    # Rows of 8 bytes move as one uint64; so do the masks of the first n bytes of a row.
+    symbols = table.symbols.view(np.uint64).reshape(-1)[by_block].view(np.uint8)
+    first_n = (np.arange(_GROUP_MAX) < np.arange(_GROUP_MAX + 1)[:, None]).view(np.uint64).reshape(-1)
+    return symbols[first_n[n].view(bool)]
