@@ -50,7 +50,7 @@ _LIMIT_BITS = 16  # longest code the 24-bit peek window below can read at any bi
 _PEEK_BITS = 16  # bits the decoder looks up at once (at least _LIMIT_BITS)
 _PEEK_MASK = (1 << _PEEK_BITS) - 1
 _GROUP_MAX = 8  # most symbols one lookup decodes
-_ENCODE_CHUNK = 1 << 20  # symbols packed at once, to bound the encoder's temporary arrays
+_ENCODE_CHUNK = 1 << 21  # symbols packed at once, to bound the encoder's temporary arrays
 _CHECK_EVERY = 64  # decode steps between overrun checks; sets the read padding below
 _READ_PAD = 2 * _CHECK_EVERY + 3  # >= bytes a block can overrun between checks, plus the window
 _SIZE_WIDTHS = (1, 2, 4, 8)
@@ -108,6 +108,22 @@ def payload_bits(counts: np.ndarray, lengths: np.ndarray) -> int:
     return int(np.dot(np.asarray(counts, dtype=np.int64), np.asarray(lengths, dtype=np.int64)))
 
 
+@dataclass(frozen=True)
+class HuffmanPlan:
+    """A Huffman coding of one stream, everything but the packed bits.
+
+    ``head`` is the stream up to the payload (header, code lengths, block sizes); ``lengths`` the
+    code length of every symbol (None when no bits follow: empty or one-symbol streams);
+    ``block_bytes`` the payload bytes of every block; ``size`` the whole stream's bytes.
+    """
+
+    head: bytes
+    lengths: np.ndarray | None
+    block: int
+    block_bytes: np.ndarray
+    size: int
+
+
 @register_coder
 class HuffmanCoder(Coder):
     """Canonical Huffman coder with codes of at most ``max_bits`` bits.
@@ -157,31 +173,52 @@ class HuffmanCoder(Coder):
             CoderError: the symbols present do not fit in codes of ``max_bits`` bits.
         """
         symbols = check_symbols(symbols)
+        return self.encode_planned(symbols, self.plan(symbols))
+
+    def plan(self, symbols: np.ndarray, counts: np.ndarray | None = None) -> HuffmanPlan:
+        """Work out the code and the exact encoded size of ``symbols`` without packing any bits.
+
+        Packing is most of the encoder's work; a caller choosing among coders can compare
+        :attr:`HuffmanPlan.size` first and pack (:meth:`encode_planned`) only if Huffman wins.
+        ``counts`` is the symbols' histogram (``bincount`` of 256), if the caller has it.
+
+        Raises:
+            CoderError: the symbols present do not fit in codes of ``max_bits`` bits.
+        """
+        symbols = check_symbols(symbols)
         count = symbols.size
         if count == 0:
-            return b""
-        counts = np.bincount(symbols, minlength=256)
+            return HuffmanPlan(b"", None, 0, np.zeros(0, dtype=np.int64), 0)
+        if counts is None:
+            counts = np.bincount(symbols, minlength=256)
         lengths = huffman_code_lengths(counts, self.max_bits)
         longest = int(lengths.max())
         max_symbol = int(np.flatnonzero(counts)[-1])
         head = bytes([longest, max_symbol])
         if longest == 0:
-            return head
+            return HuffmanPlan(head, None, 0, np.zeros(0, dtype=np.int64), len(head))
         width = 5 if longest == _LIMIT_BITS else 4
         head += RawCoder(width).encode(lengths[: max_symbol + 1])
         block = self._block_size_for(count)
         head += write_varint(block)
-        codes = _canonical_codes(lengths, longest)
-        code_bits = lengths.astype(np.int64)
-        step = max(1, _ENCODE_CHUNK // block) * block
-        parts = [
-            _pack_blocks(symbols[i : i + step], code_bits, codes, block)
-            for i in range(0, count, step)
-        ]
-        sizes = np.concatenate([p[1] for p in parts])[:-1]
-        size_width = _size_width(int(sizes.max()) if sizes.size else 0)
-        head += bytes([size_width]) + sizes.astype(f"<u{size_width}").tobytes()
-        return head + b"".join(p[0] for p in parts)
+        block_bytes = (_block_bits(symbols, lengths, block) + 7) >> 3
+        size_width = _size_width(int(block_bytes[:-1].max()) if block_bytes.size > 1 else 0)
+        head += bytes([size_width]) + block_bytes[:-1].astype(f"<u{size_width}").tobytes()
+        return HuffmanPlan(head, lengths, block, block_bytes, len(head) + int(block_bytes.sum()))
+
+    def encode_planned(self, symbols: np.ndarray, plan: HuffmanPlan) -> bytes:
+        """Encode ``symbols`` by a :meth:`plan` made from these very symbols."""
+        if plan.lengths is None:
+            return plan.head
+        symbols = check_symbols(symbols)
+        codes = _canonical_codes(plan.lengths, int(plan.lengths.max()))
+        blocks_per_step = max(1, _ENCODE_CHUNK // plan.block)
+        step = blocks_per_step * plan.block
+        parts = [plan.head]
+        for k, i in enumerate(range(0, symbols.size, step)):
+            sizes = plan.block_bytes[k * blocks_per_step : (k + 1) * blocks_per_step]
+            parts.append(_pack_blocks(symbols[i : i + step], plan.lengths, codes, plan.block, sizes))
+        return b"".join(parts)
 
     def decode(self, buf: bytes, *, count: int) -> np.ndarray:
         """Decode exactly ``count`` symbols, validating every header field and block.
@@ -248,28 +285,70 @@ def _canonical_codes(lengths: np.ndarray, longest: int) -> np.ndarray:
     return codes
 
 
-def _pack_blocks(
-    symbols: np.ndarray, code_bits: np.ndarray, codes: np.ndarray, block: int
-) -> tuple[bytes, np.ndarray]:
-    """Pack ``symbols`` into byte-aligned blocks of ``block`` symbols; return bytes and sizes.
+def _block_bits(symbols: np.ndarray, lengths: np.ndarray, block: int) -> np.ndarray:
+    """Return the code bits of every block of ``block`` symbols (the last one holds the rest)."""
+    nbits = lengths[symbols]  # uint8: codes are at most 16 bits
+    full = symbols.size // block * block
+    sums = nbits[:full].reshape(-1, block).sum(axis=1, dtype=np.int64)
+    if full < symbols.size:
+        sums = np.append(sums, nbits[full:].sum(dtype=np.int64))
+    return sums
 
-    ``code_bits`` (``int64``) and ``codes`` (``uint64``) map each symbol to its code length and
-    canonical code.
 
-    Every code's bit offset comes from a cumulative sum, shifted so each block starts on a
-    byte. A code (at most 16 bits) touches at most two 64-bit words: the part in its first word
-    is summed per word (codes in one word occupy disjoint bits, so the sum is their OR) and the
-    part spilling into the next word is OR-ed in; only the symbol crossing a word boundary
-    spills, so those targets are distinct.
+def _group_codes(symbols: np.ndarray, lengths: np.ndarray, codes: np.ndarray, group: int
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """Return the concatenated codes and bit lengths of every ``group`` consecutive symbols.
+
+    Pairs come from a table of all 65536 symbol pairs, indexed by the pair read as one
+    little-endian ``uint16``; two pairs make a group of four (at most 64 bits). A last, shorter
+    group takes the symbols left over. Fewer, longer codes make the packing passes shorter.
     """
     n = symbols.size
-    nbits = code_bits[symbols]
-    code = codes[symbols]
-    starts = np.arange(0, n, block)
-    block_bytes = (np.add.reduceat(nbits, starts) + 7) >> 3
+    if group == 1:
+        return codes[symbols], lengths[symbols].astype(np.int64)
+    lens64 = lengths.astype(np.uint64)
+    # Row s1, column s0: the pair (s0, s1), i.e. the uint16 s0 | s1 << 8.
+    pair_code = ((codes[None, :] << lens64[:, None]) | codes[:, None]).reshape(-1)
+    pair_len = (lengths[None, :].astype(np.uint8) + lengths[:, None].astype(np.uint8)).reshape(-1)
+    whole = n - n % group
+    pairs = symbols[:whole].view("<u2")
+    gcode, glen = pair_code[pairs], pair_len[pairs]
+    if group == 4:
+        gcode = (gcode[0::2] << glen[1::2].astype(np.uint64)) | gcode[1::2]
+        glen = glen[0::2] + glen[1::2]
+    glen = glen.astype(np.int64)
+    if whole < n:  # the leftover symbols, as one more (shorter) group
+        code, bits = 0, 0
+        for sym in symbols[whole:].tolist():
+            code, bits = (code << int(lengths[sym])) | int(codes[sym]), bits + int(lengths[sym])
+        gcode = np.append(gcode, np.uint64(code))
+        glen = np.append(glen, bits)
+    return gcode, glen
+
+
+def _pack_blocks(
+    symbols: np.ndarray, lengths: np.ndarray, codes: np.ndarray, block: int, block_bytes: np.ndarray
+) -> bytes:
+    """Pack ``symbols`` into byte-aligned blocks of ``block`` symbols of ``block_bytes`` bytes.
+
+    ``lengths`` and ``codes`` (``uint64``) map each symbol to its code length and canonical
+    code. Symbols are first joined into groups of up to four (when a block is a whole number of
+    groups), whose codes are at most 64 bits.
+
+    Every group's bit offset comes from a cumulative sum, shifted so each block starts on a
+    byte. A code touches at most two 64-bit words: the part in its first word is summed per
+    word (codes in one word occupy disjoint bits, so the sum is their OR) and the part spilling
+    into the next word is OR-ed in; only the code crossing a word boundary spills, so those
+    targets are distinct.
+    """
+    n = symbols.size
+    group = next(g for g in (4, 2, 1) if n <= block or block % g == 0)
+    code, nbits = _group_codes(symbols, lengths, codes, group)
+    per_block = -(-min(block, n) // group)  # groups per block
+    starts = np.arange(0, code.size, per_block)
     block_first_bit = 8 * (np.cumsum(block_bytes) - block_bytes)
     offset = np.cumsum(nbits) - nbits
-    offset += np.repeat(block_first_bit - offset[starts], block)[:n]
+    offset += np.repeat(block_first_bit - offset[starts], per_block)[: code.size]
     total = int(block_bytes.sum())
     word = offset >> 6
     end = (offset & 63) + nbits
@@ -281,7 +360,7 @@ def _pack_blocks(
     words[word[run_starts]] = np.add.reduceat(first_part, run_starts)
     spill = end > 64
     words[word[spill] + 1] |= code[spill] << (128 - end[spill]).astype(np.uint64)
-    return words.astype(">u8").tobytes()[:total], block_bytes
+    return words.astype(">u8").tobytes()[:total]
 
 
 def _read_lengths(buf: bytes, pos: int, longest: int, max_symbol: int) -> tuple[np.ndarray, int]:
