@@ -265,8 +265,11 @@ def _compress_auto(model: str, output: str | None, calib: str | None, calib_samp
               help="Run onnx.checker on the result and warn if it fails.")
 @click.option("--external-data", is_flag=True,
               help="Write large tensors to OUT.data beside the model (automatic above 1.8 GB of tensor data).")
+@click.option("-j", "--jobs", type=click.IntRange(1), default=1, show_default=True,
+              help="Tensors decoded in parallel threads; the output is the same for any value (Huffman-heavy "
+                   "containers decode slower on several threads, the decoder's small steps contend for the GIL).")
 def decompress(container: str, output: str | None, force: bool, quiet: bool, check: bool,
-               external_data: bool) -> None:
+               external_data: bool, jobs: int) -> None:
     """Rebuild an ONNX model from CONTAINER (.onnxdc)."""
     from onnxdc.container import open_container
     from onnxdc.files import check_output_path, external_data_path
@@ -284,7 +287,7 @@ def decompress(container: str, output: str | None, force: bool, quiet: bool, che
     if external:
         check_output_path(data_out, force=force, inputs=[container])
     with progress_callback(quiet, "decompressing") as cb:
-        decompress_file(container, out, external_data=external, progress=cb)
+        decompress_file(container, out, external_data=external, progress=cb, jobs=jobs)
     if check:
         problem = check_model_quietly(out)
         if problem:

@@ -103,8 +103,11 @@ class _Source:
         if self._buf is not None:
             return bytes(self._buf[offset:offset + length])
         assert self._file is not None
-        self._file.seek(offset)
-        data = self._file.read(length)
+        if hasattr(os, "pread"):  # no shared file position: tensors may be decoded on several threads
+            data = os.pread(self._file.fileno(), length, offset)
+        else:  # pragma: no cover - platforms without pread read on one thread
+            self._file.seek(offset)
+            data = self._file.read(length)
         if len(data) != length:
             raise ContainerError(f"file shrank while reading ({len(data)} of {length} bytes at offset {offset})")
         return data

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 
 import onnx
@@ -16,6 +16,7 @@ from onnx import TensorProto
 
 from onnxdc.errors import OutputError
 from onnxdc.graphio import iter_tensors
+from onnxdc.splice import splice_layout
 
 
 def check_output_path(out: str | os.PathLike[str], *, force: bool,
@@ -143,3 +144,26 @@ def write_model(model: onnx.ModelProto, path: str | os.PathLike[str], *, externa
     except OutputError:
         data_path.unlink(missing_ok=True)
         raise
+
+
+def write_model_inline(model: onnx.ModelProto, path: str | os.PathLike[str],
+                       tensors: Sequence[tuple[TensorProto, int]],
+                       data: Callable[[list[int]], Iterable[bytes]]) -> None:
+    """Write a model atomically with every tensor of ``tensors`` (proto, byte length) inline.
+
+    ``data(order)`` yields the raw bytes of the tensors at those indices of ``tensors``, in that
+    order: the order their data sit in the file, so each is written as it comes (see
+    :mod:`onnxdc.splice`) and the filled model is never built in memory. The bytes equal
+    ``SerializeToString(deterministic=True)`` of the filled model. ``model`` is modified.
+
+    Raises:
+        OutputError: the file cannot be written (nothing half-written is left behind).
+    """
+    pieces = splice_layout(model, tensors)
+    if pieces is None:  # fill the model and serialize it whole
+        for (proto, _), raw in zip(tensors, data(list(range(len(tensors))))):
+            proto.raw_data = raw
+        write_atomic(path, model.SerializeToString(deterministic=True))
+        return
+    filled = iter(data([p for p in pieces if isinstance(p, int)]))
+    write_atomic(path, (p if isinstance(p, bytes) else next(filled) for p in pieces))

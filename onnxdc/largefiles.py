@@ -11,14 +11,16 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 from onnxdc.container import open_container
+from onnxdc.encodings import decode_tensor
 from onnxdc.errors import ConfigError, ContainerError
-from onnxdc.files import EXTERNAL_DATA_THRESHOLD, write_atomic, write_model
+from onnxdc.files import EXTERNAL_DATA_THRESHOLD, write_atomic, write_model, write_model_inline
 from onnxdc.graphio import load_model_lazy
 from onnxdc.header import Header
-from onnxdc.pipeline import CompressConfig, ContainerWriter, Progress, decoded_tensors, encode_model
+from onnxdc.pipeline import CompressConfig, ContainerWriter, Progress, encode_model, matched_tensors, ordered_map
 
 
 def compress_file(path: str | os.PathLike[str], out: str | os.PathLike[str], *,
@@ -47,12 +49,15 @@ def compress_file(path: str | os.PathLike[str], out: str | os.PathLike[str], *,
 
 
 def decompress_file(path: str | os.PathLike[str], out: str | os.PathLike[str], *, external_data: bool | None = None,
-                    progress: Progress | None = None) -> bool:
+                    progress: Progress | None = None, jobs: int = 1) -> bool:
     """Decode a container file into a model file, one tensor at a time.
 
-    The container is read piece by piece and, with external data, each tensor goes straight to
-    ``OUT.data``, so memory holds the graph and one tensor. ``external_data=None`` chooses it when
-    the tensors exceed what one protobuf message can hold. Returns whether external data were written.
+    The container is read piece by piece and each tensor is written as it is decoded (inline,
+    spliced into the serialized skeleton, or to ``OUT.data`` with external data), so memory holds
+    the graph and a few tensors. ``jobs`` threads decode tensors ahead of the writer (numpy, zlib
+    and zstd release the GIL); the output does not depend on it. ``external_data=None`` chooses
+    external data when the tensors exceed what one protobuf message can hold. Returns whether
+    external data were written.
     """
     try:
         fh = open(path, "rb")  # noqa: SIM115 - closed below, after the lazy decoding is consumed
@@ -62,10 +67,22 @@ def decompress_file(path: str | os.PathLike[str], out: str | os.PathLike[str], *
         raise ContainerError(f"cannot read {str(path)!r}: {exc.strerror}") from None
     with fh:
         container = open_container(fh)
-        model, tensors = decoded_tensors(container, progress=progress)
+        model, pairs = matched_tensors(container)
         if external_data is None:
             external_data = needs_external_data(container.header)
-        write_model(model, out, external_data=external_data, tensors=tensors)
+
+        def data(order: list[int]) -> Iterator[bytes]:
+            for done, (i, raw) in enumerate(zip(order, ordered_map(
+                    lambda i: decode_tensor(pairs[i][1], container), order, jobs)), 1):
+                yield raw
+                if progress:
+                    progress(done, len(order), pairs[i][1].name)
+
+        if external_data:
+            protos = [t for t, _ in pairs]
+            write_model(model, out, external_data=True, tensors=zip(protos, data(list(range(len(pairs))))))
+        else:
+            write_model_inline(model, out, [(t, info.nbytes) for t, info in pairs], data)
     return external_data
 
 

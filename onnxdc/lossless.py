@@ -22,7 +22,7 @@ from onnx import TensorProto
 from onnxdc.encodings import expect_params, expect_streams, register_encoding
 from onnxdc.errors import ContainerError
 from onnxdc.graphio import expected_nbytes, plane_itemsize
-from onnxdc.streams import CodedStream, encode_best, order0_entropy_bits
+from onnxdc.streams import CodedStream, encode_best, histogram, order0_entropy_bits
 
 if TYPE_CHECKING:
     from onnxdc.container import Container, StreamInfo, TensorInfo
@@ -65,9 +65,10 @@ def encode_planes(raw: bytes, *, data_type: int, level: int = 19) -> tuple[dict,
 
 
 def _encode_plane(plane: np.ndarray, level: int) -> CodedStream:
-    if order0_entropy_bits(plane) > _NOISE_BITS * plane.size:
+    counts = histogram(plane)  # shared by the noise test and the Huffman candidate
+    if order0_entropy_bits(plane, counts) > _NOISE_BITS * plane.size:
         return encode_best(plane, plane_candidates(level)[:1])
-    return encode_best(plane, plane_candidates(level))
+    return encode_best(plane, plane_candidates(level), counts=counts)
 
 
 def split_planes(raw: bytes, itemsize: int, rotate: int) -> list[np.ndarray]:
@@ -83,15 +84,19 @@ def split_planes(raw: bytes, itemsize: int, rotate: int) -> list[np.ndarray]:
 
 
 def join_planes(planes: list[np.ndarray], itemsize: int, rotate: int) -> bytes:
-    """Inverse of :func:`split_planes`."""
+    """Inverse of :func:`split_planes` (planes interleaved into one buffer, rotated in place)."""
     if itemsize == 1:
         return planes[0].tobytes()
-    stacked = np.stack(planes, axis=1)
-    words = stacked.view(np.dtype(_UINT[itemsize]).newbyteorder("<")).reshape(-1)
+    out = np.empty((planes[0].size, itemsize), dtype=np.uint8)
+    for j, plane in enumerate(planes):
+        out[:, j] = plane
+    words = out.view(np.dtype(_UINT[itemsize]).newbyteorder("<")).reshape(-1)
     if rotate:
         nbits = itemsize * 8
-        words = (words >> np.array(rotate, words.dtype)) | (words << np.array(nbits - rotate, words.dtype))
-    return words.tobytes()
+        low = words << np.array(nbits - rotate, words.dtype)
+        words >>= np.array(rotate, words.dtype)
+        words |= low
+    return out.tobytes()
 
 
 def _validate(info: TensorInfo, streams: tuple[StreamInfo, ...]) -> None:

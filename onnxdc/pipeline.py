@@ -307,8 +307,26 @@ def decoded_tensors(container: Container, *, progress: Progress | None = None
                     ) -> tuple[onnx.ModelProto, Iterator[tuple[onnx.TensorProto, bytes]]]:
     """The skeleton model and a lazy sequence of (its tensor, decoded raw bytes) for every stored tensor.
 
-    Each tensor is checked against the skeleton (slot, name, dtype, shape) and its checksum as it
-    is decoded.
+    Each tensor is checked against the skeleton (slot, name, dtype, shape) before anything is
+    decoded, and against its checksum as it is decoded.
+    """
+    model, pairs = matched_tensors(container)
+
+    def tensors() -> Iterator[tuple[onnx.TensorProto, bytes]]:
+        for done, (t, info) in enumerate(pairs, 1):
+            yield t, decode_tensor(info, container)
+            if progress:
+                progress(done, len(pairs), info.name)
+
+    return model, tensors()
+
+
+def matched_tensors(container: Container) -> tuple[onnx.ModelProto, list[tuple[onnx.TensorProto, TensorInfo]]]:
+    """The skeleton model and, for every stored tensor in header order, its proto and header entry.
+
+    Raises:
+        ContainerError: the skeleton does not decode, or a tensor entry does not match the
+            skeleton's tensor in its slot (name, dtype, shape), or that tensor already holds data.
     """
     header = container.header
     skel_bytes = container.decode_stream(header.skeleton).tobytes()
@@ -319,22 +337,22 @@ def decoded_tensors(container: Container, *, progress: Progress | None = None
     except ModelError as exc:
         raise ContainerError(f"the skeleton stream does not hold a model: {exc}") from None
     by_slot = {r.slot: r for r in iter_tensors(model)}
+    pairs = []
+    for info in header.tensors:
+        ref = by_slot.get(info.slot)
+        if ref is None:
+            raise ContainerError(f"tensor {info.name!r} refers to slot {info.slot}, which the model lacks")
+        t = ref.proto
+        if t.name != info.name or t.data_type != info.dtype or tuple(t.dims) != info.shape:
+            raise ContainerError(
+                f"tensor {info.name!r} (slot {info.slot}) does not match the skeleton's tensor {t.name!r}"
+            )
+        if has_data(t):
+            raise ContainerError(f"slot {info.slot} ({t.name!r}) already holds data in the skeleton")
+        pairs.append((t, info))
+    return model, pairs
 
-    def tensors() -> Iterator[tuple[onnx.TensorProto, bytes]]:
-        total = len(header.tensors)
-        for done, info in enumerate(header.tensors, 1):
-            ref = by_slot.get(info.slot)
-            if ref is None:
-                raise ContainerError(f"tensor {info.name!r} refers to slot {info.slot}, which the model lacks")
-            t = ref.proto
-            if t.name != info.name or t.data_type != info.dtype or tuple(t.dims) != info.shape:
-                raise ContainerError(
-                    f"tensor {info.name!r} (slot {info.slot}) does not match the skeleton's tensor {t.name!r}"
-                )
-            if has_data(t):
-                raise ContainerError(f"slot {info.slot} ({t.name!r}) already holds data in the skeleton")
-            yield t, decode_tensor(info, container)
-            if progress:
-                progress(done, total, info.name)
 
-    return model, tensors()
+def ordered_map(fn: Callable[[Any], Any], items: Iterable[Any], jobs: int) -> Iterator[Any]:
+    """``map(fn, items)`` on ``jobs`` threads, in order, with at most ``2 * jobs`` results in flight."""
+    return _ordered_map(fn, items, jobs)

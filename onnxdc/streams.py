@@ -11,6 +11,7 @@ import numpy as np
 
 from onnxdc.coders import Coder, get_coder
 from onnxdc.coders.chain import ChainCoder
+from onnxdc.coders.huffman import HuffmanCoder, HuffmanPlan
 
 
 @dataclass(frozen=True)
@@ -22,13 +23,33 @@ class CodedStream:
     coder: dict[str, Any]
 
 
-def order0_entropy_bits(symbols: np.ndarray) -> float:
-    """Total order-0 (memoryless) entropy of a uint8 stream, in bits: the bound a symbol coder meets."""
+def order0_entropy_bits(symbols: np.ndarray, counts: np.ndarray | None = None) -> float:
+    """Total order-0 (memoryless) entropy of a uint8 stream, in bits: the bound a symbol coder meets.
+
+    ``counts`` is the stream's histogram (``bincount`` of 256), if the caller already has it.
+    """
     if symbols.size == 0:
         return 0.0
-    counts = np.bincount(symbols, minlength=256).astype(np.float64)
+    if counts is None:
+        counts = histogram(symbols)
+    counts = counts.astype(np.float64)
     p = counts[counts > 0] / symbols.size
     return float(-(counts[counts > 0] * np.log2(p)).sum())
+
+
+def histogram(symbols: np.ndarray) -> np.ndarray:
+    """How often each byte value occurs in a uint8 stream (256 counts).
+
+    ``bincount`` widens every element to an index first; counting byte pairs (``uint16``) halves
+    the elements, and the pair counts fold back into byte counts by row and column sums.
+    """
+    symbols = np.ascontiguousarray(symbols)
+    even = symbols.size & ~1
+    pairs = np.bincount(symbols[:even].view(np.uint16), minlength=1 << 16).reshape(256, 256)
+    counts = pairs.sum(axis=0) + pairs.sum(axis=1)
+    if even < symbols.size:
+        counts[symbols[-1]] += 1
+    return counts
 
 
 #: Streams above this many symbols probe slow zstd levels with a fast one first.
@@ -39,7 +60,8 @@ SLOW_MAX_SYMBOLS = 256 * 1024
 _PROBE_MARGIN = 1.02
 
 
-def encode_best(symbols: np.ndarray, candidates: Sequence[Coder | dict[str, Any]]) -> CodedStream:
+def encode_best(symbols: np.ndarray, candidates: Sequence[Coder | dict[str, Any]], *,
+                counts: np.ndarray | None = None) -> CodedStream:
     """Encode ``symbols`` with every candidate and keep the smallest output.
 
     Ties go to the earlier candidate, so the choice (and the container bytes) are deterministic.
@@ -48,36 +70,55 @@ def encode_best(symbols: np.ndarray, candidates: Sequence[Coder | dict[str, Any]
     not within 2% of the best so far, the stream has too few repeats for level 19 to win, and it is
     skipped (the level-3 result still competes). Streams over 256 Ki symbols never run the slow
     level. The decisions depend only on the data, so output stays deterministic.
+
+    A Huffman candidate is sized exactly from its plan (:meth:`HuffmanCoder.plan`) and its bits
+    are packed only if it wins: the choice is the same as encoding it, for a fraction of the work.
+    ``counts`` is the symbols' histogram, if the caller has it (Huffman needs it).
     """
-    best: CodedStream | None = None
+    best: tuple[int, dict[str, Any]] | None = None  # size and config of the smallest so far
     done: dict[str, bytes] = {}  # outputs by config, so a chain reuses its first stage's output
+    plans: dict[str, tuple[HuffmanCoder, HuffmanPlan]] = {}
 
     def run(config: dict[str, Any]) -> bytes:
         key = json.dumps(config, sort_keys=True)
         if key not in done:
             coder = get_coder(config)
             first = json.dumps(config.get("coders", [None])[0], sort_keys=True)
-            if isinstance(coder, ChainCoder) and first in done:
+            if key in plans:
+                done[key] = plans[key][0].encode_planned(symbols, plans[key][1])
+            elif isinstance(coder, ChainCoder) and first in done:
                 done[key] = coder.encode_from(done[first])
             else:
                 done[key] = coder.encode(symbols)
         return done[key]
 
+    def size(config: dict[str, Any]) -> int:
+        nonlocal counts
+        coder = get_coder(config)
+        if not isinstance(coder, HuffmanCoder):
+            return len(run(config))
+        key = json.dumps(config, sort_keys=True)
+        if key not in plans:
+            if counts is None:
+                counts = histogram(symbols)
+            plans[key] = (coder, coder.plan(symbols, counts))
+        return plans[key][1].size
+
     for cand in candidates:
         config = cand.get_config() if isinstance(cand, Coder) else get_coder(cand).get_config()
         if symbols.size >= PROBE_MIN_SYMBOLS and _max_zstd_level(config) > _PROBE_LEVEL:
             probe_config = _with_zstd_level(config, _PROBE_LEVEL)
-            probe = run(probe_config)
-            if symbols.size > SLOW_MAX_SYMBOLS or (best is not None and len(probe) > _PROBE_MARGIN * len(best.data)):
-                if best is None or len(probe) < len(best.data):
-                    best = CodedStream(probe, int(symbols.size), probe_config)
+            probe = size(probe_config)
+            if symbols.size > SLOW_MAX_SYMBOLS or (best is not None and probe > _PROBE_MARGIN * best[0]):
+                if best is None or probe < best[0]:
+                    best = (probe, probe_config)
                 continue
-        data = run(config)
-        if best is None or len(data) < len(best.data):
-            best = CodedStream(data, int(symbols.size), config)
+        n = size(config)
+        if best is None or n < best[0]:
+            best = (n, config)
     if best is None:
         raise ValueError("encode_best needs at least one candidate coder")
-    return best
+    return CodedStream(run(best[1]), int(symbols.size), best[1])
 
 
 def _max_zstd_level(config: dict[str, Any]) -> int:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import model_builders
 import numpy as np
 import onnx
 import pytest
@@ -56,3 +57,19 @@ def test_compress_file_refuses_calibration(tmp_path: Path) -> None:
     with pytest.raises(ConfigError):
         compress_file(MODELS / "lenet300.onnx", tmp_path / "x.onnxdc",
                       config=CompressConfig(sharing=SharingConfig(sparsity=0.5), calibration={}))
+
+
+@pytest.mark.parametrize("build", [model_builders.control_flow_model, model_builders.function_model,
+                                   model_builders.annotated_model, model_builders.dtype_zoo_model,
+                                   model_builders.training_info_model])
+def test_decompress_file_splices_exact_bytes(tmp_path: Path, build: object) -> None:
+    # Tensors in subgraphs, functions, attributes and training graphs are spliced into the
+    # serialized skeleton; the file must still be the filled model's deterministic serialization,
+    # whatever the number of decoding threads.
+    data = compress(build(), config=CompressConfig(min_tensor_bytes=0)).data
+    (tmp_path / "c.onnxdc").write_bytes(data)
+    expected = decompress(data).SerializeToString(deterministic=True)
+    for jobs in (1, 2):
+        out = tmp_path / f"m{jobs}.onnx"
+        decompress_file(tmp_path / "c.onnxdc", out, external_data=False, jobs=jobs)
+        assert out.read_bytes() == expected

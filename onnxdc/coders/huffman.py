@@ -26,6 +26,7 @@ only what the encoder writes: a complete prefix code (Kraft sum exactly 1), leng
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -46,7 +47,10 @@ from onnxdc.errors import CoderError
 _AUTO_BLOCK_MAX = 16 * 1024
 
 _LIMIT_BITS = 16  # longest code the 24-bit peek window below can read at any bit offset
-_ENCODE_CHUNK = 1 << 20  # symbols packed at once, to bound the encoder's temporary arrays
+_PEEK_BITS = 16  # bits the decoder looks up at once (at least _LIMIT_BITS)
+_PEEK_MASK = (1 << _PEEK_BITS) - 1
+_GROUP_MAX = 8  # most symbols one lookup decodes
+_ENCODE_CHUNK = 1 << 21  # symbols packed at once, to bound the encoder's temporary arrays
 _CHECK_EVERY = 64  # decode steps between overrun checks; sets the read padding below
 _READ_PAD = 2 * _CHECK_EVERY + 3  # >= bytes a block can overrun between checks, plus the window
 _SIZE_WIDTHS = (1, 2, 4, 8)
@@ -104,6 +108,22 @@ def payload_bits(counts: np.ndarray, lengths: np.ndarray) -> int:
     return int(np.dot(np.asarray(counts, dtype=np.int64), np.asarray(lengths, dtype=np.int64)))
 
 
+@dataclass(frozen=True)
+class HuffmanPlan:
+    """A Huffman coding of one stream, everything but the packed bits.
+
+    ``head`` is the stream up to the payload (header, code lengths, block sizes); ``lengths`` the
+    code length of every symbol (None when no bits follow: empty or one-symbol streams);
+    ``block_bytes`` the payload bytes of every block; ``size`` the whole stream's bytes.
+    """
+
+    head: bytes
+    lengths: np.ndarray | None
+    block: int
+    block_bytes: np.ndarray
+    size: int
+
+
 @register_coder
 class HuffmanCoder(Coder):
     """Canonical Huffman coder with codes of at most ``max_bits`` bits.
@@ -153,31 +173,52 @@ class HuffmanCoder(Coder):
             CoderError: the symbols present do not fit in codes of ``max_bits`` bits.
         """
         symbols = check_symbols(symbols)
+        return self.encode_planned(symbols, self.plan(symbols))
+
+    def plan(self, symbols: np.ndarray, counts: np.ndarray | None = None) -> HuffmanPlan:
+        """Work out the code and the exact encoded size of ``symbols`` without packing any bits.
+
+        Packing is most of the encoder's work; a caller choosing among coders can compare
+        :attr:`HuffmanPlan.size` first and pack (:meth:`encode_planned`) only if Huffman wins.
+        ``counts`` is the symbols' histogram (``bincount`` of 256), if the caller has it.
+
+        Raises:
+            CoderError: the symbols present do not fit in codes of ``max_bits`` bits.
+        """
+        symbols = check_symbols(symbols)
         count = symbols.size
         if count == 0:
-            return b""
-        counts = np.bincount(symbols, minlength=256)
+            return HuffmanPlan(b"", None, 0, np.zeros(0, dtype=np.int64), 0)
+        if counts is None:
+            counts = np.bincount(symbols, minlength=256)
         lengths = huffman_code_lengths(counts, self.max_bits)
         longest = int(lengths.max())
         max_symbol = int(np.flatnonzero(counts)[-1])
         head = bytes([longest, max_symbol])
         if longest == 0:
-            return head
+            return HuffmanPlan(head, None, 0, np.zeros(0, dtype=np.int64), len(head))
         width = 5 if longest == _LIMIT_BITS else 4
         head += RawCoder(width).encode(lengths[: max_symbol + 1])
         block = self._block_size_for(count)
         head += write_varint(block)
-        codes = _canonical_codes(lengths, longest)
-        code_bits = lengths.astype(np.int64)
-        step = max(1, _ENCODE_CHUNK // block) * block
-        parts = [
-            _pack_blocks(symbols[i : i + step], code_bits, codes, block)
-            for i in range(0, count, step)
-        ]
-        sizes = np.concatenate([p[1] for p in parts])[:-1]
-        size_width = _size_width(int(sizes.max()) if sizes.size else 0)
-        head += bytes([size_width]) + sizes.astype(f"<u{size_width}").tobytes()
-        return head + b"".join(p[0] for p in parts)
+        block_bytes = (_block_bits(symbols, lengths, block) + 7) >> 3
+        size_width = _size_width(int(block_bytes[:-1].max()) if block_bytes.size > 1 else 0)
+        head += bytes([size_width]) + block_bytes[:-1].astype(f"<u{size_width}").tobytes()
+        return HuffmanPlan(head, lengths, block, block_bytes, len(head) + int(block_bytes.sum()))
+
+    def encode_planned(self, symbols: np.ndarray, plan: HuffmanPlan) -> bytes:
+        """Encode ``symbols`` by a :meth:`plan` made from these very symbols."""
+        if plan.lengths is None:
+            return plan.head
+        symbols = check_symbols(symbols)
+        codes = _canonical_codes(plan.lengths, int(plan.lengths.max()))
+        blocks_per_step = max(1, _ENCODE_CHUNK // plan.block)
+        step = blocks_per_step * plan.block
+        parts = [plan.head]
+        for k, i in enumerate(range(0, symbols.size, step)):
+            sizes = plan.block_bytes[k * blocks_per_step : (k + 1) * blocks_per_step]
+            parts.append(_pack_blocks(symbols[i : i + step], plan.lengths, codes, plan.block, sizes))
+        return b"".join(parts)
 
     def decode(self, buf: bytes, *, count: int) -> np.ndarray:
         """Decode exactly ``count`` symbols, validating every header field and block.
@@ -244,28 +285,70 @@ def _canonical_codes(lengths: np.ndarray, longest: int) -> np.ndarray:
     return codes
 
 
-def _pack_blocks(
-    symbols: np.ndarray, code_bits: np.ndarray, codes: np.ndarray, block: int
-) -> tuple[bytes, np.ndarray]:
-    """Pack ``symbols`` into byte-aligned blocks of ``block`` symbols; return bytes and sizes.
+def _block_bits(symbols: np.ndarray, lengths: np.ndarray, block: int) -> np.ndarray:
+    """Return the code bits of every block of ``block`` symbols (the last one holds the rest)."""
+    nbits = lengths[symbols]  # uint8: codes are at most 16 bits
+    full = symbols.size // block * block
+    sums = nbits[:full].reshape(-1, block).sum(axis=1, dtype=np.int64)
+    if full < symbols.size:
+        sums = np.append(sums, nbits[full:].sum(dtype=np.int64))
+    return sums
 
-    ``code_bits`` (``int64``) and ``codes`` (``uint64``) map each symbol to its code length and
-    canonical code.
 
-    Every code's bit offset comes from a cumulative sum, shifted so each block starts on a
-    byte. A code (at most 16 bits) touches at most two 64-bit words: the part in its first word
-    is summed per word (codes in one word occupy disjoint bits, so the sum is their OR) and the
-    part spilling into the next word is OR-ed in; only the symbol crossing a word boundary
-    spills, so those targets are distinct.
+def _group_codes(symbols: np.ndarray, lengths: np.ndarray, codes: np.ndarray, group: int
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """Return the concatenated codes and bit lengths of every ``group`` consecutive symbols.
+
+    Pairs come from a table of all 65536 symbol pairs, indexed by the pair read as one
+    little-endian ``uint16``; two pairs make a group of four (at most 64 bits). A last, shorter
+    group takes the symbols left over. Fewer, longer codes make the packing passes shorter.
     """
     n = symbols.size
-    nbits = code_bits[symbols]
-    code = codes[symbols]
-    starts = np.arange(0, n, block)
-    block_bytes = (np.add.reduceat(nbits, starts) + 7) >> 3
+    if group == 1:
+        return codes[symbols], lengths[symbols].astype(np.int64)
+    lens64 = lengths.astype(np.uint64)
+    # Row s1, column s0: the pair (s0, s1), i.e. the uint16 s0 | s1 << 8.
+    pair_code = ((codes[None, :] << lens64[:, None]) | codes[:, None]).reshape(-1)
+    pair_len = (lengths[None, :].astype(np.uint8) + lengths[:, None].astype(np.uint8)).reshape(-1)
+    whole = n - n % group
+    pairs = symbols[:whole].view("<u2")
+    gcode, glen = pair_code[pairs], pair_len[pairs]
+    if group == 4:
+        gcode = (gcode[0::2] << glen[1::2].astype(np.uint64)) | gcode[1::2]
+        glen = glen[0::2] + glen[1::2]
+    glen = glen.astype(np.int64)
+    if whole < n:  # the leftover symbols, as one more (shorter) group
+        code, bits = 0, 0
+        for sym in symbols[whole:].tolist():
+            code, bits = (code << int(lengths[sym])) | int(codes[sym]), bits + int(lengths[sym])
+        gcode = np.append(gcode, np.uint64(code))
+        glen = np.append(glen, bits)
+    return gcode, glen
+
+
+def _pack_blocks(
+    symbols: np.ndarray, lengths: np.ndarray, codes: np.ndarray, block: int, block_bytes: np.ndarray
+) -> bytes:
+    """Pack ``symbols`` into byte-aligned blocks of ``block`` symbols of ``block_bytes`` bytes.
+
+    ``lengths`` and ``codes`` (``uint64``) map each symbol to its code length and canonical
+    code. Symbols are first joined into groups of up to four (when a block is a whole number of
+    groups), whose codes are at most 64 bits.
+
+    Every group's bit offset comes from a cumulative sum, shifted so each block starts on a
+    byte. A code touches at most two 64-bit words: the part in its first word is summed per
+    word (codes in one word occupy disjoint bits, so the sum is their OR) and the part spilling
+    into the next word is OR-ed in; only the code crossing a word boundary spills, so those
+    targets are distinct.
+    """
+    n = symbols.size
+    group = next(g for g in (4, 2, 1) if n <= block or block % g == 0)
+    code, nbits = _group_codes(symbols, lengths, codes, group)
+    per_block = -(-min(block, n) // group)  # groups per block
+    starts = np.arange(0, code.size, per_block)
     block_first_bit = 8 * (np.cumsum(block_bytes) - block_bytes)
     offset = np.cumsum(nbits) - nbits
-    offset += np.repeat(block_first_bit - offset[starts], block)[:n]
+    offset += np.repeat(block_first_bit - offset[starts], per_block)[: code.size]
     total = int(block_bytes.sum())
     word = offset >> 6
     end = (offset & 63) + nbits
@@ -277,7 +360,7 @@ def _pack_blocks(
     words[word[run_starts]] = np.add.reduceat(first_part, run_starts)
     spill = end > 64
     words[word[spill] + 1] |= code[spill] << (128 - end[spill]).astype(np.uint64)
-    return words.astype(">u8").tobytes()[:total], block_bytes
+    return words.astype(">u8").tobytes()[:total]
 
 
 def _read_lengths(buf: bytes, pos: int, longest: int, max_symbol: int) -> tuple[np.ndarray, int]:
@@ -332,25 +415,151 @@ def _decode_blocks(
     count: int,
     block: int,
 ) -> np.ndarray:
-    """Decode every block in lock-step and check that each ends exactly in its last byte."""
-    order, spans = _canonical_order(lengths, longest)
-    symbol_of = np.repeat(order.astype(np.uint8), spans)
-    length_of = np.repeat(lengths[order].astype(np.int64), spans)
-    # A 24-bit window starting at every byte holds the next ``longest`` (<= 16) bits at any bit
-    # offset (<= 7). The zero padding keeps reads in bounds between overrun checks.
+    """Decode every block in lock-step and check that each ends exactly in its last byte.
+
+    Each step looks up the next :data:`_PEEK_BITS` bits of every block in a table of the whole
+    codes they start with (:func:`_group_table`), so one numpy step decodes several symbols of
+    every block: the loop runs about ``block / symbols per lookup`` times. The loop only records
+    each step's table entry; symbols, the cut at each block's symbol count and each block's exact
+    end position are worked out from those entries afterwards, all at once.
+    """
+    table = _group_table(lengths, longest)
+    # A 24-bit window starting at every byte holds the next 16 bits at any bit offset (<= 7). The
+    # zero padding keeps reads in bounds between overrun checks.
     data = np.zeros(payload.size + _READ_PAD, dtype=np.uint32)
     data[: payload.size] = payload
     window = (data[:-2] << 16) | (data[1:-1] << 8) | data[2:]
     start = 8 * (np.cumsum(sizes) - sizes)
     end = start + 8 * sizes
     nblocks = sizes.size
-    last_count = count - (nblocks - 1) * block
-    out = np.empty((block, nblocks), dtype=np.uint8)
-    pos = start.copy()
-    tables = (window, symbol_of, length_of, 24 - longest, (1 << longest) - 1)
-    _lockstep(pos, end, out[:last_count], tables)
-    if last_count < block:  # the last block is done; the others go on
-        _lockstep(pos[:-1], end[:-1], out[last_count:, :-1], tables)
+    want = np.full(nblocks, block, dtype=np.int64)
+    want[-1] = count - (nblocks - 1) * block
+    entries = _lockstep(start.copy(), end, want, window, table)
+    return _finish_blocks(entries, table, start, end, sizes, payload, want)
+
+
+@dataclass(frozen=True)
+class _GroupTable:
+    """What a :data:`_PEEK_BITS`-bit lookahead decodes: up to ``group`` whole codes.
+
+    Row ``e`` (the lookahead's value) gives ``n[e]`` symbols ``symbols[e, :n[e]]``, the bits
+    consumed after each of them ``after[e, :n[e]]``, and their total ``bits[e]`` (always >= 1).
+    ``symbols`` has :data:`_GROUP_MAX` columns whatever ``group`` is, so a row is one ``uint64``.
+    """
+
+    n: np.ndarray
+    symbols: np.ndarray
+    after: np.ndarray
+    bits: np.ndarray
+    group: int
+
+
+def _group_table(lengths: np.ndarray, longest: int) -> _GroupTable:
+    """Build the multi-symbol lookup table of a canonical code.
+
+    The ``k``-th code of an entry is read from the bits after the first ``k`` codes, zero-filled
+    past the lookahead; it is kept only if all of its bits lie inside the lookahead, in which case
+    the zero fill did not change it (no other code is a prefix of it). Since ``longest`` is at most
+    the lookahead, the first code always fits; ``group`` is the most codes any entry holds.
+    """
+    order, spans = _canonical_order(lengths, longest)
+    symbol_of = np.repeat(order.astype(np.uint8), spans)
+    length_of = np.repeat(lengths[order].astype(np.uint32), spans)
+    size = 1 << _PEEK_BITS
+    ext = np.arange(size, dtype=np.uint32) << np.uint32(longest)  # the lookahead, then `longest` zeros
+    used = np.zeros(size, dtype=np.uint32)
+    n = np.zeros(size, dtype=np.uint8)
+    symbols = np.zeros((size, _GROUP_MAX), dtype=np.uint8)
+    after = np.zeros((size, _GROUP_MAX), dtype=np.uint8)
+    fits = np.ones(size, dtype=bool)
+    code_mask = np.uint32((1 << longest) - 1)
+    group = 0
+    while group < _GROUP_MAX:
+        peek = (ext >> (_PEEK_BITS - used)) & code_mask
+        length = length_of[peek]
+        fits &= used + length <= _PEEK_BITS
+        if not fits.any():
+            break
+        symbols[:, group] = np.where(fits, symbol_of[peek], 0)
+        used += np.where(fits, length, 0).astype(np.uint32)
+        after[:, group] = used
+        n += fits
+        group += 1
+    return _GroupTable(n, symbols, after, used.astype(np.int64), group)
+
+
+def _lockstep(
+    pos: np.ndarray, end: np.ndarray, want: np.ndarray, window: np.ndarray, table: _GroupTable
+) -> np.ndarray:
+    """Look up every block's next table entry until each block has ``want`` symbols.
+
+    Returns the entries, one row per step (column ``b`` is block ``b``). Every
+    :data:`_CHECK_EVERY` steps the blocks still short of symbols are checked against their ends,
+    so corrupt data stops early, and finished blocks are parked at their end, so the lookahead
+    never runs past the read padding. A step consumes at least one bit per block, so the loop
+    ends within ``max(want)`` steps.
+    """
+    nblocks = pos.size
+    steps = int(want.max())
+    entries = np.empty((steps, nblocks), dtype=np.uint16)
+    got = np.zeros(nblocks, dtype=np.int64)
+    byte = np.empty(nblocks, dtype=np.int64)
+    shift = np.empty(nblocks, dtype=np.uint32)
+    peek = np.empty(nblocks, dtype=np.uint32)
+    step_bits = np.empty(nblocks, dtype=np.int64)
+    bits_of, n_of, base = table.bits, table.n, 24 - _PEEK_BITS
+    done = 0
+    while done < steps:
+        stop = min(done + _CHECK_EVERY, steps)
+        for t in range(done, stop):
+            np.right_shift(pos, 3, out=byte)
+            np.take(window, byte, out=peek)
+            np.bitwise_and(pos, 7, out=shift, casting="unsafe")
+            np.subtract(base, shift, out=shift)
+            np.right_shift(peek, shift, out=peek)
+            np.bitwise_and(peek, _PEEK_MASK, out=entries[t], casting="unsafe")
+            np.take(bits_of, entries[t], out=step_bits)
+            pos += step_bits
+        got += n_of[entries[done:stop]].sum(axis=0, dtype=np.int64)
+        done = stop
+        short = got < want
+        if (pos[short] > end[short]).any():
+            raise CoderError("huffman block runs past its end")
+        if not short.any():
+            return entries[:done]
+        np.minimum(pos, np.where(short, pos, end), out=pos)
+    raise CoderError("huffman block runs past its end")  # unreachable: every step decodes a symbol
+
+
+def _finish_blocks(
+    entries: np.ndarray,
+    table: _GroupTable,
+    start: np.ndarray,
+    end: np.ndarray,
+    sizes: np.ndarray,
+    payload: np.ndarray,
+    want: np.ndarray,
+) -> np.ndarray:
+    """Turn the recorded entries into symbols and check where each block's codes end.
+
+    A block's last step may look past its symbol count (into padding or the next block): only
+    the first ``want`` symbols of each block are kept, and the block's codes end after the bits of
+    the steps before its last one plus those of the symbols it keeps from that step.
+    """
+    by_block = np.ascontiguousarray(entries.T)  # (blocks, steps)
+    nblocks, steps = by_block.shape
+    n = table.n[by_block]
+    before = np.cumsum(n, axis=1, dtype=np.int64) - n
+    last = (before < want[:, None]).sum(axis=1) - 1  # the step holding each block's last symbol
+    rows = np.arange(nblocks)
+    keep_last = want - before[rows, last]  # symbols kept from that step, >= 1
+    after_last = np.arange(steps) > last[:, None]
+    n[after_last] = 0
+    n[rows, last] = keep_last
+    bits = table.bits[by_block]
+    bits[after_last] = 0
+    lead = bits.sum(axis=1) - bits[rows, last]  # bits of the steps before the last one
+    pos = start + lead + table.after[by_block[rows, last], keep_last - 1]
     slack = end - pos
     bad = np.flatnonzero((slack < 0) | (slack >= 8))
     if bad.size:
@@ -361,25 +570,7 @@ def _decode_blocks(
     last_byte = payload[(end >> 3) - 1].astype(np.int64)
     if (last_byte & ((1 << slack) - 1)).any():
         raise CoderError("huffman block has non-zero padding bits")
-    return out.T.reshape(-1)[:count]
-
-
-def _lockstep(
-    pos: np.ndarray,
-    end: np.ndarray,
-    out: np.ndarray,
-    tables: tuple[np.ndarray, np.ndarray, np.ndarray, int, int],
-) -> None:
-    """Decode ``out.shape[0]`` symbols from each block, advancing the bit positions ``pos``.
-
-    Row ``t`` of ``out`` receives symbol ``t`` of every block. Every :data:`_CHECK_EVERY` steps
-    the positions are checked against the block ends, so corrupt data stops early and the peek
-    never runs past the read padding.
-    """
-    window, symbol_of, length_of, base, mask = tables
-    for t in range(out.shape[0]):
-        peek = (window[pos >> 3] >> (base - (pos & 7))) & mask
-        np.take(symbol_of, peek, out=out[t])
-        pos += length_of[peek]
-        if t % _CHECK_EVERY == _CHECK_EVERY - 1 and (pos > end).any():
-            raise CoderError("huffman block runs past its end")
+    # Rows of 8 bytes move as one uint64; so do the masks of the first n bytes of a row.
+    symbols = table.symbols.view(np.uint64).reshape(-1)[by_block].view(np.uint8)
+    first_n = (np.arange(_GROUP_MAX) < np.arange(_GROUP_MAX + 1)[:, None]).view(np.uint64).reshape(-1)
+    return symbols[first_n[n].view(bool)]
