@@ -22,7 +22,7 @@ from pathlib import Path
 from onnx import numpy_helper
 
 from onnxdc import CompressConfig, compress, decompress, load_model
-from onnxdc.auto import Budget, compress_auto
+from onnxdc.auto import AUTO_MIN_ELEMENTS, Budget, compress_auto
 from onnxdc.evaluate import evaluate, load_data
 from onnxdc.settings import SharingConfig
 
@@ -53,8 +53,8 @@ def main() -> None:
         for cos in (0.999, 0.995):
             budget = Budget(max_drop=0.5, min_agreement=None, min_cosine=cos)
             runs.append(("automatic", f"--calib --max-drop 0.5 --min-cosine {cos}",
-                         lambda bu=budget, m=model, c=calib: compress_auto(m, base=SharingConfig(), data=c,
-                                                                          budget=bu).result))
+                         lambda bu=budget, m=model, c=calib: compress_auto(
+                             m, base=SharingConfig(min_elements=AUTO_MIN_ELEMENTS), data=c, budget=bu).result))
         for method, settings, run in runs:
             t = time.perf_counter()
             res = run()

@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from onnxdc.pipeline import CompressResult
 
 SPARSITIES = (0.0, 0.5, 0.7, 0.8, 0.85, 0.9, 0.93, 0.95, 0.97)
-BITS = (8, 5, 4, 3)
+BITS = (8, 5, 4, 3, 2)
 Progress = Callable[[int, int, str], None]
 #: Automatic mode's default ``min_elements``. The manual default (1024) keeps small tensors exact
 #: because nothing measures what sharing them costs; automatic mode measures every tensor, so it

@@ -524,3 +524,19 @@ def test_decompress_with_external_data(work: Path, tmp_path: Path) -> None:
     clash = run("decompress", work / "shared.onnxdc", "-o", tmp_path / "third.onnx", "--external-data")
     assert_error(clash, 1, "exists")
     assert (tmp_path / "third.onnx.data").read_bytes() == b"keep" and not (tmp_path / "third.onnx").exists()
+
+
+def test_automatic_mode_on_lenet300_keeps_test_accuracy(tmp_path: Path) -> None:
+    """The issue's command end to end: ``--calib --max-drop 0.5``, then ``eval`` on the test split
+    (never seen by compression) with onnxruntime: at least 40x smaller than the float32 weights,
+    within 0.5 points of the original top-1."""
+    out = tmp_path / "auto.onnxdc"
+    result = run("compress", LENET, "-o", out, "--calib", MODELS / "lenet300.calib.npz", "--max-drop", "0.5", "-q")
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "auto.onnxdc.recipe.toml").is_file()
+    weights = sum(onnx.numpy_helper.to_array(t).nbytes for t in onnx.load(str(LENET)).graph.initializer)
+    assert weights / os.path.getsize(out) >= 40
+    result = run("eval", LENET, out, "--data", TEST_DATA, "--max-drop", "0.5", "--json")
+    assert result.exit_code == 0, result.output
+    ev = json.loads(result.stdout)
+    assert ev["top1_drop_points"] <= 0.5
