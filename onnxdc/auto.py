@@ -204,44 +204,92 @@ class Choice:
     tried: int
 
 
-def _best(pts: list[Point], lam: float) -> tuple[float, int]:
-    best = min(pts, key=lambda p: (p.est_bytes + lam * max(0.0, 1.0 - p.cosine), -p.sparsity, p.bits))
-    return best.sparsity, best.bits
+def _loss(p: Point) -> float:
+    return max(0.0, 1.0 - p.cosine)
 
 
-def trade_offs(points: dict[int, list[Point]]) -> list[tuple[float, dict[int, tuple[float, int]]]]:
-    """Every distinct choice of settings along λ, from the most careful to the smallest.
+def _chain(pts: list[Point]) -> tuple[list[int], list[float]]:
+    """One tensor's picks as λ grows: point indices from the smallest to the most careful, and the
+    λ at which each next one takes over (the lower convex hull of bytes against cosine deficit).
 
-    Each tensor takes the point minimizing ``bytes + λ·(1 - cosine)``; its pick can only change at
-    a λ where two of its points cost the same, so evaluating between those breakpoints finds every
-    distinct choice. Returns (λ, picks) pairs in decreasing λ.
+    Each tensor takes the point minimizing ``bytes + λ·(1 - cosine)``; ties go to the smaller
+    point, then the sparser, then the fewer bits.
     """
-    breaks: set[float] = set()
-    for pts in points.values():
-        size = np.array([p.est_bytes for p in pts], dtype=np.float64)
-        loss = np.array([max(0.0, 1.0 - p.cosine) for p in pts])
-        db, dl = size[:, None] - size[None, :], loss[None, :] - loss[:, None]
-        ok = (db > 0) & (dl > 0)
-        breaks.update((db[ok] / dl[ok]).tolist())
-    edges = sorted(breaks, reverse=True)
-    if not edges:
-        lams = [1.0]
-    else:
-        lams = [edges[0] * 2] + [math.sqrt(a * b) for a, b in zip(edges, edges[1:])] + [edges[-1] / 2]
-    path: list[tuple[float, dict[int, tuple[float, int]]]] = []
-    for lam in lams:
-        picks = {slot: _best(pts, lam) for slot, pts in points.items()}
-        if not path or picks != path[-1][1]:
-            path.append((lam, picks))
-    return path
+    def order(i: int) -> tuple:
+        return (pts[i].est_bytes, _loss(pts[i]), -pts[i].sparsity, pts[i].bits)
+
+    cur = min(range(len(pts)), key=order)
+    chain, lams = [cur], []
+    while True:
+        best, best_lam = None, math.inf
+        for i, q in enumerate(pts):
+            dl = _loss(pts[cur]) - _loss(q)
+            if dl <= 0:
+                continue
+            lam = max(0.0, (q.est_bytes - pts[cur].est_bytes) / dl)
+            # the earliest switch wins; at the same λ the most careful point, then the smaller
+            if lam < best_lam or (lam == best_lam and (_loss(q), order(i)) < (_loss(pts[best]), order(best))):
+                best, best_lam = i, lam
+        if best is None:
+            return chain, lams
+        chain.append(best)
+        lams.append(best_lam)
+        cur = best
 
 
-def _predicted_loss(points: dict[int, list[Point]], picks: dict[int, tuple[float, int]]) -> float:
-    total = 0.0
-    for slot, (s, b) in picks.items():
-        p = next(p for p in points[slot] if p.sparsity == s and p.bits == b)
-        total += max(0.0, 1.0 - p.cosine)
-    return total
+@dataclass(frozen=True)
+class TradeOffs:
+    """Every distinct choice of per-tensor settings along λ, from the most careful (index 0) to the
+    smallest (index ``len - 1``).
+
+    Going down in λ, one tensor at a time steps back along its own chain (:func:`_chain`), so the
+    choices are the careful picks plus one event per step, sorted by λ: at most (points - 1) per
+    tensor, however many tensors the model has.
+    """
+
+    careful: dict[int, int]  # slot -> point index at λ = ∞
+    events: tuple[tuple[float, int, int], ...]  # (λ, slot, point index taken below λ), λ decreasing
+    points: dict[int, list[Point]]
+
+    def __len__(self) -> int:
+        return len(self.events) + 1
+
+    def picks(self, i: int) -> dict[int, tuple[float, int]]:
+        idx = dict(self.careful)
+        for _, slot, j in self.events[:i]:
+            idx[slot] = j
+        return {slot: (self.points[slot][j].sparsity, self.points[slot][j].bits) for slot, j in idx.items()}
+
+    def lam(self, i: int) -> float:
+        """A λ at which choice ``i`` is the optimum."""
+        above = self.events[i - 1][0] if i else math.inf
+        below = self.events[i][0] if i < len(self.events) else 0.0
+        if math.isinf(above):
+            return 2 * below if below else 1.0
+        return math.sqrt(above * below) if below else above / 2
+
+    def predicted_losses(self) -> list[float]:
+        """Summed cosine deficits of the tensors' points, for every choice."""
+        total = sum(_loss(self.points[s][j]) for s, j in self.careful.items())
+        out = [total]
+        idx = dict(self.careful)
+        for _, slot, j in self.events:
+            total += _loss(self.points[slot][j]) - _loss(self.points[slot][idx[slot]])
+            idx[slot] = j
+            out.append(total)
+        return out
+
+
+def trade_offs(points: dict[int, list[Point]]) -> TradeOffs:
+    """The :class:`TradeOffs` of measured (or predicted) points."""
+    careful: dict[int, int] = {}
+    events: list[tuple[float, int, int]] = []
+    for slot, pts in points.items():
+        chain, lams = _chain(pts)
+        careful[slot] = chain[-1]
+        events.extend((lam, slot, j) for lam, j in zip(lams, chain[:-1]))
+    events.sort(key=lambda e: (-e[0], e[1]))
+    return TradeOffs(careful, tuple(events), points)
 
 
 def choose(model: onnx.ModelProto, plans: dict, fit: dict[str, np.ndarray], check: dict[str, np.ndarray],
@@ -259,22 +307,27 @@ def choose(model: onnx.ModelProto, plans: dict, fit: dict[str, np.ndarray], chec
 
     ref = prepare_reference(model, check)
     path = trade_offs(points)
-    results: dict[int, tuple[bool, dict, EvalResult]] = {}
+    results: dict[int, tuple[bool, EvalResult]] = {}
+    kept: dict[int, dict[int, CalibratedTensor]] = {}  # the calibration of the smallest choice met (or of 0)
 
     def trial(i: int) -> bool:
         if i not in results:
-            picks = path[i][1]
+            picks = path.picks(i)
             sub = {slot: _settings(plans[slot], s, b) for slot, (s, b) in picks.items()}
             cal = calibrate(model, sub, fit, max_samples=len(next(iter(fit.values()))))
             ev = evaluate_candidate(ref, quantized_model(model, {s: (sub[s], cal[s]) for s in sub}))
-            results[i] = (budget.met(ev), cal, ev)
+            results[i] = (budget.met(ev), ev)
+            if i == 0 or (results[i][0] and all(j < i for j in kept if results[j][0])):
+                kept.update({i: cal})
+                for j in [j for j in kept if j not in (0, i)]:
+                    del kept[j]  # a whole model's masks and indices each: keep two at most
             if progress:
                 progress(len(results), steps, f"trial {len(results)}: choice {i + 1} of {len(path)}")
         return results[i][0]
 
     if budget.min_cosine is not None:
         allowed = 1.0 - budget.min_cosine
-        fits = [i for i, (_, picks) in enumerate(path) if _predicted_loss(points, picks) <= allowed]
+        fits = [i for i, loss in enumerate(path.predicted_losses()) if loss <= allowed]
         start = fits[-1] if fits else 0
     else:
         start = len(path) // 2
@@ -304,14 +357,9 @@ def choose(model: onnx.ModelProto, plans: dict, fit: dict[str, np.ndarray], chec
             bad = mid
     if good < 0 and trial(0):
         good = 0
-    if good < 0:
-        # Even the most careful choice misses the budget: return it, the caller reports it.
-        _, cal, ev = results[0]
-        i = 0
-        return Choice(path[i][1], _rules(plans, path[i][1], tensor_label), cal, ev, path[i][0], len(results))
-    _, cal, ev = results[good]
-    picks = path[good][1]
-    return Choice(picks, _rules(plans, picks, tensor_label), cal, ev, path[good][0], len(results))
+    i = max(good, 0)  # good < 0: even the most careful choice misses the budget; the caller reports it
+    picks = path.picks(i)
+    return Choice(picks, _rules(plans, picks, tensor_label), kept[i], results[i][1], path.lam(i), len(results))
 
 
 def _rules(plans: dict, picks: dict[int, tuple[float, int]], label: Callable) -> tuple[Rule, ...]:

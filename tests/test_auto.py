@@ -145,15 +145,25 @@ def _pt(s: float, b: int, size: int, cos: float, err: float = 0.0, measured: boo
 
 
 def test_trade_offs_walk_every_distinct_choice_from_careful_to_small() -> None:
-    points = {0: [_pt(0.0, 8, 1000, 1.0), _pt(0.5, 5, 400, 0.999), _pt(0.9, 3, 100, 0.99)],
+    points = {0: [_pt(0.0, 8, 1000, 1.0), _pt(0.5, 5, 400, 0.999), _pt(0.9, 3, 100, 0.99),
+                  _pt(0.7, 4, 700, 0.995)],  # above the hull: never the best for any λ
               1: [_pt(0.0, 8, 500, 1.0), _pt(0.9, 3, 50, 0.9999)]}
     path = trade_offs(points)
-    lams = [lam for lam, _ in path]
+    assert len(path) == 4
+    assert path.picks(0) == {0: (0.0, 8), 1: (0.0, 8)}  # quality only
+    assert path.picks(3) == {0: (0.9, 3), 1: (0.9, 3)}  # bytes only
+    picks = [path.picks(i) for i in range(len(path))]
+    assert len({tuple(sorted(p.items())) for p in picks}) == len(picks)
+    assert all((0.7, 4) not in p.values() for p in picks)
+    lams = [path.lam(i) for i in range(len(path))]
     assert lams == sorted(lams, reverse=True)
-    assert path[0][1] == {0: (0.0, 8), 1: (0.0, 8)}  # quality only
-    assert path[-1][1] == {0: (0.9, 3), 1: (0.9, 3)}  # bytes only
-    picks = [p for _, p in path]
-    assert len({tuple(sorted(p.items())) for p in picks}) == len(picks) == 4
+    for i, lam in enumerate(lams):  # each choice is the per-tensor optimum at its λ
+        for slot, pts in points.items():
+            best = min(pts, key=lambda p: p.est_bytes + lam * (1 - p.cosine))
+            assert picks[i][slot] == (best.sparsity, best.bits)
+    losses = path.predicted_losses()
+    assert losses[0] == 0 and losses == sorted(losses)
+    assert losses[-1] == pytest.approx(0.01 + 0.0001)
     sizes = [sum(next(q.est_bytes for q in points[s] if (q.sparsity, q.bits) == v) for s, v in p.items())
              for p in picks]
     assert sizes == sorted(sizes, reverse=True)
