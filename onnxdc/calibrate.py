@@ -20,7 +20,7 @@ from onnx import helper
 from onnxdc.compensate import Pruned, compensate, max_rows, problem, prune_groups
 from onnxdc.evaluate import model_inputs, run_model, session
 from onnxdc.graphio import iter_tensors, le_bytes, set_raw_data
-from onnxdc.linear import LinearForm, conv_rows_per_sample, input_matrices, linear_form, weight_matrices, weight_tensor
+from onnxdc.linear import LinearForm, input_matrices, linear_form, weight_matrices, weight_tensor
 from onnxdc.prune import prune
 from onnxdc.quantize import Clustering
 
@@ -83,7 +83,6 @@ def calibrate(model: onnx.ModelProto, plans: dict, data: dict[str, np.ndarray], 
     work_refs = {r.slot: r for r in iter_tensors(work)}
     layers = sorted(((*_layer(model, plan), slot) for slot, plan in plans.items()), key=lambda t: (t[0], t[2]))
     feed = _feed(model, data, max_samples)
-    ref_acts = _collect(model, [n for _, f, _ in layers if f is not None for n in f.sources], feed)
     out: dict[int, CalibratedTensor] = {}
     for done, (_, form, slot) in enumerate(layers, 1):
         plan = plans[slot]
@@ -92,10 +91,13 @@ def calibrate(model: onnx.ModelProto, plans: dict, data: dict[str, np.ndarray], 
         if form is None:
             out[slot] = _magnitude(w, plan, "no linear form for this use")
         else:
-            got = _collect(work, list(form.sources), feed)
-            x_q = [got[n] for n in form.sources]
-            x_ref = [ref_acts[n] for n in form.sources]
-            out[slot] = _compensated(w, plan, form, _problems(form, w, x_q, x_ref))
+            # One layer's inputs at a time, in both models, on the samples its statistics need:
+            # all layers' activations at once would not fit for large inputs.
+            sub = _layer_feed(model, form, w, feed)
+            x_ref = _collect(model, list(form.sources), sub)
+            x_q = _collect(work, list(form.sources), sub)
+            out[slot] = _compensated(w, plan, form, _problems(form, w, [x_q[n] for n in form.sources],
+                                                              [x_ref[n] for n in form.sources]))
         _store(work_refs[slot].proto, out[slot], orig)
         if progress:
             progress(done, len(layers), plan.candidate.ref.proto.name)
@@ -112,7 +114,7 @@ def compress_alone(model: onnx.ModelProto, plan, feed: dict[str, np.ndarray]) ->
     w = _weight(plan).astype(np.float32)
     if form is None:
         return lambda p: _magnitude(w, p, "no linear form for this use")
-    got = _collect(model, list(form.sources), _feed(model, feed, None))
+    got = _collect(model, list(form.sources), _layer_feed(model, form, w, _feed(model, feed, None)))
     x = [got[n] for n in form.sources]
     probs = _problems(form, w, x, x)
     last: dict[float, Pruned] = {}  # the pruning sweep of the last sparsity, shared by its bit widths
@@ -148,6 +150,27 @@ def _feed(model: onnx.ModelProto, data: dict[str, np.ndarray], max_samples: int 
     return {n: v[:max_samples] if max_samples else v for n, v in inputs.items()}
 
 
+def _layer_feed(model: onnx.ModelProto, form: LinearForm, w: np.ndarray,
+                feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The calibration samples one layer's statistics need: evenly spaced ones when fewer samples
+    than ``feed`` holds already give :func:`onnxdc.compensate.problem` its row cap.
+
+    A convolution unrolls every sample into one row per output pixel, so a high-resolution layer
+    needs a sample or two, not hundreds; one sample run through the model tells how many rows a
+    sample gives.
+    """
+    n = len(next(iter(feed.values())))
+    if n <= 1:
+        return feed
+    probe = _collect(model, list(form.sources), {k: v[:1] for k, v in feed.items()})
+    rows = input_matrices(form, *(probe[s].astype(np.float32) for s in form.sources))[0].shape[0]
+    need = -(-max_rows(weight_matrices(form, w)[0].shape[0]) // max(rows, 1))
+    if need >= n:
+        return feed
+    keep = np.linspace(0, n - 1, need).round().astype(np.int64)
+    return {k: v[keep] for k, v in feed.items()}
+
+
 def _values(ct: CalibratedTensor, shape: tuple[int, ...]) -> np.ndarray:
     flat = np.zeros(int(np.prod(shape)), dtype=np.float32)
     flat[np.flatnonzero(ct.keep.reshape(-1))] = ct.clustering.values()
@@ -179,14 +202,6 @@ def _magnitude(w: np.ndarray, plan, reason: str) -> CalibratedTensor:  # noqa: A
 def _problems(form: LinearForm, w: np.ndarray, x_q: list[np.ndarray], x_ref: list[np.ndarray]) -> list:
     """The per-group least-squares problems, from the values of ``form.sources`` in both models."""
     w0s = weight_matrices(form, w)
-    if form.kind == "conv":  # unroll only the samples problem() will use: patches are the big copy
-        per_sample = conv_rows_per_sample(form, x_q[0].shape)
-        need = -(-max_rows(w0s[0].shape[0]) // max(per_sample, 1))
-        if x_q[0].shape[0] > need:
-            keep = np.linspace(0, x_q[0].shape[0] - 1, need).round().astype(np.int64)
-            same = x_ref is x_q
-            x_q = [x_q[0][keep], *x_q[1:]]
-            x_ref = x_q if same else [x_ref[0][keep], *x_ref[1:]]
     xq_g = input_matrices(form, *(x.astype(np.float32) for x in x_q))
     xr_g = xq_g if x_ref is x_q else input_matrices(form, *(x.astype(np.float32) for x in x_ref))
     return [problem(xq, xr, w0) for xq, xr, w0 in zip(xq_g, xr_g, w0s)]
@@ -208,9 +223,9 @@ def _compensated(w: np.ndarray, plan, form: LinearForm, probs: list,  # noqa: AN
 def _collect(model: onnx.ModelProto, names: list[str], feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Values of ``names`` when ``model`` runs on ``feed``.
 
-    They become the graph's only outputs, and the nodes they do not depend on are dropped:
-    onnxruntime runs every node of a graph, so collecting an early layer's input would otherwise
-    cost a whole forward pass.
+    They become the graph's only outputs, and the nodes (and initializers) they do not depend on
+    are dropped: onnxruntime runs every node of a graph, so collecting an early layer's input
+    would otherwise cost a whole forward pass.
     """
     if not names:
         return {}
@@ -221,6 +236,11 @@ def _collect(model: onnx.ModelProto, names: list[str], feed: dict[str, np.ndarra
     nodes = _needed(list(m.graph.node), wanted)
     del m.graph.node[:]
     m.graph.node.extend(nodes)
+    # Less to serialize for onnxruntime; initializers that are also graph inputs (IR < 4) stay.
+    reads = {x for node in nodes for x in (*node.input, *_subgraph_reads(node))} | graph_inputs
+    inits = [t for t in m.graph.initializer if t.name in reads]
+    del m.graph.initializer[:]
+    m.graph.initializer.extend(inits)
     del m.graph.output[:]
     m.graph.output.extend(helper.make_empty_tensor_value_info(n) for n in wanted)
     result: dict[str, np.ndarray] = {}

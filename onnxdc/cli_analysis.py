@@ -79,7 +79,7 @@ def sensitivity(model: str, calib: str | None, calib_samples: int, dims: tuple[s
         points = run_sensitivity(loaded, plan_sharing(loaded, base), fit, check, progress=cb)
     rows = [p.to_json() for pts in points.values() for p in pts]
     if csv_out is not None:
-        cols = ["tensor", "sparsity", "bits", "est_bytes", "cosine", "agreement", "top1"]
+        cols = ["tensor", "sparsity", "bits", "est_bytes", "cosine", "agreement", "top1", "rel_error"]
         text = ",".join(cols) + "\n" + "".join(",".join(_csv(r[c]) for c in cols) + "\n" for r in rows)
         write_atomic(csv_out, text.encode())
     if as_json:

@@ -191,12 +191,6 @@ def _conv_out(form: LinearForm, shape: tuple[int, ...]) -> tuple[list[int], int,
     return pads, (h + top + bottom - (kh - 1) * dh - 1) // sh + 1, (w + left + right - (kw - 1) * dw - 1) // sw + 1
 
 
-def conv_rows_per_sample(form: LinearForm, shape: tuple[int, ...]) -> int:
-    """Patch rows one sample of an (N, C, H, W) input unrolls into (output pixels)."""
-    _, oh, ow = _conv_out(form, shape)
-    return oh * ow
-
-
 def im2col_groups(x: np.ndarray, form: LinearForm) -> list[np.ndarray]:
     """Unfold a 2-D conv input (N, C, H, W) into per-group patch matrices (N*OH*OW, C/g*kh*kw).
 

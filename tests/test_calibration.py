@@ -186,3 +186,28 @@ def test_recurrent_previous_states_rebuild_the_gru_output(direction: str) -> Non
     # a GRU whose candidate gate multiplies r * h has no linear form for R
     plain = helper.make_node("GRU", ["x", "W", "R"], ["Y"], hidden_size=h)
     assert linear_form(plain, 2, r.shape) is None
+
+
+def test_high_resolution_conv_statistics_use_a_few_evenly_spaced_samples() -> None:
+    """A 64-channel 3x3 conv unrolls each 64x64 sample into 4096 rows; problem() keeps about 30k
+    rows of 576 inputs, so 8 of the 16 samples are enough, and only those are run and unrolled."""
+    from onnxdc.calibrate import _feed, _layer, _layer_feed
+    from onnxdc.compensate import max_rows
+    from onnxdc.pipeline import plan_sharing
+
+    rng = np.random.default_rng(3)
+    w = numpy_helper.from_array((rng.standard_normal((16, 64, 3, 3)) * 0.1).astype(np.float32), "w")
+    g = helper.make_graph([helper.make_node("Relu", ["x"], ["r"]), helper.make_node("Conv", ["r", "w"], ["y"], pads=[1] * 4)],
+                          "hires", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 64, 64, 64])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], [w])
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    data = {"x": rng.standard_normal((16, 64, 64, 64)).astype(np.float32)}
+    plan = next(iter(plan_sharing(model, SharingConfig(sparsity=0.5, bits=4)).values()))
+    _, form = _layer(model, plan)
+    sub = _layer_feed(model, form, numpy_helper.to_array(w), _feed(model, data, None))
+    need = -(-max_rows(576) // 4096)
+    assert need == 8
+    np.testing.assert_array_equal(sub["x"], data["x"][np.linspace(0, 15, need).round().astype(int)])
+    res = compress(model, config=CompressConfig(sharing=SharingConfig(sparsity=0.5, bits=4), calibration=data))
+    meta = res.container.header.metadata["calibration"]["tensors"]["w"]
+    assert meta["method"] == "compensated" and meta["error_refit"] <= meta["error_kmeans"]
