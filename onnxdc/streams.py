@@ -58,6 +58,8 @@ _PROBE_LEVEL = 3
 #: Above this many symbols slow zstd levels are not run at all: the level-3 probe is kept instead.
 SLOW_MAX_SYMBOLS = 256 * 1024
 _PROBE_MARGIN = 1.02
+#: The zstd level kept on streams over SLOW_MAX_SYMBOLS.
+_FAST_LEVEL = 1
 
 
 def encode_best(symbols: np.ndarray, candidates: Sequence[Coder | dict[str, Any]], *,
@@ -69,7 +71,9 @@ def encode_best(symbols: np.ndarray, candidates: Sequence[Coder | dict[str, Any]
     tried with level 3: zstd's high levels only find more and longer matches, so when level 3 is
     not within 2% of the best so far, the stream has too few repeats for level 19 to win, and it is
     skipped (the level-3 result still competes). Streams over 256 Ki symbols never run the slow
-    level. The decisions depend only on the data, so output stays deterministic.
+    level; their zstd candidate is level 1 (three times faster than level 3, and on float
+    exponent planes no larger: zstd's literal Huffman does the work there, not its matches). The
+    decisions depend only on the data, so output stays deterministic.
 
     A Huffman candidate is sized exactly from its plan (:meth:`HuffmanCoder.plan`) and its bits
     are packed only if it wins: the choice is the same as encoding it, for a fraction of the work.
@@ -107,7 +111,7 @@ def encode_best(symbols: np.ndarray, candidates: Sequence[Coder | dict[str, Any]
     for cand in candidates:
         config = cand.get_config() if isinstance(cand, Coder) else get_coder(cand).get_config()
         if symbols.size >= PROBE_MIN_SYMBOLS and _max_zstd_level(config) > _PROBE_LEVEL:
-            probe_config = _with_zstd_level(config, _PROBE_LEVEL)
+            probe_config = _with_zstd_level(config, _PROBE_LEVEL if symbols.size <= SLOW_MAX_SYMBOLS else _FAST_LEVEL)
             probe = size(probe_config)
             if symbols.size > SLOW_MAX_SYMBOLS or (best is not None and probe > _PROBE_MARGIN * best[0]):
                 if best is None or probe < best[0]:
