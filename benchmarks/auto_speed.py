@@ -41,7 +41,7 @@ def main() -> None:
             model = tmp / f"m{params}.onnx"
             weight_bytes = build_model(model, layout, seed=0, external=False)
             print(f"model: {layout.params():,} parameters, {weight_bytes:,} weight bytes", file=sys.stderr)
-            for mode, opts in (("automatic (no settings)", []), ("--sparsity 0.9 --bits 5", ["-s", "0.9", "-b", "5"]),
+            for mode, opts in (("automatic (no settings)", []), ("--sparsity 0.9 --bits 5", ["--sparsity", "0.9", "--bits", "5"]),
                                ("--lossless", ["--lossless"])):
                 out = tmp / "out.onnxdc"
                 run = run_child(mode, [py, "-c", ONNXDC, "compress", str(model), "-o", str(out), "-q", "--force",
