@@ -18,7 +18,7 @@ from __future__ import annotations
 import os
 import struct
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
@@ -26,6 +26,8 @@ import numpy as np
 import zstandard
 
 from onnxdc.coders import get_coder
+from onnxdc.coders.chain import ChainCoder
+from onnxdc.coders.huffman import HuffmanCoder, decode_many
 from onnxdc.coders.zstd import ZstdCoder
 from onnxdc.errors import ContainerError, OnnxdcError
 from onnxdc.header import Header, StreamInfo, TensorInfo, parse_header
@@ -127,6 +129,7 @@ class Container:
     source: _Source
     version: tuple[int, int]
     header_size: int
+    _prefetched: dict[int, np.ndarray] = field(default_factory=dict, repr=False, compare=False)
 
     def stream_bytes(self, index: int) -> bytes:
         s = self.header.streams[index]
@@ -134,6 +137,8 @@ class Container:
 
     def decode_stream(self, index: int) -> np.ndarray:
         """Decode stream ``index`` into its ``count`` uint8 symbols (errors become ContainerError)."""
+        if index in self._prefetched:
+            return self._prefetched.pop(index)
         s = self.header.streams[index]
         coder = get_coder(s.coder)  # validated at read time, cannot fail here
         try:
@@ -143,6 +148,34 @@ class Container:
         if out.shape != (s.count,):
             raise ContainerError(f"stream {index}: decoded {out.size} symbols, header says {s.count}")
         return out
+
+    def prefetch(self, indices: Iterable[int]) -> None:
+        """Decode streams ahead, Huffman stages of all of them in one pass; the next
+        :meth:`decode_stream` of each returns the result.
+
+        Huffman decoding runs a lock-step loop whose length depends on the block size, not on
+        how many blocks share it (:meth:`HuffmanCoder.decode_many`). Any failure leaves the
+        streams to :meth:`decode_stream`, which raises the error naming the stream.
+        """
+        batch: list[tuple[int, HuffmanCoder, bytes, int]] = []
+        for i in indices:
+            s = self.header.streams[i]
+            coder = get_coder(s.coder)
+            try:
+                if isinstance(coder, HuffmanCoder):
+                    batch.append((i, coder, self.stream_bytes(i), s.count))
+                elif isinstance(coder, ChainCoder) and isinstance(coder.stages[0], HuffmanCoder):
+                    batch.append((i, coder.stages[0], coder.decode_to_first(self.stream_bytes(i), count=s.count),
+                                  s.count))
+            except OnnxdcError:
+                continue  # decode_stream will report it
+        if len(batch) < 2:
+            return
+        try:
+            out = decode_many([(coder, buf, n) for _, coder, buf, n in batch])
+        except OnnxdcError:
+            return
+        self._prefetched.update((i, symbols) for (i, *_), symbols in zip(batch, out))
 
 
 def read_container(data: bytes | memoryview, *, max_tensor_bytes: int = DEFAULT_MAX_TENSOR_BYTES) -> Container:

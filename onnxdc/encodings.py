@@ -9,7 +9,7 @@ The container reader calls :func:`validate_tensor`; the pipeline calls :func:`de
 from __future__ import annotations
 
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING
 
 from onnxdc.errors import ContainerError
@@ -55,6 +55,30 @@ def decode_tensor(info: TensorInfo, container: Container) -> bytes:
     if zlib.crc32(data) != info.crc32:
         raise ContainerError(f"tensor {info.name!r} checksum mismatch after decoding")
     return data
+
+
+#: Stream symbols decoded ahead together at most (bounds what prefetching holds in memory).
+BATCH_SYMBOLS = 1 << 20
+
+
+def batched(container: Container, infos: Sequence[TensorInfo], *, max_symbols: int = BATCH_SYMBOLS
+            ) -> Iterator[int]:
+    """The indices of ``infos``, in order; before each run of consecutive tensors whose streams
+    hold up to ``max_symbols`` symbols, those streams are decoded together
+    (:meth:`Container.prefetch`), so a model of many small tensors is not decoded stream by stream.
+    """
+    def symbols(info: TensorInfo) -> int:
+        return sum(container.header.streams[s].count for s in info.streams.values())
+
+    i = 0
+    while i < len(infos):
+        j, total = i + 1, symbols(infos[i])
+        while j < len(infos) and total + symbols(infos[j]) <= max_symbols:
+            total += symbols(infos[j])
+            j += 1
+        container.prefetch([s for info in infos[i:j] for s in info.streams.values()])
+        yield from range(i, j)
+        i = j
 
 
 def _load_builtin() -> None:

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from onnxdc.container import open_container
-from onnxdc.encodings import decode_tensor
+from onnxdc.encodings import batched, decode_tensor
 from onnxdc.errors import ConfigError, ContainerError
 from onnxdc.files import EXTERNAL_DATA_THRESHOLD, write_atomic, write_model, write_model_inline
 from onnxdc.graphio import load_model_lazy
@@ -72,8 +72,9 @@ def decompress_file(path: str | os.PathLike[str], out: str | os.PathLike[str], *
             external_data = needs_external_data(container.header)
 
         def data(order: list[int]) -> Iterator[bytes]:
+            infos = [pairs[i][1] for i in order]
             for done, (i, raw) in enumerate(zip(order, ordered_map(
-                    lambda i: decode_tensor(pairs[i][1], container), order, jobs)), 1):
+                    lambda k: decode_tensor(infos[k], container), batched(container, infos), jobs)), 1):
                 yield raw
                 if progress:
                     progress(done, len(order), pairs[i][1].name)

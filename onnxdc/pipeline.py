@@ -21,7 +21,7 @@ import onnx
 
 from onnxdc import __version__
 from onnxdc.container import Container, ContainerWriter, Header, TensorInfo, read_container
-from onnxdc.encodings import decode_tensor
+from onnxdc.encodings import batched, decode_tensor
 from onnxdc.errors import ConfigError, ContainerError, ModelError
 from onnxdc.graphio import (
     TensorRef,
@@ -313,7 +313,8 @@ def decoded_tensors(container: Container, *, progress: Progress | None = None
     model, pairs = matched_tensors(container)
 
     def tensors() -> Iterator[tuple[onnx.TensorProto, bytes]]:
-        for done, (t, info) in enumerate(pairs, 1):
+        for done, i in enumerate(batched(container, [info for _, info in pairs]), 1):
+            t, info = pairs[i]
             yield t, decode_tensor(info, container)
             if progress:
                 progress(done, len(pairs), info.name)

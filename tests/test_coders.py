@@ -27,7 +27,7 @@ import onnxdc.coders
 from onnxdc.coders import Coder, coder_from_spec, get_coder, registered_coders
 from onnxdc.coders.base import read_varint, write_varint
 from onnxdc.coders.chain import ChainCoder
-from onnxdc.coders.huffman import HuffmanCoder, huffman_code_lengths, payload_bits
+from onnxdc.coders.huffman import HuffmanCoder, decode_many, huffman_code_lengths, payload_bits
 from onnxdc.coders.raw import RawCoder
 from onnxdc.coders.zstd import ZstdCoder
 from onnxdc.errors import CoderError, ConfigError, UnknownCoderError
@@ -403,3 +403,26 @@ def test_coder_from_spec(spec: str, expected: Coder) -> None:
 def test_bad_coder_spec(spec: str, error: type[Exception]) -> None:
     with pytest.raises(error):
         coder_from_spec(spec)
+
+
+def test_huffman_streams_decoded_together_equal_one_by_one() -> None:
+    """decode_many shares one lock-step over the blocks of many streams: the same symbols as
+    decode() stream by stream, whatever their block sizes, alphabets and code-length limits."""
+    rng = np.random.default_rng(7)
+    items, expected = [], []
+    for n, alphabet, block, max_bits in [(50_000, 32, 0, 15), (3, 4, 0, 15), (0, 1, 0, 15), (1000, 1, 0, 15),
+                                         (20_000, 256, 1000, 12), (70_000, 3, 0, 8), (5, 200, 2, 16)]:
+        symbols = np.minimum(rng.geometric(0.3, n) - 1, alphabet - 1).astype(np.uint8)
+        coder = HuffmanCoder(block_size=block, max_bits=max_bits)
+        items.append((coder, coder.encode(symbols), n))
+        expected.append(symbols)
+    got = decode_many(items)
+    for i, (e, g) in enumerate(zip(expected, got)):
+        np.testing.assert_array_equal(g, e, err_msg=f"stream {i}")
+    bad = list(items)
+    coder, buf, n = bad[0]
+    bad[0] = (coder, buf[:-1], n)  # truncated: the batch fails as the stream alone does
+    with pytest.raises(CoderError):
+        decode_many(bad)
+    with pytest.raises(CoderError):
+        coder.decode(buf[:-1], count=n)

@@ -72,6 +72,12 @@ class ChainCoder(Coder):
             CoderError: a recorded length is truncated or larger than its stage can produce, or
                 any stage fails to decode.
         """
+        first = self.decode_to_first(buf, count=count)
+        return self.stages[0].decode(first, count=check_count(count))
+
+    def decode_to_first(self, buf: bytes, *, count: int) -> bytes:
+        """Decode every stage but the first: the bytes the first stage decodes into ``count``
+        symbols (lets a caller decode many first stages together)."""
         counts = [check_count(count)]
         pos = 0
         for stage in self.stages[:-1]:
@@ -84,6 +90,6 @@ class ChainCoder(Coder):
                 )
             counts.append(size)
         data = self.stages[-1].decode(buf[pos:], count=counts.pop())
-        for stage in reversed(self.stages[:-1]):
+        for stage in reversed(self.stages[1:-1]):
             data = stage.decode(data.tobytes(), count=counts.pop())
-        return data
+        return data.tobytes()
