@@ -162,11 +162,16 @@ def sensitivity(model: onnx.ModelProto, plans: dict, fit: dict[str, np.ndarray],
             if progress:
                 progress(done, total, name)
         if measure is not None:
-            for i in _spread(pts, measure):
+            todo = _spread(pts, measure)
+            while todo:
+                i = todo.pop(0)
                 pts[i] = measured(pts[i], solver(_settings(plan, pts[i].sparsity, pts[i].bits)))
                 done += 1
                 if progress:
                     progress(done, total, name)
+                if not todo and not _ratios(pts):  # no scale yet: measure the largest error too
+                    rest = [j for j, p in enumerate(pts) if not p.measured and p.rel_error > 0]
+                    todo = [max(rest, key=lambda j: pts[j].rel_error)] if rest else []
             pts = _predict(pts)
         out[slot] = pts
     return out
@@ -184,10 +189,19 @@ def _spread(pts: list[Point], k: int) -> list[int]:
     return sorted(picked)
 
 
+def _ratios(pts: list[Point]) -> list[float]:
+    """log(cosine deficit / layer error) of the measured points where both are nonzero."""
+    return [math.log(1.0 - p.cosine) - math.log(p.rel_error) for p in pts
+            if p.measured and p.rel_error > 0 and p.cosine < 1.0]
+
+
 def _predict(pts: list[Point]) -> list[Point]:
-    """Unmeasured points' cosine from their layer error and the tensor's fitted scale."""
-    ratios = [math.log(1.0 - p.cosine) - math.log(p.rel_error) for p in pts
-              if p.measured and p.rel_error > 0 and p.cosine < 1.0]
+    """Unmeasured points' cosine from their layer error and the tensor's fitted scale.
+
+    Without a ratio (every measured point left the outputs exact) the scale is 0; the caller
+    measures the largest-error point first, so that 0 is measured, not guessed.
+    """
+    ratios = _ratios(pts)
     scale = math.exp(float(np.median(ratios))) if ratios else 0.0
     return [p if p.measured else replace(p, cosine=max(-1.0, 1.0 - scale * p.rel_error)) for p in pts]
 

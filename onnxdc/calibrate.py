@@ -20,7 +20,7 @@ from onnx import helper
 from onnxdc.compensate import Pruned, compensate, max_rows, problem, prune_groups
 from onnxdc.evaluate import model_inputs, run_model, session
 from onnxdc.graphio import iter_tensors, le_bytes, set_raw_data
-from onnxdc.linear import LinearForm, input_matrices, linear_form, weight_matrices, weight_tensor
+from onnxdc.linear import LinearForm, conv_output, input_matrices, linear_form, weight_matrices, weight_tensor
 from onnxdc.prune import prune
 from onnxdc.quantize import Clustering
 
@@ -163,7 +163,11 @@ def _layer_feed(model: onnx.ModelProto, form: LinearForm, w: np.ndarray,
     if n <= 1:
         return feed
     probe = _collect(model, list(form.sources), {k: v[:1] for k, v in feed.items()})
-    rows = input_matrices(form, *(probe[s].astype(np.float32) for s in form.sources))[0].shape[0]
+    if form.kind == "conv":  # from the shapes: unrolling a high-resolution sample is the cost avoided
+        _, oh, ow = conv_output(form, probe[form.sources[0]].shape)
+        rows = oh * ow
+    else:
+        rows = input_matrices(form, *(probe[s].astype(np.float32) for s in form.sources))[0].shape[0]
     need = -(-max_rows(weight_matrices(form, w)[0].shape[0]) // max(rows, 1))
     if need >= n:
         return feed
@@ -237,7 +241,7 @@ def _collect(model: onnx.ModelProto, names: list[str], feed: dict[str, np.ndarra
     del m.graph.node[:]
     m.graph.node.extend(nodes)
     # Less to serialize for onnxruntime; initializers that are also graph inputs (IR < 4) stay.
-    reads = {x for node in nodes for x in (*node.input, *_subgraph_reads(node))} | graph_inputs
+    reads = {x for node in nodes for x in (*node.input, *_subgraph_reads(node))} | graph_inputs | set(wanted)
     inits = [t for t in m.graph.initializer if t.name in reads]
     del m.graph.initializer[:]
     m.graph.initializer.extend(inits)
@@ -272,6 +276,7 @@ def _subgraph_reads(node: onnx.NodeProto) -> set[str]:
     names: set[str] = set()
     for attr in node.attribute:
         for g in [attr.g] if attr.HasField("g") else list(attr.graphs):
+            names.update(o.name for o in g.output)  # a body may return an outer value as is
             for sub in g.node:
                 names.update(sub.input)
                 names.update(_subgraph_reads(sub))

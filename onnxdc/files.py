@@ -161,9 +161,8 @@ def write_model_inline(model: onnx.ModelProto, path: str | os.PathLike[str],
     """
     pieces = splice_layout(model, tensors)
     if pieces is None:  # fill the model and serialize it whole
-        for (proto, _), raw in zip(tensors, data(list(range(len(tensors))))):
-            proto.raw_data = raw
-        write_atomic(path, model.SerializeToString(deterministic=True))
+        protos = [proto for proto, _ in tensors]
+        write_model(model, path, external_data=False, tensors=zip(protos, data(list(range(len(tensors))))))
         return
     filled = iter(data([p for p in pieces if isinstance(p, int)]))
     write_atomic(path, (p if isinstance(p, bytes) else next(filled) for p in pieces))

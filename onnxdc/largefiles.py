@@ -75,9 +75,9 @@ def decompress_file(path: str | os.PathLike[str], out: str | os.PathLike[str], *
             infos = [pairs[i][1] for i in order]
             for done, (i, raw) in enumerate(zip(order, ordered_map(
                     lambda k: decode_tensor(infos[k], container), batched(container, infos), jobs)), 1):
-                yield raw
-                if progress:
+                if progress:  # before the yield: the writer stops after the last tensor
                     progress(done, len(order), pairs[i][1].name)
+                yield raw
 
         if external_data:
             protos = [t for t, _ in pairs]

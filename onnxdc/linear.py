@@ -180,7 +180,7 @@ def conv_pads(form: LinearForm, in_hw: tuple[int, int]) -> list[int]:
     return pads_begin + pads_end
 
 
-def _conv_out(form: LinearForm, shape: tuple[int, ...]) -> tuple[list[int], int, int]:
+def conv_output(form: LinearForm, shape: tuple[int, ...]) -> tuple[list[int], int, int]:
     """(explicit pads, output height, output width) of a 2-D conv on an (N, C, H, W) input."""
     h, w = shape[2], shape[3]
     kh, kw = form.attrs["kernel"]
@@ -200,9 +200,9 @@ def im2col_groups(x: np.ndarray, form: LinearForm) -> list[np.ndarray]:
     kh, kw = form.attrs["kernel"]
     sh, sw = form.attrs["strides"]
     dh, dw = form.attrs["dilations"]
-    (top, left, bottom, right), oh, ow = _conv_out(form, x.shape)
+    (top, left, bottom, right), oh, ow = conv_output(form, x.shape)
     xp = np.pad(x, ((0, 0), (0, 0), (top, bottom), (left, right)))
-    # Written straight into the row-major patch layout, so one group's matrix is a view.
+    # Written straight into the row-major patch layout: with one group, its matrix is a view.
     cols = np.empty((n, oh, ow, c, kh, kw), dtype=x.dtype)
     for i in range(kh):
         for j in range(kw):

@@ -315,9 +315,10 @@ def decoded_tensors(container: Container, *, progress: Progress | None = None
     def tensors() -> Iterator[tuple[onnx.TensorProto, bytes]]:
         for done, i in enumerate(batched(container, [info for _, info in pairs]), 1):
             t, info = pairs[i]
-            yield t, decode_tensor(info, container)
-            if progress:
+            raw = decode_tensor(info, container)
+            if progress:  # before the yield: a consumer may stop after the last tensor
                 progress(done, len(pairs), info.name)
+            yield t, raw
 
     return model, tensors()
 

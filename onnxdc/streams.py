@@ -55,7 +55,7 @@ def histogram(symbols: np.ndarray) -> np.ndarray:
 #: Streams above this many symbols probe slow zstd levels with a fast one first.
 PROBE_MIN_SYMBOLS = 64 * 1024
 _PROBE_LEVEL = 3
-#: Above this many symbols slow zstd levels are not run at all: the level-3 probe is kept instead.
+#: Above this many symbols slow zstd levels are not run at all: a level-1 run takes their place.
 SLOW_MAX_SYMBOLS = 256 * 1024
 _PROBE_MARGIN = 1.02
 #: The zstd level kept on streams over SLOW_MAX_SYMBOLS.
@@ -90,8 +90,8 @@ def encode_best(symbols: np.ndarray, candidates: Sequence[Coder | dict[str, Any]
             first = json.dumps(config.get("coders", [None])[0], sort_keys=True)
             if key in plans:
                 done[key] = plans[key][0].encode_planned(symbols, plans[key][1])
-            elif isinstance(coder, ChainCoder) and first in done:
-                done[key] = coder.encode_from(done[first])
+            elif isinstance(coder, ChainCoder) and (first in done or first in plans):
+                done[key] = coder.encode_from(run(config["coders"][0]))  # the first stage, packed once
             else:
                 done[key] = coder.encode(symbols)
         return done[key]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -176,6 +177,8 @@ def test_unmeasured_points_are_predicted_from_layer_error() -> None:
     assert out[0] == pts[0] and out[2] == pts[2]  # measured points keep their values
     assert out[1].cosine == pytest.approx(1 - 1e-3) and not out[1].measured  # scale 0.2 from both
     assert out[3].cosine == 1.0
+    exact = [replace(p, cosine=1.0) if p.measured else p for p in pts]
+    assert [p.cosine for p in _predict(exact)] == [1.0] * 4  # measured exact everywhere: scale 0
     assert _spread(pts, 2) == [0, 1]  # at 1/3 and 2/3 of the log range of the nonzero errors
     assert _spread([_pt(0, 8, 1, 1.0)], 3) == []
 

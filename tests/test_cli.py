@@ -539,4 +539,4 @@ def test_automatic_mode_on_lenet300_keeps_test_accuracy(tmp_path: Path) -> None:
     result = run("eval", LENET, out, "--data", TEST_DATA, "--max-drop", "0.5", "--json")
     assert result.exit_code == 0, result.output
     ev = json.loads(result.stdout)
-    assert ev["top1_drop_points"] <= 0.5
+    assert ev["top1_drop_points"] <= 0.5 + 1e-9  # the tolerance eval --max-drop applies
