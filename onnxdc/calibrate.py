@@ -235,17 +235,14 @@ def _collect(model: onnx.ModelProto, names: list[str], feed: dict[str, np.ndarra
         return {}
     graph_inputs = {i.name for i in model.graph.input}
     wanted = [n for n in dict.fromkeys(names) if n not in graph_inputs]
-    m = onnx.ModelProto()
-    m.CopyFrom(model)
-    nodes = _needed(list(m.graph.node), wanted)
-    del m.graph.node[:]
+    # Only the needed nodes and initializers are copied: the model is copied for every layer.
+    m = _copy_without(model, {"graph"})
+    m.graph.CopyFrom(_copy_without(model.graph, {"node", "initializer", "output"}))
+    nodes = _needed(list(model.graph.node), wanted)
     m.graph.node.extend(nodes)
     # Less to serialize for onnxruntime; initializers that are also graph inputs (IR < 4) stay.
     reads = {x for node in nodes for x in (*node.input, *_subgraph_reads(node))} | graph_inputs | set(wanted)
-    inits = [t for t in m.graph.initializer if t.name in reads]
-    del m.graph.initializer[:]
-    m.graph.initializer.extend(inits)
-    del m.graph.output[:]
+    m.graph.initializer.extend(t for t in model.graph.initializer if t.name in reads)
     m.graph.output.extend(helper.make_empty_tensor_value_info(n) for n in wanted)
     result: dict[str, np.ndarray] = {}
     if wanted:
@@ -257,6 +254,24 @@ def _collect(model: onnx.ModelProto, names: list[str], feed: dict[str, np.ndarra
         if n in graph_inputs:
             result[n] = feed[n]
     return result
+
+
+def _copy_without(msg, skip: set[str]):  # noqa: ANN001, ANN202 - any protobuf message, same type back
+    """A copy of ``msg`` without the fields named in ``skip``."""
+    out = type(msg)()
+    for field, value in msg.ListFields():
+        if field.name in skip:
+            continue
+        repeated = getattr(field, "is_repeated", None)
+        if repeated is None:  # protobuf < 5
+            repeated = field.label == field.LABEL_REPEATED
+        if repeated:
+            getattr(out, field.name).extend(value)
+        elif field.message_type is not None:
+            getattr(out, field.name).CopyFrom(value)
+        else:
+            setattr(out, field.name, value)
+    return out
 
 
 def _needed(nodes: list[onnx.NodeProto], outputs: list[str]) -> list[onnx.NodeProto]:
