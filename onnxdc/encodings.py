@@ -59,22 +59,27 @@ def decode_tensor(info: TensorInfo, container: Container) -> bytes:
 
 #: Stream symbols decoded ahead together at most (bounds what prefetching holds in memory).
 BATCH_SYMBOLS = 1 << 20
+#: Streams decoded together at most: each Huffman stream brings a 1.6 MB lookup table.
+BATCH_STREAMS = 64
 
 
-def batched(container: Container, infos: Sequence[TensorInfo], *, max_symbols: int = BATCH_SYMBOLS
-            ) -> Iterator[int]:
+def batched(container: Container, infos: Sequence[TensorInfo], *, max_symbols: int = BATCH_SYMBOLS,
+            max_streams: int = BATCH_STREAMS) -> Iterator[int]:
     """The indices of ``infos``, in order; before each run of consecutive tensors whose streams
-    hold up to ``max_symbols`` symbols, those streams are decoded together
-    (:meth:`Container.prefetch`), so a model of many small tensors is not decoded stream by stream.
+    hold up to ``max_symbols`` symbols (and number ``max_streams`` at most), those streams are
+    decoded together (:meth:`Container.prefetch`), so a model of many small tensors is not decoded
+    stream by stream.
     """
     def symbols(info: TensorInfo) -> int:
         return sum(container.header.streams[s].count for s in info.streams.values())
 
     i = 0
     while i < len(infos):
-        j, total = i + 1, symbols(infos[i])
-        while j < len(infos) and total + symbols(infos[j]) <= max_symbols:
+        j, total, streams = i + 1, symbols(infos[i]), len(infos[i].streams)
+        while j < len(infos) and total + symbols(infos[j]) <= max_symbols \
+                and streams + len(infos[j].streams) <= max_streams:
             total += symbols(infos[j])
+            streams += len(infos[j].streams)
             j += 1
         container.prefetch([s for info in infos[i:j] for s in info.streams.values()])
         yield from range(i, j)

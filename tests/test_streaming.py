@@ -8,7 +8,7 @@ import model_builders
 import numpy as np
 import onnx
 import pytest
-from onnx import numpy_helper
+from onnx import TensorProto, helper, numpy_helper
 
 from onnxdc import CompressConfig, ConfigError, compress, decompress, load_model
 from onnxdc.files import external_data_path
@@ -73,3 +73,33 @@ def test_decompress_file_splices_exact_bytes(tmp_path: Path, build: object) -> N
         out = tmp_path / f"m{jobs}.onnx"
         decompress_file(tmp_path / "c.onnxdc", out, external_data=False, jobs=jobs)
         assert out.read_bytes() == expected
+
+
+def test_decoding_prefetches_bounded_batches_of_streams(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Huffman streams of consecutive tensors decode together, in runs of at most BATCH_STREAMS
+    streams and BATCH_SYMBOLS symbols, covering every stream once, with the same result."""
+    from onnxdc.container import Container, read_container
+    from onnxdc.encodings import BATCH_STREAMS, BATCH_SYMBOLS
+
+    rng = np.random.default_rng(4)
+    names = [f"w{i}" for i in range(80)]
+    nodes = [helper.make_node("MatMul", ["x" if i == 0 else f"h{i - 1}", n], [f"h{i}"]) for i, n in enumerate(names)]
+    inits = [numpy_helper.from_array((rng.standard_normal((32, 32)) * 0.1).astype(np.float32), n) for n in names]
+    g = helper.make_graph(nodes, "many", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 32])],
+                          [helper.make_tensor_value_info("h79", TensorProto.FLOAT, [1, 32])], inits)
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    data = compress(model, config=CompressConfig(sharing=SharingConfig(sparsity=0.5, bits=4, min_elements=0))).data
+    calls: list[list[int]] = []
+    real = Container.prefetch
+    monkeypatch.setattr(Container, "prefetch", lambda self, idx: (calls.append(list(idx)), real(self, idx))[1])
+    container = read_container(data)
+    out = decompress(container)
+    streams = container.header.streams
+    assert len(calls) >= 160 / BATCH_STREAMS and all(len(c) <= BATCH_STREAMS for c in calls)
+    assert all(sum(streams[i].count for i in c) <= BATCH_SYMBOLS for c in calls)
+    assert [i for c in calls for i in c] == [i for t in container.header.tensors for i in t.streams.values()]
+    assert not container._prefetched  # every prefetched stream was used
+    got = {t.name: numpy_helper.to_array(t) for t in out.graph.initializer}
+    monkeypatch.undo()
+    again = {t.name: numpy_helper.to_array(t) for t in decompress(data).graph.initializer}
+    assert all(np.array_equal(got[n], again[n]) for n in names)
