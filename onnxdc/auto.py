@@ -307,7 +307,7 @@ def trade_offs(points: dict[int, list[Point]]) -> TradeOffs:
 
 
 def choose(model: onnx.ModelProto, plans: dict, fit: dict[str, np.ndarray], check: dict[str, np.ndarray],
-           points: dict[int, list[Point]], *, budget: Budget, steps: int = 8,
+           points: dict[int, list[Point]], *, budget: Budget, steps: int = 8, compensated: bool = True,
            progress: Progress | None = None) -> Choice:
     """Find the smallest settings along λ whose layer-by-layer compression (fitted on ``fit``)
     meets ``budget`` on ``check``, in at most ``steps`` real trials.
@@ -328,7 +328,7 @@ def choose(model: onnx.ModelProto, plans: dict, fit: dict[str, np.ndarray], chec
         if i not in results:
             picks = path.picks(i)
             sub = {slot: _settings(plans[slot], s, b) for slot, (s, b) in picks.items()}
-            cal = calibrate(model, sub, fit, max_samples=len(next(iter(fit.values()))))
+            cal = calibrate(model, sub, fit, max_samples=len(next(iter(fit.values()))), compensated=compensated)
             ev = evaluate_candidate(ref, quantized_model(model, {s: (sub[s], cal[s]) for s in sub}))
             results[i] = (budget.met(ev), ev)
             if i == 0 or (results[i][0] and all(j < i for j in kept if results[j][0])):
@@ -426,8 +426,10 @@ def compress_auto(model: onnx.ModelProto, *, base: SharingConfig, data: dict[str
                   progress: Progress | None = None) -> AutoResult:
     """Measure sensitivity, choose per-tensor settings within ``budget``, and compress with them.
 
-    If no setting meets the budget, every weight is stored losslessly instead (never a broken
-    model), and ``budget_met`` is False.
+    If no compensated setting meets the budget, the search is run again with plain magnitude
+    pruning and k-means (layers fitted to the calibration samples may generalize worse); if none
+    of those meets it either, every weight is stored losslessly (never a broken model), and
+    ``budget_met`` is False.
     """
     from onnxdc.pipeline import CompressConfig, compress, plan_sharing
 
@@ -439,9 +441,15 @@ def compress_auto(model: onnx.ModelProto, *, base: SharingConfig, data: dict[str
     fit, check = split(data, max_samples=max_samples)
     points = sensitivity(model, plans, fit, check, measure=MEASURED_POINTS, progress=progress)
     choice = choose(model, plans, fit, check, points, budget=budget, progress=progress)
+    compensated = budget.met(choice.evaluation)
+    if not compensated:
+        # Layers fitted on few or unrepresentative samples can do worse on new ones than plain
+        # magnitude pruning and k-means: search again without fitting before giving up.
+        choice = choose(model, plans, fit, check, points, budget=budget, compensated=False, progress=progress)
     met = budget.met(choice.evaluation)
     meta = dict(metadata or {})
-    meta["auto"] = {"budget": budget.to_json(), "budget_met": met, "lambda": choice.lam, "trials": choice.tried,
+    meta["auto"] = {"budget": budget.to_json(), "budget_met": met, "compensated": compensated,
+                    "lambda": choice.lam, "trials": choice.tried,
                     "fit_samples": len(next(iter(fit.values()))), "check_samples": len(next(iter(check.values()))),
                     "check_eval": choice.evaluation.to_json()}
     if not met:
@@ -450,9 +458,10 @@ def compress_auto(model: onnx.ModelProto, *, base: SharingConfig, data: dict[str
     sharing = auto_sharing(base, choice)
     n_fit = len(next(iter(fit.values())))
     # choose() already calibrated these exact settings on ``fit``: reuse it rather than redo it.
-    res = compress(model, config=CompressConfig(sharing=sharing, calibration=fit, calib_samples=n_fit,
-                                                metadata=meta, zstd_level=zstd_level, jobs=jobs),
-                   calibrated=choice.calibrated)
+    res = compress(model, config=CompressConfig(sharing=sharing, calibration=fit if compensated else None,
+                                                calib_samples=n_fit, metadata=meta, zstd_level=zstd_level,
+                                                jobs=jobs),
+                   calibrated=choice.calibrated if compensated else None)
     # Verify what was written, decoded from the container bytes, on the held-out samples.
     from onnxdc.pipeline import decompress
 

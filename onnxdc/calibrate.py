@@ -66,7 +66,8 @@ def _weight(plan) -> np.ndarray:  # noqa: ANN001
 
 
 def calibrate(model: onnx.ModelProto, plans: dict, data: dict[str, np.ndarray], *,
-              max_samples: int = 512, progress: Progress | None = None) -> dict[int, CalibratedTensor]:
+              max_samples: int = 512, compensated: bool = True,
+              progress: Progress | None = None) -> dict[int, CalibratedTensor]:
     """Compress every planned weight with compensation where it has a linear form.
 
     Args:
@@ -74,6 +75,8 @@ def calibrate(model: onnx.ModelProto, plans: dict, data: dict[str, np.ndarray], 
         plans: slot -> :class:`onnxdc.pipeline.WeightPlan` of the weights to compress.
         data: calibration inputs keyed by model input name (``labels`` is ignored).
         max_samples: calibration samples used at most (the first ones).
+        compensated: False prunes and shares every weight by magnitude, as without calibration
+            data (what automatic mode falls back to when fitted layers do not generalize).
 
     Returns:
         slot -> :class:`CalibratedTensor` for every plan.
@@ -88,8 +91,8 @@ def calibrate(model: onnx.ModelProto, plans: dict, data: dict[str, np.ndarray], 
         plan = plans[slot]
         orig = _weight(plan)
         w = orig.astype(np.float32)
-        if form is None:
-            out[slot] = _magnitude(w, plan, "no linear form for this use")
+        if form is None or not compensated:
+            out[slot] = _magnitude(w, plan, "no linear form for this use" if compensated else "not compensated")
         else:
             # One layer's inputs at a time, in both models, on the samples its statistics need:
             # all layers' activations at once would not fit for large inputs.

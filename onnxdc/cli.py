@@ -205,11 +205,12 @@ def _compress_auto(model: str, output: str | None, calib: str | None, calib_samp
                    as_json: bool, kw: dict[str, Any]) -> None:
     """Automatic mode: measure sensitivity, choose settings within the budget, compress, verify."""
     from onnxdc.auto import AUTO_MIN_ELEMENTS, Budget, compress_auto, recipe_toml
+    from onnxdc.errors import ModelError
     from onnxdc.evaluate import load_data
     from onnxdc.files import check_output_path, write_atomic
     from onnxdc.graphio import load_model
     from onnxdc.report import build_report
-    from onnxdc.synthetic import parse_dims, synthetic_inputs
+    from onnxdc.synthetic import DEFAULT_DIM, defaulted_dims, parse_dims, synthetic_inputs
 
     base = sharing_config({**kw, "min_elements": AUTO_MIN_ELEMENTS if kw["min_elements"] is None
                            else kw["min_elements"]})
@@ -229,10 +230,17 @@ def _compress_auto(model: str, output: str | None, calib: str | None, calib_samp
         click.echo("onnxdc: automatic mode: measuring every weight tensor's sensitivity; this takes seconds on "
                    "small models but can take long on large ones (--sparsity/--bits or --lossless skip it)",
                    err=True)
-    with progress_callback(quiet or as_json, "measuring sensitivity") as cb:
-        auto = compress_auto(loaded, base=base, data=data, budget=budget, max_samples=calib_samples,
-                             metadata={"calibration_source": source}, zstd_level=zstd_level, jobs=jobs,
-                             progress=cb)
+    try:
+        with progress_callback(quiet or as_json, "measuring sensitivity") as cb:
+            auto = compress_auto(loaded, base=base, data=data, budget=budget, max_samples=calib_samples,
+                                 metadata={"calibration_source": source}, zstd_level=zstd_level, jobs=jobs,
+                                 progress=cb)
+    except ModelError as exc:
+        guessed = defaulted_dims(loaded, parse_dims(dims)) if calib is None else []
+        if not guessed:
+            raise
+        raise ModelError(f"{exc} (synthetic inputs set {', '.join(guessed)} to {DEFAULT_DIM}; give the "
+                         f"model's sizes with --dim NAME=VALUE, or real inputs with --calib)") from None
     write_atomic(out, auto.result.data)
     if auto.choice.rules:
         header = (f"onnxdc automatic settings for {Path(model).name} on {source}\n"

@@ -51,10 +51,6 @@ class LayerProblem:
         return _inverse_cholesky(self.h)
 
     @cached_property
-    def h32(self) -> np.ndarray:
-        return self.h.astype(np.float32)
-
-    @cached_property
     def energy(self) -> float:
         """``tr(W*ᵀ H W*)``: the layer's output energy, the scale of a relative output error."""
         return float(np.sum(self.w_star * self.hw))
@@ -178,8 +174,8 @@ def obs_sweep(w: np.ndarray, u: np.ndarray, *, sparsity: float | None = None, ma
 
 def output_error(w_hat: np.ndarray, prob: LayerProblem) -> float:
     """``tr((Ŵ-W*)ᵀ H (Ŵ-W*))``: the layer's calibration output error, up to a constant."""
-    d = (w_hat - prob.w_star).astype(np.float32)  # float32 products: this only ranks candidates
-    return float(np.sum(d * (prob.h32 @ d), dtype=np.float64))
+    d = w_hat - prob.w_star  # float64: in float32 a tiny error can come out negative
+    return float(np.sum(d * (prob.h @ d)))
 
 
 def refit_codebook(probs: list[LayerProblem], idx: list[np.ndarray], masks: list[np.ndarray],

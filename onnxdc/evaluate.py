@@ -83,7 +83,7 @@ def session(model: onnx.ModelProto):  # noqa: ANN201 - onnxruntime.InferenceSess
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
-    opts.log_severity_level = 3
+    opts.log_severity_level = 4  # fatal only: a failed run is reported once, as our own one-line error
     opts.intra_op_num_threads = 0
     try:
         return ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])

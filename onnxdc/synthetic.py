@@ -51,6 +51,15 @@ def _vocab_sizes(model: onnx.ModelProto) -> dict[str, int]:
     return out
 
 
+def defaulted_dims(model: onnx.ModelProto, dims: dict[str, int] | None = None) -> list[str]:
+    """Symbolic non-batch input dimensions :func:`synthetic_inputs` sets to ``DEFAULT_DIM``."""
+    inits = {t.name for t in model.graph.initializer}
+    names = [d.dim_param or "?" for inp in model.graph.input if inp.name not in inits
+             for i, d in enumerate(inp.type.tensor_type.shape.dim)
+             if i and not (d.HasField("dim_value") and d.dim_value > 0) and d.dim_param not in (dims or {})]
+    return list(dict.fromkeys(names))
+
+
 def synthetic_inputs(model: onnx.ModelProto, *, samples: int, dims: dict[str, int] | None = None,
                      seed: int = 0) -> dict[str, np.ndarray]:
     """Random inputs for every graph input that is not an initializer."""

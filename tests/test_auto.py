@@ -208,3 +208,23 @@ def test_collect_runs_only_the_nodes_it_needs() -> None:
     data = synthetic_inputs(model, samples=8, dims={"seq": 3}, seed=2)
     got = _collect(model, ["h1r", "x"], data)
     assert set(got) == {"h1r", "x"} and got["h1r"].shape == (8, 64)
+
+
+def test_automatic_mode_falls_back_to_plain_sharing_when_fitting_overfits() -> None:
+    """12 fitting samples for a 64-input layer: the least-squares refit zeroes every direction the
+    samples do not span, so new inputs come out wrong; plain magnitude + k-means still meets the
+    budget and is used instead of storing everything losslessly."""
+    rng = np.random.default_rng(1)
+    w = numpy_helper.from_array((rng.standard_normal((64, 8)) * 0.2).astype(np.float32), "w")
+    g = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])], "few",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 64])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 8])], [w])
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    data = {"x": rng.standard_normal((16, 64)).astype(np.float32)}
+    auto = compress_auto(model, base=SharingConfig(min_elements=256), data=data, budget=Budget())
+    meta = auto.result.container.header.metadata
+    assert auto.budget_met and meta["auto"]["compensated"] is False
+    assert {t.encoding for t in auto.result.container.header.tensors} == {"shared"}
+    assert "calibration" not in meta
+    fresh = {"x": rng.standard_normal((64, 64)).astype(np.float32)}
+    assert evaluate(model, decompress(auto.result.data), fresh).outputs[0].cosine > 0.999

@@ -540,3 +540,26 @@ def test_automatic_mode_on_lenet300_keeps_test_accuracy(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     ev = json.loads(result.stdout)
     assert ev["top1_drop_points"] <= 0.5 + 1e-9  # the tolerance eval --max-drop applies
+
+
+def test_synthetic_inputs_the_model_cannot_run_name_the_dims(tmp_path: Path) -> None:
+    """A Reshape that bakes in a sequence length fails on the default synthetic size: one line
+    naming the defaulted dimension and --dim; with --dim it compresses."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    w = numpy_helper.from_array((rng.standard_normal((12, 64)) * 0.2).astype(np.float32), "w")
+    shape = numpy_helper.from_array(np.array([0, 12], dtype=np.int64), "shape")
+    g = helper.make_graph([helper.make_node("Reshape", ["x", "shape"], ["r"]), helper.make_node("MatMul", ["r", "w"], ["y"])],
+                          "baked", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", "seq"])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 64])], [w, shape])
+    path = tmp_path / "baked.onnx"
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    result = run("compress", path, "-o", tmp_path / "out.onnxdc", "-q")
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit)
+    warning, line = result.stderr.strip().splitlines()  # the synthetic-inputs warning, then the error
+    assert warning.startswith("onnxdc: warning: no --calib data")
+    assert line.startswith("onnxdc: error: onnxruntime failed") and "seq to 16" in line and "--dim" in line
+    assert not (tmp_path / "out.onnxdc").exists()
+    result = run("compress", path, "-o", tmp_path / "out.onnxdc", "-q", "--dim", "seq=12")
+    assert result.exit_code == 0, result.output
