@@ -137,14 +137,14 @@ class Container:
 
     def decode_stream(self, index: int) -> np.ndarray:
         """Decode stream ``index`` into its ``count`` uint8 symbols (errors become ContainerError)."""
-        if index in self._prefetched:
-            return self._prefetched.pop(index)
         s = self.header.streams[index]
-        coder = get_coder(s.coder)  # validated at read time, cannot fail here
-        try:
-            out = coder.decode(self.stream_bytes(index), count=s.count)
-        except OnnxdcError as exc:
-            raise ContainerError(f"stream {index}: {exc}") from None
+        out = self._prefetched.pop(index, None)
+        if out is None:
+            coder = get_coder(s.coder)  # validated at read time, cannot fail here
+            try:
+                out = coder.decode(self.stream_bytes(index), count=s.count)
+            except OnnxdcError as exc:
+                raise ContainerError(f"stream {index}: {exc}") from None
         if out.shape != (s.count,):
             raise ContainerError(f"stream {index}: decoded {out.size} symbols, header says {s.count}")
         return out
@@ -154,7 +154,7 @@ class Container:
         :meth:`decode_stream` of each returns the result.
 
         Huffman decoding runs a lock-step loop whose length depends on the block size, not on
-        how many blocks share it (:meth:`HuffmanCoder.decode_many`). Any failure leaves the
+        how many blocks share it (:func:`onnxdc.coders.huffman.decode_many`). Any failure leaves the
         streams to :meth:`decode_stream`, which raises the error naming the stream.
         """
         batch: list[tuple[int, HuffmanCoder, bytes, int]] = []
