@@ -51,12 +51,28 @@ def _vocab_sizes(model: onnx.ModelProto) -> dict[str, int]:
     return out
 
 
+def _shape(inp: onnx.ValueInfoProto, *, samples: int, dims: dict[str, int]) -> tuple[list[int], list[str]]:
+    """One input's synthetic shape, and the symbolic dimensions in it that get ``DEFAULT_DIM``."""
+    shape, defaulted = [], []
+    for i, d in enumerate(inp.type.tensor_type.shape.dim):
+        if d.HasField("dim_value") and d.dim_value > 0:
+            # A fixed batch dimension: stack enough batches along it (run in slices of it).
+            shape.append(d.dim_value if i else d.dim_value * -(-samples // d.dim_value))
+        elif d.dim_param in dims:
+            shape.append(dims[d.dim_param])
+        elif i == 0:
+            shape.append(samples)
+        else:
+            shape.append(DEFAULT_DIM)
+            defaulted.append(d.dim_param or "?")
+    return shape, defaulted
+
+
 def defaulted_dims(model: onnx.ModelProto, dims: dict[str, int] | None = None) -> list[str]:
     """Symbolic non-batch input dimensions :func:`synthetic_inputs` sets to ``DEFAULT_DIM``."""
     inits = {t.name for t in model.graph.initializer}
-    names = [d.dim_param or "?" for inp in model.graph.input if inp.name not in inits
-             for i, d in enumerate(inp.type.tensor_type.shape.dim)
-             if i and not (d.HasField("dim_value") and d.dim_value > 0) and d.dim_param not in (dims or {})]
+    names = [n for inp in model.graph.input if inp.name not in inits
+             for n in _shape(inp, samples=1, dims=dims or {})[1]]
     return list(dict.fromkeys(names))
 
 
@@ -74,15 +90,7 @@ def synthetic_inputs(model: onnx.ModelProto, *, samples: int, dims: dict[str, in
         tt = inp.type.tensor_type
         if not inp.type.HasField("tensor_type"):
             raise ConfigError(f"input {inp.name!r} is not a tensor; synthetic inputs cannot be built for it")
-        shape = []
-        for i, d in enumerate(tt.shape.dim):
-            if d.HasField("dim_value") and d.dim_value > 0:
-                # A fixed batch dimension: stack enough batches along it (run in slices of it).
-                shape.append(d.dim_value if i else d.dim_value * -(-samples // d.dim_value))
-            elif d.dim_param in dims:
-                shape.append(dims[d.dim_param])
-            else:
-                shape.append(samples if i == 0 else DEFAULT_DIM)
+        shape, _ = _shape(inp, samples=samples, dims=dims)
         np_type = helper.tensor_dtype_to_np_dtype(tt.elem_type)
         if tt.elem_type == TensorProto.BOOL:
             arr = rng.random(shape) < 0.5
