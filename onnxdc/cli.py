@@ -95,7 +95,7 @@ def sharing_options(func: Any) -> Any:
         click.option("--codebook-dtype", type=click.Choice(["float32", "float16"]), default="float32",
                      show_default=True),
         click.option("--coder", default="auto", show_default=True,
-                     help="Index coder: auto (smallest per tensor), huffman, zstd, raw, or a chain like huffman+zstd."),
+                     help="Index coder: auto (smallest per tensor), huffman, zstd, zstd-literals, raw, or a chain like huffman+zstd."),
         click.option("--positions", type=click.Choice(["auto", "relative", "mask", "dense"]), default="auto",
                      show_default=True, help="Coding of surviving weights' positions."),
         click.option("--min-elements", type=click.IntRange(0), default=None,

@@ -39,8 +39,8 @@ RAW = {"id": "raw", "bits": 8}
 
 
 def plane_candidates(level: int) -> list[dict]:
-    """Candidate coders for a byte plane (raw first: it wins ties)."""
-    return [RAW, {"id": "huffman"}, {"id": "zstd", "level": level}]
+    """Candidate coders for a byte plane (raw first: it wins ties; then the fast order-0 coder)."""
+    return [RAW, {"id": "zstd-literals"}, {"id": "huffman"}, {"id": "zstd", "level": level}]
 
 
 def encode_planes(raw: bytes, *, data_type: int, level: int = 19) -> tuple[dict, dict[str, CodedStream]]:

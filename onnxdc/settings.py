@@ -41,7 +41,7 @@ RULE_KEYS = {"match", "sparsity", "std_threshold", "bits", "init", "coder", "pos
              "codebook_dtype", "lossless"}
 #: Candidate coders for index streams under ``coder = "auto"`` (raw takes the tensor's bits).
 AUTO_INDEX_CODERS: list[dict[str, Any]] = [
-    {"id": "raw"}, {"id": "huffman"}, {"id": "zstd", "level": 19},
+    {"id": "raw"}, {"id": "zstd-literals"}, {"id": "huffman"}, {"id": "zstd", "level": 19},
     {"id": "chain", "coders": [{"id": "huffman"}, {"id": "zstd", "level": 19}]},
 ]
 

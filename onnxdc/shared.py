@@ -99,8 +99,8 @@ def encode_shared(w: np.ndarray, keep: np.ndarray, *, share: ShareConfig, index_
             size, pbits, stream = _best_relative(pos, fixed_bits)
             layouts.append(_Layout("relative", pbits, stream, sparse_idx, cb_sparse, clus.indices, False))
         if positions in ("auto", "mask"):
-            m = encode_best(mask_symbols(keep), [{"id": "raw", "bits": 8}, {"id": "zstd", "level": 19},
-                                                 {"id": "huffman"}])
+            m = encode_best(mask_symbols(keep), [{"id": "raw", "bits": 8}, {"id": "zstd-literals"},
+                                                 {"id": "zstd", "level": 19}, {"id": "huffman"}])
             layouts.append(_Layout("mask", 0, m, sparse_idx, cb_sparse, clus.indices, False))
     if positions == "dense" and clustering is not None and nnz < numel and clus.codebook.size >= (1 << share.bits):
         positions = "mask"  # a given full codebook leaves no code for zero
@@ -174,7 +174,7 @@ def _best_relative(pos: np.ndarray, fixed_bits: int) -> tuple[int, int, CodedStr
     fixed = encode_best(fixed_syms, [{"id": "raw", "bits": fixed_bits}])
     options = [(len(fixed.data), fixed_bits, fixed)]
     syms8 = relative_symbols(pos, bits=8)
-    ent = encode_best(syms8, [{"id": "huffman"}, {"id": "zstd", "level": 19},
+    ent = encode_best(syms8, [{"id": "zstd-literals"}, {"id": "huffman"}, {"id": "zstd", "level": 19},
                               {"id": "chain", "coders": [{"id": "huffman"}, {"id": "zstd", "level": 19}]}])
     options.append((len(ent.data), 8, ent))
     return min(options, key=lambda o: o[0])

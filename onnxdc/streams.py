@@ -60,6 +60,12 @@ SLOW_MAX_SYMBOLS = 256 * 1024
 _PROBE_MARGIN = 1.02
 #: The zstd level kept on streams over SLOW_MAX_SYMBOLS.
 _FAST_LEVEL = 1
+#: Bytes a coder whose decoder runs in numpy (Huffman) must save to win over one that decodes in
+#: compiled code (raw, zstd, zstd-literals): its size counts this fraction more in the choice, on
+#: streams of PROBE_MIN_SYMBOLS or more. On a float exponent plane zstd-literals is within 0.2% of
+#: Huffman and decodes 30x faster; shorter streams decode in milliseconds either way, and there (in
+#: small models) bytes alone decide.
+SLOW_DECODE_MARGIN = 0.01
 
 
 def encode_best(symbols: np.ndarray, candidates: Sequence[Coder | dict[str, Any]], *,
@@ -75,11 +81,15 @@ def encode_best(symbols: np.ndarray, candidates: Sequence[Coder | dict[str, Any]
     exponent planes no larger: zstd's literal Huffman does the work there, not its matches). The
     decisions depend only on the data, so output stays deterministic.
 
+    On streams of 64 Ki symbols or more, a candidate that decodes with the numpy Huffman decoder
+    (alone or in a chain) must be more than :data:`SLOW_DECODE_MARGIN` smaller than the others to
+    be chosen: decompression speed is worth a fraction of a percent of a large stream, not more.
+
     A Huffman candidate is sized exactly from its plan (:meth:`HuffmanCoder.plan`) and its bits
     are packed only if it wins: the choice is the same as encoding it, for a fraction of the work.
     ``counts`` is the symbols' histogram, if the caller has it (Huffman needs it).
     """
-    best: tuple[int, dict[str, Any]] | None = None  # size and config of the smallest so far
+    best: tuple[float, dict[str, Any]] | None = None  # cost and config of the cheapest so far
     done: dict[str, bytes] = {}  # outputs by config, so a chain reuses its first stage's output
     plans: dict[str, tuple[HuffmanCoder, HuffmanPlan]] = {}
 
@@ -108,21 +118,30 @@ def encode_best(symbols: np.ndarray, candidates: Sequence[Coder | dict[str, Any]
             plans[key] = (coder, coder.plan(symbols, counts))
         return plans[key][1].size
 
+    margin = 1 + SLOW_DECODE_MARGIN if symbols.size >= PROBE_MIN_SYMBOLS else 1
+
+    def cost(config: dict[str, Any]) -> float:
+        return size(config) * margin if _uses(config, "huffman") else size(config)
+
     for cand in candidates:
         config = cand.get_config() if isinstance(cand, Coder) else get_coder(cand).get_config()
         if symbols.size >= PROBE_MIN_SYMBOLS and _max_zstd_level(config) > _PROBE_LEVEL:
             probe_config = _with_zstd_level(config, _PROBE_LEVEL if symbols.size <= SLOW_MAX_SYMBOLS else _FAST_LEVEL)
-            probe = size(probe_config)
+            probe = cost(probe_config)
             if symbols.size > SLOW_MAX_SYMBOLS or (best is not None and probe > _PROBE_MARGIN * best[0]):
                 if best is None or probe < best[0]:
                     best = (probe, probe_config)
                 continue
-        n = size(config)
+        n = cost(config)
         if best is None or n < best[0]:
             best = (n, config)
     if best is None:
         raise ValueError("encode_best needs at least one candidate coder")
     return CodedStream(run(best[1]), int(symbols.size), best[1])
+
+
+def _uses(config: dict[str, Any], coder_id: str) -> bool:
+    return config.get("id") == coder_id or any(_uses(c, coder_id) for c in config.get("coders", []))
 
 
 def _max_zstd_level(config: dict[str, Any]) -> int:

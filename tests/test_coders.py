@@ -29,7 +29,7 @@ from onnxdc.coders.base import read_varint, write_varint
 from onnxdc.coders.chain import ChainCoder
 from onnxdc.coders.huffman import HuffmanCoder, decode_many, huffman_code_lengths, payload_bits
 from onnxdc.coders.raw import RawCoder
-from onnxdc.coders.zstd import ZstdCoder
+from onnxdc.coders.zstd import ZstdCoder, ZstdLiteralsCoder
 from onnxdc.errors import CoderError, ConfigError, UnknownCoderError
 
 HUFF = {"id": "huffman"}
@@ -45,6 +45,8 @@ CONFIGS = {
     "huffman-block7": {"id": "huffman", "max_bits": 15, "block_size": 7},
     "zstd1": {"id": "zstd", "level": 1},
     "zstd19": {"id": "zstd", "level": 19},
+    "zstd-literals": {"id": "zstd-literals"},
+    "zstd-literals+zstd": {"id": "chain", "coders": [{"id": "zstd-literals"}, ZSTD]},
     "huffman+zstd": {"id": "chain", "coders": [HUFF, ZSTD]},
     "zstd+huffman": {"id": "chain", "coders": [ZSTD, HUFF]},
     "huffman+huffman": {"id": "chain", "coders": [HUFF, {"id": "huffman", "block_size": 7}]},
@@ -230,6 +232,30 @@ def test_zstd_rejects_frames_it_did_not_write() -> None:
     check_decode_fails(ZstdCoder(), frame + frame, len(data))
     check_decode_fails(ZstdCoder(), b"", 1)
     check_decode_fails(ZstdCoder(), b"\x00", 0)
+
+
+def test_zstd_literals_is_an_order0_coder_any_zstd_decoder_reads() -> None:
+    # Memoryless skewed bytes (like a float exponent plane): no repeats worth a match.
+    rng = np.random.default_rng(7)
+    symbols = np.minimum(rng.geometric(0.35, size=300_000) + 100, 255).astype(np.uint8)
+    lit = ZstdLiteralsCoder().encode(symbols)
+    huff = get_coder(HUFF).encode(symbols)
+    assert len(lit) < 1.01 * len(huff)  # within 1% of Huffman...
+    assert len(lit) < 0.97 * len(ZstdCoder(1).encode(symbols))  # ...where level 1's matches cost bytes
+    assert zstandard.ZstdDecompressor().decompress(lit) == symbols.tobytes()
+    assert np.array_equal(ZstdCoder().decode(lit, count=symbols.size), symbols)
+
+
+def test_zstd_decodes_highly_compressed_frames_in_slices() -> None:
+    # 1 MiB of zeros is a frame of a few bytes: beyond the one-call ratio, decoded slice by slice,
+    # with the same checks.
+    zeros = np.zeros(1 << 20, dtype=np.uint8)
+    for coder in (ZstdCoder(), ZstdLiteralsCoder()):
+        frame = coder.encode(zeros)
+        assert len(frame) * 64 < zeros.size
+        assert np.array_equal(coder.decode(frame, count=zeros.size), zeros)
+        check_decode_fails(coder, frame + frame, zeros.size)
+        check_decode_fails(coder, frame[:-1], zeros.size)
 
 
 def test_chain_rejects_intermediate_length_above_bound() -> None:

@@ -301,3 +301,20 @@ def test_parallel_jobs_give_the_same_bytes(sharing: SharingConfig | None) -> Non
     assert compress(model, config=CompressConfig(sharing=sharing, jobs=3)).data == one
     with pytest.raises(ConfigError):
         CompressConfig(jobs=0)
+
+
+def test_stream_choice_prefers_the_compiled_decoder_within_the_margin() -> None:
+    """Huffman (numpy decoder) must beat the compiled-decoder coders by SLOW_DECODE_MARGIN to win."""
+    from onnxdc.streams import PROBE_MIN_SYMBOLS, SLOW_DECODE_MARGIN, encode_best
+
+    rng = np.random.default_rng(3)
+    plane = np.minimum(rng.geometric(0.35, size=200_000) + 100, 255).astype(np.uint8)  # memoryless
+    huff, lit = {"id": "huffman"}, {"id": "zstd-literals"}
+    sizes = {c["id"]: len(encode_best(plane, [c]).data) for c in (huff, lit)}
+    assert sizes["huffman"] < sizes["zstd-literals"] < (1 + SLOW_DECODE_MARGIN) * sizes["huffman"]
+    for order in ([huff, lit], [lit, huff]):
+        assert encode_best(plane, order).coder == lit
+    # Below PROBE_MIN_SYMBOLS bytes alone decide.
+    short = plane[:PROBE_MIN_SYMBOLS - 1]
+    assert len(encode_best(short, [huff]).data) < len(encode_best(short, [lit]).data)
+    assert encode_best(short, [lit, huff]).coder["id"] == "huffman"
