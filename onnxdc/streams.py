@@ -118,6 +118,12 @@ def encode_best(symbols: np.ndarray, candidates: Sequence[Coder | dict[str, Any]
             plans[key] = (coder, coder.plan(symbols, counts))
         return plans[key][1].size
 
+    def floor(config: dict[str, Any]) -> int:
+        nonlocal counts
+        if counts is None:
+            counts = histogram(symbols)
+        return get_coder(config).size_floor(counts)
+
     margin = 1 + SLOW_DECODE_MARGIN if symbols.size >= PROBE_MIN_SYMBOLS else 1
 
     def cost(config: dict[str, Any]) -> float:
@@ -132,6 +138,8 @@ def encode_best(symbols: np.ndarray, candidates: Sequence[Coder | dict[str, Any]
                 if best is None or probe < best[0]:
                     best = (probe, probe_config)
                 continue
+        if best is not None and config.get("id") == "huffman" and best[0] <= margin * floor(config):
+            continue  # cannot win: even its payload alone costs more (the same choice, for less work)
         n = cost(config)
         if best is None or n < best[0]:
             best = (n, config)

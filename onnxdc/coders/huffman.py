@@ -176,6 +176,14 @@ class HuffmanCoder(Coder):
         symbols = check_symbols(symbols)
         return self.encode_planned(symbols, self.plan(symbols))
 
+    def size_floor(self, counts: np.ndarray) -> int:
+        """A lower bound on the encoded size of symbols with histogram ``counts``: the payload's bytes.
+
+        Costs a code-length computation, not a pass over the symbols: a caller choosing among
+        coders skips :meth:`plan` when even this bound cannot win.
+        """
+        return (payload_bits(counts, huffman_code_lengths(counts, self.max_bits)) + 7) >> 3
+
     def plan(self, symbols: np.ndarray, counts: np.ndarray | None = None) -> HuffmanPlan:
         """Work out the code and the exact encoded size of ``symbols`` without packing any bits.
 
