@@ -54,17 +54,23 @@ class ContainerWriter:
 
     streams: list[StreamInfo] = field(default_factory=list)
     chunks: list[bytes] = field(default_factory=list)
-    spool: BinaryIO | None = None  # when set, stream bytes go to this file instead of memory
+    spool: BinaryIO | None = None  # when set, stream bytes beyond spool_above go to this file
+    #: Stream bytes held in memory before they move to the spool: a container that fits is not
+    #: written to disk twice (the spool, then the output), one that does not stays bounded.
+    spool_above: int = 0
     header_size: int = 0  # prefix + stored header, known once the container is laid out
     _size: int = 0
+    _spooled: bool = False
 
     def add_stream(self, data: bytes, *, count: int, coder: dict[str, Any]) -> int:
         self.streams.append(StreamInfo(self._size, len(data), zlib.crc32(data), count, coder))
-        if self.spool is not None:
-            self.spool.write(data)
-        else:
-            self.chunks.append(data)
+        self.chunks.append(data)
         self._size += len(data)
+        if self.spool is not None and (self._spooled or self._size > self.spool_above):
+            for piece in self.chunks:
+                self.spool.write(piece)
+            self.chunks.clear()
+            self._spooled = True
         return len(self.streams) - 1
 
     def iter_bytes(self, header: Header, *, chunk: int = 1 << 24) -> Iterator[bytes]:
@@ -73,7 +79,7 @@ class ContainerWriter:
         self.header_size = PREFIX_SIZE + len(hbytes)
         yield _PREFIX.pack(MAGIC, MAJOR_VERSION, MINOR_VERSION, len(hbytes), zlib.crc32(hbytes))
         yield hbytes
-        if self.spool is None:
+        if not self._spooled:
             yield from self.chunks
             return
         self.spool.flush()

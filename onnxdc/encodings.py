@@ -2,8 +2,10 @@
 
 Each encoding is a module-level pair of functions registered here by name: ``validate(info,
 streams)`` checks a header entry before anything is decoded (so declared sizes are consistent with
-the streams before allocation), and ``decode(info, container)`` returns the tensor's raw_data bytes.
-The container reader calls :func:`validate_tensor`; the pipeline calls :func:`decode_tensor`.
+the streams before allocation), and ``decode(info, container)`` returns the tensor's raw_data bytes,
+as ``bytes`` or as a C-contiguous numpy array whose memory holds them (no copy into ``bytes`` when a
+file is all they are for). The container reader calls :func:`validate_tensor`; the pipeline calls
+:func:`decode_tensor`.
 """
 
 from __future__ import annotations
@@ -12,13 +14,17 @@ import zlib
 from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 from onnxdc.errors import ContainerError
 
 if TYPE_CHECKING:
     from onnxdc.container import Container, StreamInfo, TensorInfo
 
 Validator = Callable[["TensorInfo", "tuple[StreamInfo, ...]"], None]
-Decoder = Callable[["TensorInfo", "Container"], bytes]
+Decoder = Callable[["TensorInfo", "Container"], "bytes | np.ndarray"]
+#: A decoded tensor's raw bytes: ``bytes``, or a memoryview of an array's memory (for files).
+RawBuffer = bytes | memoryview
 
 _ENCODINGS: dict[str, tuple[Validator, Decoder]] = {}
 
@@ -43,18 +49,28 @@ def validate_tensor(info: TensorInfo, streams: tuple[StreamInfo, ...]) -> None:
     _lookup(info.encoding, info.name)[0](info, streams)
 
 
-def decode_tensor(info: TensorInfo, container: Container) -> bytes:
+def decode_tensor(info: TensorInfo, container: Container) -> RawBuffer:
     """Rebuild a tensor's raw bytes from its streams and check them against the recorded CRC.
+
+    The result is ``bytes`` or a flat byte memoryview: files take either as is; a protobuf
+    field needs ``bytes(...)`` (see :func:`as_bytes`).
 
     Raises:
         ContainerError: a stream does not decode, or the result has the wrong size or checksum.
     """
     data = _lookup(info.encoding, info.name)[1](info, container)
+    if isinstance(data, np.ndarray):
+        data = memoryview(np.ascontiguousarray(data)).cast("B")
     if len(data) != info.nbytes:
         raise ContainerError(f"tensor {info.name!r} decoded to {len(data)} bytes, header says {info.nbytes}")
     if zlib.crc32(data) != info.crc32:
         raise ContainerError(f"tensor {info.name!r} checksum mismatch after decoding")
     return data
+
+
+def as_bytes(data: RawBuffer) -> bytes:
+    """``data`` as ``bytes`` (a copy only if it is a view), for a protobuf field."""
+    return data if isinstance(data, bytes) else bytes(data)
 
 
 #: Stream symbols decoded ahead together at most (bounds what prefetching holds in memory).

@@ -14,6 +14,7 @@ from pathlib import Path
 import onnx
 from onnx import TensorProto
 
+from onnxdc.encodings import RawBuffer, as_bytes
 from onnxdc.errors import OutputError
 from onnxdc.graphio import iter_tensors
 from onnxdc.splice import splice_layout
@@ -50,7 +51,7 @@ def _same_file(a: Path, b: Path) -> bool:
         return False
 
 
-def write_atomic(path: str | os.PathLike[str], data: bytes | Iterable[bytes]) -> None:
+def write_atomic(path: str | os.PathLike[str], data: bytes | memoryview | Iterable[bytes | memoryview]) -> None:
     """Write ``data`` to ``path`` through a temporary file and an atomic rename.
 
     Raises:
@@ -99,7 +100,7 @@ def external_data_path(out: str | os.PathLike[str]) -> Path:
 
 
 def write_model(model: onnx.ModelProto, path: str | os.PathLike[str], *, external_data: bool,
-                tensors: Iterable[tuple[TensorProto, bytes]] | None = None) -> None:
+                tensors: Iterable[tuple[TensorProto, RawBuffer]] | None = None) -> None:
     """Write a model atomically; with ``external_data``, large tensors go to ``<path>.data``.
 
     ``tensors`` (proto, raw bytes) pairs fill the model's tensors as they come — lazily decoded,
@@ -115,16 +116,16 @@ def write_model(model: onnx.ModelProto, path: str | os.PathLike[str], *, externa
         tensors = [(r.proto, r.proto.raw_data) for r in iter_tensors(model) if r.proto.HasField("raw_data")]
     if not external_data:
         for proto, raw in tensors:
-            proto.raw_data = raw
+            proto.raw_data = as_bytes(raw)
         write_atomic(path, model.SerializeToString(deterministic=True))
         return
     data_path = external_data_path(path)
 
-    def chunks() -> Iterator[bytes]:
+    def chunks() -> Iterator[RawBuffer]:
         offset = 0
         for t, data in tensors:
             if len(data) < EXTERNAL_MIN_BYTES:
-                t.raw_data = data
+                t.raw_data = as_bytes(data)
                 continue
             pad = (-offset) % 64  # aligned, as onnx's own writer can be asked to do
             if pad:
@@ -148,7 +149,7 @@ def write_model(model: onnx.ModelProto, path: str | os.PathLike[str], *, externa
 
 def write_model_inline(model: onnx.ModelProto, path: str | os.PathLike[str],
                        tensors: Sequence[tuple[TensorProto, int]],
-                       data: Callable[[list[int]], Iterable[bytes]]) -> None:
+                       data: Callable[[list[int]], Iterable[RawBuffer]]) -> None:
     """Write a model atomically with every tensor of ``tensors`` (proto, byte length) inline.
 
     ``data(order)`` yields the raw bytes of the tensors at those indices of ``tensors``, in that

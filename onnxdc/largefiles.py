@@ -15,21 +15,24 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from onnxdc.container import open_container
-from onnxdc.encodings import batched, decode_tensor
+from onnxdc.encodings import RawBuffer, batched, decode_tensor
 from onnxdc.errors import ConfigError, ContainerError
 from onnxdc.files import EXTERNAL_DATA_THRESHOLD, write_atomic, write_model, write_model_inline
 from onnxdc.graphio import load_model_lazy
 from onnxdc.header import Header
 from onnxdc.pipeline import CompressConfig, ContainerWriter, Progress, encode_model, matched_tensors, ordered_map
 
+#: Coded bytes kept in memory before compress_file spools them to disk.
+SPOOL_ABOVE = 256 << 20
+
 
 def compress_file(path: str | os.PathLike[str], out: str | os.PathLike[str], *,
                   config: CompressConfig | None = None, progress: Progress | None = None) -> tuple[Header, int]:
     """Compress a model file into a container file, one tensor at a time.
 
-    External data stay on disk until their tensor is coded, and the coded streams are spooled to a
-    temporary file beside ``out``, so memory holds the graph, a few tensors in flight and the
-    header — not the model. The output equals :func:`compress`'s bytes for the same model; it is
+    External data stay on disk until their tensor is coded, and coded streams beyond
+    :data:`SPOOL_ABOVE` bytes are spooled to a temporary file beside ``out``, so memory holds the
+    graph, a few tensors in flight, the header and at most that much coded data — not the model. The output equals :func:`compress`'s bytes for the same model; it is
     written atomically. Calibration needs the whole model in onnxruntime: use :func:`compress`.
 
     Returns:
@@ -41,7 +44,7 @@ def compress_file(path: str | os.PathLike[str], out: str | os.PathLike[str], *,
     skeleton, read = load_model_lazy(path)
     out_path = Path(out)
     with tempfile.TemporaryFile(dir=out_path.parent if str(out_path.parent) else ".") as spool:
-        writer = ContainerWriter(spool=spool)
+        writer = ContainerWriter(spool=spool, spool_above=SPOOL_ABOVE)
         header, _ = encode_model(skeleton, writer=writer, config=config, read=read, keep_values=False,
                                  progress=progress)
         write_atomic(out_path, writer.iter_bytes(header))
@@ -71,7 +74,7 @@ def decompress_file(path: str | os.PathLike[str], out: str | os.PathLike[str], *
         if external_data is None:
             external_data = needs_external_data(container.header)
 
-        def data(order: list[int]) -> Iterator[bytes]:
+        def data(order: list[int]) -> Iterator[RawBuffer]:
             infos = [pairs[i][1] for i in order]
             for done, (i, raw) in enumerate(zip(order, ordered_map(
                     lambda k: decode_tensor(infos[k], container), batched(container, infos), jobs)), 1):

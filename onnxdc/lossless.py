@@ -55,12 +55,24 @@ def encode_planes(raw: bytes, *, data_type: int, level: int = 19) -> tuple[dict,
         itemsize = 1
     rotate = 1 if data_type in _FLOATS and itemsize > 1 else 0
     planes = split_planes(raw, itemsize, rotate)
-    coded = [_encode_plane(p, level) for p in planes]
-    raw_planes = [j for j, c in enumerate(coded) if c.coder == RAW] if itemsize > 1 else []
-    streams = {f"plane{j}": c for j, c in enumerate(coded) if j not in raw_planes}
+    streams: dict[str, CodedStream] = {}
+    raw_planes: list[int] = []
+    for j, plane in enumerate(planes):
+        noise = _is_noise(plane)
+        if noise and itemsize > 1:  # joins the raw stream: nothing to code
+            raw_planes.append(j)
+            continue
+        coded = encode_best(plane, plane_candidates(level)[:1] if noise else plane_candidates(level))
+        if coded.coder == RAW and itemsize > 1:
+            raw_planes.append(j)
+        else:
+            streams[f"plane{j}"] = coded
     if raw_planes:
-        joined = np.concatenate([planes[j] for j in raw_planes])
-        streams["raw"] = CodedStream(joined.tobytes(), int(joined.size), RAW)
+        if raw_planes == list(range(raw_planes[0], raw_planes[-1] + 1)):  # adjacent rows: a view
+            joined = planes[raw_planes[0]:raw_planes[-1] + 1].reshape(-1)
+        else:
+            joined = np.concatenate([planes[j] for j in raw_planes])
+        streams["raw"] = CodedStream(memoryview(joined), int(joined.size), RAW)
     return {"itemsize": itemsize, "rotate": rotate, "raw_planes": raw_planes}, streams
 
 
@@ -70,11 +82,10 @@ _NOISE_SAMPLE = 1 << 16
 _NOISE_RUN = 256
 
 
-def _encode_plane(plane: np.ndarray, level: int) -> CodedStream:
+def _is_noise(plane: np.ndarray) -> bool:
+    """Whether a sample of the plane is too close to uniform bytes for any coder to shrink it."""
     sample = _sample(plane)
-    if order0_entropy_bits(sample) > _NOISE_BITS * sample.size:
-        return encode_best(plane, plane_candidates(level)[:1])
-    return encode_best(plane, plane_candidates(level))
+    return order0_entropy_bits(sample) > _NOISE_BITS * sample.size
 
 
 def _sample(plane: np.ndarray) -> np.ndarray:
@@ -86,32 +97,47 @@ def _sample(plane: np.ndarray) -> np.ndarray:
     return plane[starts[:, None] + np.arange(_NOISE_RUN)].reshape(-1)
 
 
-def split_planes(raw: bytes, itemsize: int, rotate: int) -> list[np.ndarray]:
-    """Return the byte planes of ``raw`` (after rotating each element left by ``rotate`` bits)."""
+#: Elements rotated and split per step: small temporaries stay in cache, and the only large
+#: allocations are the planes themselves (fresh memory costs page faults on every touch).
+_CHUNK = 1 << 18
+
+
+def split_planes(raw: bytes, itemsize: int, rotate: int) -> np.ndarray:
+    """Return the byte planes of ``raw`` (after rotating each element left by ``rotate`` bits) as
+    the rows of one ``itemsize × n`` array, so adjacent planes are one contiguous buffer."""
     if itemsize == 1:
-        return [np.frombuffer(raw, dtype=np.uint8).copy()]
+        return np.frombuffer(raw, dtype=np.uint8).copy().reshape(1, -1)
     words = np.frombuffer(raw, dtype=np.dtype(_UINT[itemsize]).newbyteorder("<"))
-    if rotate:
-        nbits = itemsize * 8
-        words = (words << np.array(rotate, words.dtype)) | (words >> np.array(nbits - rotate, words.dtype))
-    as_bytes = words.astype(words.dtype.newbyteorder("<"), copy=False).view(np.uint8).reshape(-1, itemsize)
-    return [np.ascontiguousarray(as_bytes[:, j]) for j in range(itemsize)]
+    planes = np.empty((itemsize, words.size), dtype=np.uint8)
+    nbits = itemsize * 8
+    for start in range(0, words.size, _CHUNK):
+        part = words[start:start + _CHUNK]
+        if rotate:
+            part = (part << np.array(rotate, part.dtype)) | (part >> np.array(nbits - rotate, part.dtype))
+        as_bytes = part.astype(part.dtype.newbyteorder("<"), copy=False).view(np.uint8).reshape(-1, itemsize)
+        for j in range(itemsize):
+            planes[j][start:start + _CHUNK] = as_bytes[:, j]
+    return planes
 
 
-def join_planes(planes: list[np.ndarray], itemsize: int, rotate: int) -> bytes:
-    """Inverse of :func:`split_planes` (planes interleaved into one buffer, rotated in place)."""
+def join_planes(planes: list[np.ndarray], itemsize: int, rotate: int) -> np.ndarray:
+    """Inverse of :func:`split_planes`: the raw bytes as a flat ``uint8`` array (planes interleaved
+    into one buffer, rotated in place)."""
     if itemsize == 1:
-        return planes[0].tobytes()
+        return planes[0]
     out = np.empty((planes[0].size, itemsize), dtype=np.uint8)
-    for j, plane in enumerate(planes):
-        out[:, j] = plane
-    words = out.view(np.dtype(_UINT[itemsize]).newbyteorder("<")).reshape(-1)
-    if rotate:
-        nbits = itemsize * 8
-        low = words << np.array(nbits - rotate, words.dtype)
-        words >>= np.array(rotate, words.dtype)
-        words |= low
-    return out.tobytes()
+    words_all = out.view(np.dtype(_UINT[itemsize]).newbyteorder("<")).reshape(-1)
+    nbits = itemsize * 8
+    for start in range(0, out.shape[0], _CHUNK):
+        stop = start + _CHUNK
+        for j, plane in enumerate(planes):
+            out[start:stop, j] = plane[start:stop]
+        if rotate:
+            words = words_all[start:stop]
+            low = words << np.array(nbits - rotate, words.dtype)
+            words >>= np.array(rotate, words.dtype)
+            words |= low
+    return out.reshape(-1)
 
 
 def _validate(info: TensorInfo, streams: tuple[StreamInfo, ...]) -> None:
@@ -141,7 +167,7 @@ def _validate(info: TensorInfo, streams: tuple[StreamInfo, ...]) -> None:
             raise ContainerError(f"tensor {info.name!r} {role} holds {count} symbols, expected {want_count}")
 
 
-def _decode(info: TensorInfo, container: Container) -> bytes:
+def _decode(info: TensorInfo, container: Container) -> np.ndarray:
     itemsize, raw_planes = info.params["itemsize"], info.params["raw_planes"]
     planes: dict[int, np.ndarray] = {}
     if raw_planes:

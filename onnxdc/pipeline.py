@@ -21,7 +21,7 @@ import onnx
 
 from onnxdc import __version__
 from onnxdc.container import Container, ContainerWriter, Header, TensorInfo, read_container
-from onnxdc.encodings import batched, decode_tensor
+from onnxdc.encodings import as_bytes, batched, decode_tensor
 from onnxdc.errors import ConfigError, ContainerError, ModelError
 from onnxdc.graphio import (
     TensorRef,
@@ -315,7 +315,7 @@ def decoded_tensors(container: Container, *, progress: Progress | None = None
     def tensors() -> Iterator[tuple[onnx.TensorProto, bytes]]:
         for done, i in enumerate(batched(container, [info for _, info in pairs]), 1):
             t, info = pairs[i]
-            raw = decode_tensor(info, container)
+            raw = as_bytes(decode_tensor(info, container))
             if progress:  # before the yield: a consumer may stop after the last tensor
                 progress(done, len(pairs), info.name)
             yield t, raw

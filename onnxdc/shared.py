@@ -225,7 +225,7 @@ def _validate(info: TensorInfo, streams: tuple[StreamInfo, ...]) -> None:
             raise ContainerError(f"tensor {info.name!r} position stream is longer than the tensor allows")
 
 
-def _decode(info: TensorInfo, container: Container) -> bytes:
+def _decode(info: TensorInfo, container: Container) -> np.ndarray:
     p = info.params
     cb_dtype = np.dtype(CODEBOOK_DTYPES[p["codebook_dtype"]]).newbyteorder("<")
     codebook = np.frombuffer(container.decode_stream(info.streams["codebook"]).tobytes(), dtype=cb_dtype)
@@ -245,7 +245,7 @@ def _decode(info: TensorInfo, container: Container) -> bytes:
             pos = decode_mask(syms, numel=p["numel"], nnz=p["nnz"], name=info.name)
         values = np.zeros(p["numel"], dtype=out_dtype)
         values[pos] = cb[idx]
-    return le_bytes(values)
+    return values.astype(values.dtype.newbyteorder("<"), copy=False).view(np.uint8)
 
 
 register_encoding(ENCODING, _validate, _decode)

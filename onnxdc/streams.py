@@ -18,7 +18,7 @@ from onnxdc.coders.huffman import HuffmanCoder, HuffmanPlan
 class CodedStream:
     """A stream after coding: its bytes, symbol count and the config that decodes it."""
 
-    data: bytes
+    data: bytes | memoryview  # a view of an array's memory when copying it into bytes buys nothing
     count: int
     coder: dict[str, Any]
 
@@ -37,6 +37,9 @@ def order0_entropy_bits(symbols: np.ndarray, counts: np.ndarray | None = None) -
     return float(-(counts[counts > 0] * np.log2(p)).sum())
 
 
+_HISTOGRAM_CHUNK = 1 << 20
+
+
 def histogram(symbols: np.ndarray) -> np.ndarray:
     """How often each byte value occurs in a uint8 stream (256 counts).
 
@@ -45,7 +48,11 @@ def histogram(symbols: np.ndarray) -> np.ndarray:
     """
     symbols = np.ascontiguousarray(symbols)
     even = symbols.size & ~1
-    pairs = np.bincount(symbols[:even].view(np.uint16), minlength=1 << 16).reshape(256, 256)
+    pairs = np.zeros(1 << 16, dtype=np.int64)
+    as_pairs = symbols[:even].view(np.uint16)
+    for start in range(0, as_pairs.size, _HISTOGRAM_CHUNK):  # bincount's index temporaries stay small
+        pairs += np.bincount(as_pairs[start:start + _HISTOGRAM_CHUNK], minlength=1 << 16)
+    pairs = pairs.reshape(256, 256)
     counts = pairs.sum(axis=0) + pairs.sum(axis=1)
     if even < symbols.size:
         counts[symbols[-1]] += 1

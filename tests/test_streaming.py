@@ -22,7 +22,10 @@ CONFIGS = [CompressConfig(), CompressConfig(sharing=SharingConfig(sparsity=0.9, 
 
 @pytest.mark.parametrize("config", CONFIGS, ids=["lossless", "shared-j2", "global"])
 @pytest.mark.parametrize("external", [False, True], ids=["inline", "external-input"])
-def test_compress_file_equals_compress(tmp_path: Path, config: CompressConfig, external: bool) -> None:
+@pytest.mark.parametrize("spool_above", [0, 20_000, 1 << 30], ids=["spooled", "spills", "in-memory"])
+def test_compress_file_equals_compress(tmp_path: Path, config: CompressConfig, external: bool, spool_above: int,
+                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("onnxdc.largefiles.SPOOL_ABOVE", spool_above)
     src = MODELS / "lenet5.onnx"
     if external:  # the same model with its weights in a data file, read one tensor at a time
         model = onnx.load(src)
