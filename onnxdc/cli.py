@@ -273,9 +273,10 @@ def _compress_auto(model: str, output: str | None, calib: str | None, calib_samp
               help="Run onnx.checker on the result and warn if it fails.")
 @click.option("--external-data", is_flag=True,
               help="Write large tensors to OUT.data beside the model (automatic above 1.8 GB of tensor data).")
-@click.option("-j", "--jobs", type=click.IntRange(1), default=1, show_default=True,
-              help="Tensors decoded in parallel threads; the output is the same for any value (Huffman-heavy "
-                   "containers decode slower on several threads, the decoder's small steps contend for the GIL).")
+@click.option("-j", "--jobs", type=click.IntRange(1), default=min(2, os.cpu_count() or 1), show_default="2",
+              help="Tensors decoded in parallel threads while the main thread writes; the output is the same "
+                   "for any value (Huffman-heavy containers gain little: the numpy decoder's small steps "
+                   "contend for the GIL).")
 def decompress(container: str, output: str | None, force: bool, quiet: bool, check: bool,
                external_data: bool, jobs: int) -> None:
     """Rebuild an ONNX model from CONTAINER (.onnxdc)."""
