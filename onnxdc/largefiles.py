@@ -23,7 +23,7 @@ from onnxdc.header import Header
 from onnxdc.pipeline import CompressConfig, ContainerWriter, Progress, encode_model, matched_tensors, ordered_map
 
 #: Coded bytes kept in memory before compress_file spools them to disk.
-SPOOL_ABOVE = 256 << 20
+SPOOL_ABOVE = 128 << 20
 
 
 def compress_file(path: str | os.PathLike[str], out: str | os.PathLike[str], *,

@@ -10,8 +10,10 @@ from typing import Any
 import numpy as np
 
 from onnxdc.coders import Coder, get_coder
+from onnxdc.coders.base import histogram
 from onnxdc.coders.chain import ChainCoder
 from onnxdc.coders.huffman import HuffmanCoder, HuffmanPlan
+from onnxdc.coders.raw import RawCoder
 
 
 @dataclass(frozen=True)
@@ -35,28 +37,6 @@ def order0_entropy_bits(symbols: np.ndarray, counts: np.ndarray | None = None) -
     counts = counts.astype(np.float64)
     p = counts[counts > 0] / symbols.size
     return float(-(counts[counts > 0] * np.log2(p)).sum())
-
-
-_HISTOGRAM_CHUNK = 1 << 20
-
-
-def histogram(symbols: np.ndarray) -> np.ndarray:
-    """How often each byte value occurs in a uint8 stream (256 counts).
-
-    ``bincount`` widens every element to an index first; counting byte pairs (``uint16``) halves
-    the elements, and the pair counts fold back into byte counts by row and column sums.
-    """
-    symbols = np.ascontiguousarray(symbols)
-    even = symbols.size & ~1
-    pairs = np.zeros(1 << 16, dtype=np.int64)
-    as_pairs = symbols[:even].view(np.uint16)
-    for start in range(0, as_pairs.size, _HISTOGRAM_CHUNK):  # bincount's index temporaries stay small
-        pairs += np.bincount(as_pairs[start:start + _HISTOGRAM_CHUNK], minlength=1 << 16)
-    pairs = pairs.reshape(256, 256)
-    counts = pairs.sum(axis=0) + pairs.sum(axis=1)
-    if even < symbols.size:
-        counts[symbols[-1]] += 1
-    return counts
 
 
 #: Streams above this many symbols probe slow zstd levels with a fast one first.
@@ -96,46 +76,13 @@ def encode_best(symbols: np.ndarray, candidates: Sequence[Coder | dict[str, Any]
     are packed only if it wins: the choice is the same as encoding it, for a fraction of the work.
     ``counts`` is the symbols' histogram, if the caller has it (Huffman needs it).
     """
-    best: tuple[float, dict[str, Any]] | None = None  # cost and config of the cheapest so far
-    done: dict[str, bytes] = {}  # outputs by config, so a chain reuses its first stage's output
-    plans: dict[str, tuple[HuffmanCoder, HuffmanPlan]] = {}
-
-    def run(config: dict[str, Any]) -> bytes:
-        key = json.dumps(config, sort_keys=True)
-        if key not in done:
-            coder = get_coder(config)
-            first = json.dumps(config.get("coders", [None])[0], sort_keys=True)
-            if key in plans:
-                done[key] = plans[key][0].encode_planned(symbols, plans[key][1])
-            elif isinstance(coder, ChainCoder) and (first in done or first in plans):
-                done[key] = coder.encode_from(run(config["coders"][0]))  # the first stage, packed once
-            else:
-                done[key] = coder.encode(symbols)
-        return done[key]
-
-    def size(config: dict[str, Any]) -> int:
-        nonlocal counts
-        coder = get_coder(config)
-        if not isinstance(coder, HuffmanCoder):
-            return len(run(config))
-        key = json.dumps(config, sort_keys=True)
-        if key not in plans:
-            if counts is None:
-                counts = histogram(symbols)
-            plans[key] = (coder, coder.plan(symbols, counts))
-        return plans[key][1].size
-
-    def floor(config: dict[str, Any]) -> int:
-        nonlocal counts
-        if counts is None:
-            counts = histogram(symbols)
-        return get_coder(config).size_floor(counts)
-
+    trials = _Trials(symbols, counts)
     margin = 1 + SLOW_DECODE_MARGIN if symbols.size >= PROBE_MIN_SYMBOLS else 1
 
     def cost(config: dict[str, Any]) -> float:
-        return size(config) * margin if _uses(config, "huffman") else size(config)
+        return trials.size(config) * margin if _uses(config, "huffman") else trials.size(config)
 
+    best: tuple[float, dict[str, Any]] | None = None  # cost and config of the cheapest so far
     for cand in candidates:
         config = cand.get_config() if isinstance(cand, Coder) else get_coder(cand).get_config()
         if symbols.size >= PROBE_MIN_SYMBOLS and _max_zstd_level(config) > _PROBE_LEVEL:
@@ -145,14 +92,62 @@ def encode_best(symbols: np.ndarray, candidates: Sequence[Coder | dict[str, Any]
                 if best is None or probe < best[0]:
                     best = (probe, probe_config)
                 continue
-        if best is not None and config.get("id") == "huffman" and best[0] <= margin * floor(config):
+        if best is not None and config.get("id") == "huffman" and best[0] <= margin * trials.floor(config):
             continue  # cannot win: even its payload alone costs more (the same choice, for less work)
         n = cost(config)
         if best is None or n < best[0]:
             best = (n, config)
     if best is None:
         raise ValueError("encode_best needs at least one candidate coder")
-    return CodedStream(run(best[1]), int(symbols.size), best[1])
+    return CodedStream(trials.run(best[1]), int(symbols.size), best[1])
+
+
+class _Trials:
+    """The candidate outputs and Huffman plans of one :func:`encode_best` call.
+
+    A plain object, not closures: closures that call themselves form a reference cycle, which would
+    keep every candidate's output (and the symbols, often a view pinning a whole tensor's planes)
+    alive until the cyclic garbage collector happens to run — hundreds of MB on a large model.
+    """
+
+    def __init__(self, symbols: np.ndarray, counts: np.ndarray | None) -> None:
+        self.symbols = symbols
+        self.counts = counts
+        self.done: dict[str, bytes] = {}  # outputs by config, so a chain reuses its first stage's output
+        self.plans: dict[str, tuple[HuffmanCoder, HuffmanPlan]] = {}
+
+    def histogram(self) -> np.ndarray:
+        if self.counts is None:
+            self.counts = histogram(self.symbols)
+        return self.counts
+
+    def run(self, config: dict[str, Any]) -> bytes:
+        key = json.dumps(config, sort_keys=True)
+        if key not in self.done:
+            coder = get_coder(config)
+            first = json.dumps(config.get("coders", [None])[0], sort_keys=True)
+            if key in self.plans:
+                self.done[key] = self.plans[key][0].encode_planned(self.symbols, self.plans[key][1])
+            elif isinstance(coder, ChainCoder) and (first in self.done or first in self.plans):
+                self.done[key] = coder.encode_from(self.run(config["coders"][0]))  # first stage packed once
+            else:
+                self.done[key] = coder.encode(self.symbols)
+        return self.done[key]
+
+    def size(self, config: dict[str, Any]) -> int:
+        coder = get_coder(config)
+        symbols = self.symbols
+        if isinstance(coder, RawCoder) and (coder.bits == 8 or int(symbols.max(initial=0)) >> coder.bits == 0):
+            return coder.max_encoded_size(symbols.size)  # exact; packed only if it wins
+        if not isinstance(coder, HuffmanCoder):
+            return len(self.run(config))
+        key = json.dumps(config, sort_keys=True)
+        if key not in self.plans:
+            self.plans[key] = (coder, coder.plan(symbols, self.histogram()))
+        return self.plans[key][1].size
+
+    def floor(self, config: dict[str, Any]) -> int:
+        return get_coder(config).size_floor(self.histogram())
 
 
 def _uses(config: dict[str, Any], coder_id: str) -> bool:

@@ -452,3 +452,12 @@ def test_huffman_streams_decoded_together_equal_one_by_one() -> None:
         decode_many(bad)
     with pytest.raises(CoderError):
         coder.decode(buf[:-1], count=n)
+
+
+@settings(max_examples=40, deadline=None)
+@given(data=st.binary(min_size=1, max_size=20000), alphabet=st.integers(1, 256), max_bits=st.integers(9, 16))
+def test_huffman_size_floor_never_exceeds_the_encoded_size(data: bytes, alphabet: int, max_bits: int) -> None:
+    # encode_best skips Huffman when another coder beats this floor: it must be a true lower bound.
+    symbols = (np.frombuffer(data, dtype=np.uint8).astype(np.int64) % alphabet).astype(np.uint8)
+    coder = HuffmanCoder(max_bits=max_bits)
+    assert coder.size_floor(np.bincount(symbols, minlength=256)) <= len(coder.encode(symbols))

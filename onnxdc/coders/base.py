@@ -160,3 +160,25 @@ def read_varint(buf: bytes, pos: int) -> tuple[int, int]:
                 raise CoderError(f"non-minimal varint at offset {pos}")
             return value, pos + i + 1
     raise CoderError(f"varint at offset {pos} is longer than {_VARINT_MAX_BYTES} bytes")
+
+
+_HISTOGRAM_CHUNK = 1 << 20
+
+
+def histogram(symbols: np.ndarray) -> np.ndarray:
+    """How often each byte value occurs in a uint8 stream (256 counts).
+
+    ``bincount`` widens every element to an index first; counting byte pairs (``uint16``) halves
+    the elements, and the pair counts fold back into byte counts by row and column sums.
+    """
+    symbols = np.ascontiguousarray(symbols)
+    even = symbols.size & ~1
+    pairs = np.zeros(1 << 16, dtype=np.int64)
+    as_pairs = symbols[:even].view(np.uint16)
+    for start in range(0, as_pairs.size, _HISTOGRAM_CHUNK):  # bincount's index temporaries stay small
+        pairs += np.bincount(as_pairs[start:start + _HISTOGRAM_CHUNK], minlength=1 << 16)
+    pairs = pairs.reshape(256, 256)
+    counts = pairs.sum(axis=0) + pairs.sum(axis=1)
+    if even < symbols.size:
+        counts[symbols[-1]] += 1
+    return counts

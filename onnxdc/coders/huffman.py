@@ -37,6 +37,7 @@ from onnxdc.coders.base import (
     check_count,
     check_int_param,
     check_symbols,
+    histogram,
     read_varint,
     write_varint,
 )
@@ -199,7 +200,7 @@ class HuffmanCoder(Coder):
         if count == 0:
             return HuffmanPlan(b"", None, 0, np.zeros(0, dtype=np.int64), 0)
         if counts is None:
-            counts = np.bincount(symbols, minlength=256)
+            counts = histogram(symbols)
         lengths = huffman_code_lengths(counts, self.max_bits)
         longest = int(lengths.max())
         max_symbol = int(np.flatnonzero(counts)[-1])
