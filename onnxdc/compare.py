@@ -22,7 +22,7 @@ from onnxdc.streams import order0_entropy_bits
 
 #: Coders and chains compared; ``raw`` is fixed width (the tensor's bits for indices, the best
 #: gap width for positions), as the paper stores them before Huffman coding.
-SPECS = ("raw", "huffman", "zstd", "huffman+zstd", "zstd+huffman", "huffman+huffman", "zstd+zstd",
+SPECS = ("raw", "huffman", "zstd", "zstd-literals", "huffman+zstd", "zstd+huffman", "huffman+huffman", "zstd+zstd",
          "raw+zstd", "raw+huffman")
 
 
