@@ -45,7 +45,10 @@ class Coder(ABC):
 
     @abstractmethod
     def decode(self, buf: bytes, *, count: int) -> np.ndarray:
-        """Decode exactly ``count`` symbols from ``buf`` into a new 1-D ``uint8`` array.
+        """Decode exactly ``count`` symbols from ``buf`` into a 1-D ``uint8`` array.
+
+        The array may be a read-only view of ``buf`` (raw 8-bit symbols are the bytes themselves);
+        callers do not write into it.
 
         Must never allocate more than ``count`` symbols' worth of output (plus a constant), never
         loop without progress, and raise :class:`~onnxdc.errors.CoderError` when ``buf`` is

@@ -68,8 +68,8 @@ class RawCoder(Coder):
                 f"got {len(buf)}"
             )
         data = np.frombuffer(buf, dtype=np.uint8)
-        if self.bits == 8:
-            return data.copy()
+        if self.bits == 8:  # the bytes are the symbols: a read-only view, not a copy (75 MB of a 100 MB
+            return data     # lossless model's low mantissa planes)
         bits = np.unpackbits(data)
         used = count * self.bits
         if bits[used:].any():
