@@ -53,7 +53,7 @@ class ContainerWriter:
     """
 
     streams: list[StreamInfo] = field(default_factory=list)
-    chunks: list[bytes] = field(default_factory=list)
+    chunks: list[bytes | memoryview] = field(default_factory=list)
     spool: BinaryIO | None = None  # when set, stream bytes beyond spool_above go to this file
     #: Stream bytes held in memory before they move to the spool: a container that fits is not
     #: written to disk twice (the spool, then the output), one that does not stays bounded.
@@ -62,7 +62,7 @@ class ContainerWriter:
     _size: int = 0
     _spooled: bool = False
 
-    def add_stream(self, data: bytes, *, count: int, coder: dict[str, Any]) -> int:
+    def add_stream(self, data: bytes | memoryview, *, count: int, coder: dict[str, Any]) -> int:
         self.streams.append(StreamInfo(self._size, len(data), zlib.crc32(data), count, coder))
         self.chunks.append(data)
         self._size += len(data)
@@ -73,7 +73,7 @@ class ContainerWriter:
             self._spooled = True
         return len(self.streams) - 1
 
-    def iter_bytes(self, header: Header, *, chunk: int = 1 << 24) -> Iterator[bytes]:
+    def iter_bytes(self, header: Header, *, chunk: int = 1 << 24) -> Iterator[bytes | memoryview]:
         """The container as a sequence of byte chunks (streams read back from the spool, if any)."""
         hbytes = header.to_bytes()
         self.header_size = PREFIX_SIZE + len(hbytes)
