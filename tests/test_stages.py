@@ -318,3 +318,29 @@ def test_stream_choice_prefers_the_compiled_decoder_within_the_margin() -> None:
     short = plane[:PROBE_MIN_SYMBOLS - 1]
     assert len(encode_best(short, [huff]).data) < len(encode_best(short, [lit]).data)
     assert encode_best(short, [lit, huff]).coder["id"] == "huffman"
+
+
+def test_stream_choice_frees_its_candidates_without_the_cycle_collector() -> None:
+    """Nothing encode_best builds may hold the symbols (or candidate outputs) in a reference cycle:
+    on a large model the cyclic GC runs too late, and those pinned hundreds of MB."""
+    import gc
+    import weakref
+
+    from onnxdc.lossless import plane_candidates
+    from onnxdc.settings import AUTO_INDEX_CODERS
+    from onnxdc.streams import encode_best
+
+    rng = np.random.default_rng(4)
+    gc.collect()
+    gc.disable()
+    try:
+        for candidates in (plane_candidates(19), [{**c, "bits": 4} if c["id"] == "raw" else c
+                                                  for c in AUTO_INDEX_CODERS]):
+            symbols = rng.integers(0, 16, size=100_000).astype(np.uint8)
+            alive = weakref.ref(symbols)
+            stream = encode_best(symbols, candidates)
+            del symbols
+            assert alive() is None, "encode_best left the symbols referenced"
+            assert stream.count == 100_000
+    finally:
+        gc.enable()
