@@ -135,11 +135,15 @@ class Container:
     source: _Source
     version: tuple[int, int]
     header_size: int
+    check_on_read: bool = False  # stream CRCs not checked when opened: check each as it is read
     _prefetched: dict[int, np.ndarray] = field(default_factory=dict, repr=False, compare=False)
 
     def stream_bytes(self, index: int) -> bytes:
         s = self.header.streams[index]
-        return self.source.read(self.header_size + s.offset, s.length)
+        data = self.source.read(self.header_size + s.offset, s.length)
+        if self.check_on_read and zlib.crc32(data) != s.crc32:
+            raise ContainerError(f"stream {index} checksum mismatch (file corrupted)")
+        return data
 
     def decode_stream(self, index: int) -> np.ndarray:
         """Decode stream ``index`` into its ``count`` uint8 symbols (errors become ContainerError)."""
@@ -147,8 +151,9 @@ class Container:
         out = self._prefetched.pop(index, None)
         if out is None:
             coder = get_coder(s.coder)  # validated at read time, cannot fail here
+            data = self.stream_bytes(index)  # its own error: checksum or short read
             try:
-                out = coder.decode(self.stream_bytes(index), count=s.count)
+                out = coder.decode(data, count=s.count)
             except OnnxdcError as exc:
                 raise ContainerError(f"stream {index}: {exc}") from None
         if out.shape != (s.count,):
@@ -194,18 +199,25 @@ def read_container(data: bytes | memoryview, *, max_tensor_bytes: int = DEFAULT_
     return _read(_Source(data), max_tensor_bytes)
 
 
-def open_container(file: BinaryIO, *, max_tensor_bytes: int = DEFAULT_MAX_TENSOR_BYTES) -> Container:
+def open_container(file: BinaryIO, *, max_tensor_bytes: int = DEFAULT_MAX_TENSOR_BYTES,
+                   check_streams: bool = True) -> Container:
     """Validate a container read from an open binary file, without loading the payload.
 
     Same checks as :func:`read_container`; streams are read (and CRC-checked) piece by piece, so
     memory stays bounded whatever the file size. The file must stay open while the container is used.
+
+    ``check_streams=False`` defers each stream's CRC check to the moment the stream is read for
+    decoding (:meth:`Container.stream_bytes`), still before any of its bytes are decoded: a reader
+    that decodes every stream (decompression) then reads the payload once, not twice, and the
+    checks run in its decoding threads. Corruption is then found mid-way, so such a reader must
+    write its output atomically (as :func:`onnxdc.largefiles.decompress_file` does).
     """
     file.seek(0, os.SEEK_END)
     size = file.tell()
-    return _read(_Source(file=file, size=size), max_tensor_bytes)
+    return _read(_Source(file=file, size=size), max_tensor_bytes, check_streams=check_streams)
 
 
-def _read(src: _Source, max_tensor_bytes: int) -> Container:
+def _read(src: _Source, max_tensor_bytes: int, *, check_streams: bool = True) -> Container:
     if src.size < PREFIX_SIZE:
         raise ContainerError(f"file too short ({src.size} bytes) to be an onnxdc container (needs {PREFIX_SIZE})")
     magic, major, minor, hlen, hcrc = _PREFIX.unpack(src.read(0, PREFIX_SIZE))
@@ -237,10 +249,10 @@ def _read(src: _Source, max_tensor_bytes: int) -> Container:
         raise ContainerError("header is not valid UTF-8") from None
     header_size = PREFIX_SIZE + hlen
     header = parse_header(text, payload_size=src.size - header_size, max_tensor_bytes=max_tensor_bytes)
-    for i, s in enumerate(header.streams):
+    for i, s in enumerate(header.streams if check_streams else ()):
         if src.crc32(header_size + s.offset, s.length) != s.crc32:
             raise ContainerError(f"stream {i} checksum mismatch (file corrupted)")
-    return Container(header, src, (major, minor), header_size)
+    return Container(header, src, (major, minor), header_size, check_on_read=not check_streams)
 
 
 def _frame_size(frame: bytes) -> int:

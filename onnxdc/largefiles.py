@@ -69,7 +69,7 @@ def decompress_file(path: str | os.PathLike[str], out: str | os.PathLike[str], *
     except OSError as exc:
         raise ContainerError(f"cannot read {str(path)!r}: {exc.strerror}") from None
     with fh:
-        container = open_container(fh)
+        container = open_container(fh, check_streams=False)  # each stream checked as it is decoded
         model, pairs = matched_tensors(container)
         if external_data is None:
             external_data = needs_external_data(container.header)

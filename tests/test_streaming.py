@@ -106,3 +106,24 @@ def test_decoding_prefetches_bounded_batches_of_streams(monkeypatch: pytest.Monk
     monkeypatch.undo()
     again = {t.name: numpy_helper.to_array(t) for t in decompress(data).graph.initializer}
     assert all(np.array_equal(got[n], again[n]) for n in names)
+
+
+def test_decompress_file_checks_each_stream_as_it_reads_it(tmp_path: Path) -> None:
+    """decompress_file reads the payload once (stream CRCs checked as streams are read, not in an
+    up-front pass): a flipped payload byte still fails with the stream's checksum error, and no
+    output is left behind."""
+    from onnxdc import ContainerError
+    from onnxdc.container import read_container
+
+    src = MODELS / "lenet5.onnx"
+    data = bytearray(compress(load_model(src), config=CompressConfig()).data)
+    c = read_container(bytes(data))
+    last = len(c.header.streams) - 2  # a tensor stream late in the file: earlier tensors decode fine
+    s = c.header.streams[last]
+    data[c.header_size + s.offset + s.length // 2] ^= 0x40
+    bad = tmp_path / "bad.onnxdc"
+    bad.write_bytes(bytes(data))
+    out = tmp_path / "out.onnx"
+    with pytest.raises(ContainerError, match=rf"^stream {last} checksum mismatch \(file corrupted\)$"):
+        decompress_file(bad, out)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.onnxdc"]
