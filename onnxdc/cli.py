@@ -292,7 +292,7 @@ def decompress(container: str, output: str | None, force: bool, quiet: bool, che
     if external is None and data_out.exists() and not force:
         # Decide now whether OUT.data is needed, so an existing one is never overwritten silently.
         with open(container, "rb") as fh:
-            external = needs_external_data(open_container(fh).header)
+            external = needs_external_data(open_container(fh, check_streams=False).header)  # header only
     if external:
         check_output_path(data_out, force=force, inputs=[container])
     with progress_callback(quiet, "decompressing") as cb:
