@@ -15,12 +15,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from onnxdc.container import open_container
-from onnxdc.encodings import RawBuffer, batched, decode_tensor
+from onnxdc.encodings import RawBuffer
 from onnxdc.errors import ConfigError, ContainerError
 from onnxdc.files import EXTERNAL_DATA_THRESHOLD, write_atomic, write_model, write_model_inline
 from onnxdc.graphio import load_model_lazy
 from onnxdc.header import Header
-from onnxdc.pipeline import CompressConfig, ContainerWriter, Progress, encode_model, matched_tensors, ordered_map
+from onnxdc.pipeline import CompressConfig, ContainerWriter, Progress, decode_in_order, encode_model, matched_tensors
 
 #: Coded bytes kept in memory before compress_file spools them to disk.
 SPOOL_ABOVE = 128 << 20
@@ -32,8 +32,9 @@ def compress_file(path: str | os.PathLike[str], out: str | os.PathLike[str], *,
 
     External data stay on disk until their tensor is coded, and coded streams beyond
     :data:`SPOOL_ABOVE` bytes are spooled to a temporary file beside ``out``, so memory holds the
-    graph, a few tensors in flight, the header and at most that much coded data — not the model. The output equals :func:`compress`'s bytes for the same model; it is
-    written atomically. Calibration needs the whole model in onnxruntime: use :func:`compress`.
+    graph, a few tensors in flight, the header and at most that much coded data — not the model.
+    The output equals :func:`compress`'s bytes for the same model; it is written atomically.
+    Calibration needs the whole model in onnxruntime: use :func:`compress`.
 
     Returns:
         The container's header and its stored size (prefix included), for reports.
@@ -75,9 +76,8 @@ def decompress_file(path: str | os.PathLike[str], out: str | os.PathLike[str], *
             external_data = needs_external_data(container.header)
 
         def data(order: list[int]) -> Iterator[RawBuffer]:
-            infos = [pairs[i][1] for i in order]
-            for done, (i, raw) in enumerate(zip(order, ordered_map(
-                    lambda k: decode_tensor(infos[k], container), batched(container, infos), jobs)), 1):
+            decoded = decode_in_order(container, [pairs[i][1] for i in order], jobs)
+            for done, (i, raw) in enumerate(zip(order, decoded), 1):
                 if progress:  # before the yield: the writer stops after the last tensor
                     progress(done, len(order), pairs[i][1].name)
                 yield raw

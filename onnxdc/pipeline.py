@@ -21,7 +21,7 @@ import onnx
 
 from onnxdc import __version__
 from onnxdc.container import Container, ContainerWriter, Header, TensorInfo, read_container
-from onnxdc.encodings import as_bytes, batched, decode_tensor
+from onnxdc.encodings import RawBuffer, as_bytes, batched, decode_tensor
 from onnxdc.errors import ConfigError, ContainerError, ModelError
 from onnxdc.graphio import (
     TensorRef,
@@ -313,14 +313,20 @@ def decoded_tensors(container: Container, *, progress: Progress | None = None
     model, pairs = matched_tensors(container)
 
     def tensors() -> Iterator[tuple[onnx.TensorProto, bytes]]:
-        for done, i in enumerate(batched(container, [info for _, info in pairs]), 1):
-            t, info = pairs[i]
-            raw = as_bytes(decode_tensor(info, container))
+        decoded = decode_in_order(container, [info for _, info in pairs])
+        for done, ((t, info), raw) in enumerate(zip(pairs, decoded), 1):
             if progress:  # before the yield: a consumer may stop after the last tensor
                 progress(done, len(pairs), info.name)
-            yield t, raw
+            yield t, as_bytes(raw)
 
     return model, tensors()
+
+
+def decode_in_order(container: Container, infos: list[TensorInfo], jobs: int = 1) -> Iterator[RawBuffer]:
+    """The decoded raw bytes of ``infos``' tensors, in that order: streams prefetched in bounded
+    batches (:func:`onnxdc.encodings.batched`), tensors decoded on ``jobs`` threads (at most
+    ``2 * jobs`` ahead of the consumer)."""
+    return _ordered_map(lambda k: decode_tensor(infos[k], container), batched(container, infos), jobs)
 
 
 def matched_tensors(container: Container) -> tuple[onnx.ModelProto, list[tuple[onnx.TensorProto, TensorInfo]]]:
@@ -354,7 +360,3 @@ def matched_tensors(container: Container) -> tuple[onnx.ModelProto, list[tuple[o
         pairs.append((t, info))
     return model, pairs
 
-
-def ordered_map(fn: Callable[[Any], Any], items: Iterable[Any], jobs: int) -> Iterator[Any]:
-    """``map(fn, items)`` on ``jobs`` threads, in order, with at most ``2 * jobs`` results in flight."""
-    return _ordered_map(fn, items, jobs)
