@@ -25,6 +25,7 @@ from onnxdc.prune import PruneConfig
 from onnxdc.settings import Rule, SharingConfig
 from onnxdc.sparse import relative_symbols
 from onnxdc.streams import order0_entropy_bits
+from onnxdc.threads import single_blas_thread
 
 if TYPE_CHECKING:
     from onnxdc.pipeline import CompressResult
@@ -124,6 +125,7 @@ def _settings(plan, sparsity: float, bits: int):  # noqa: ANN001, ANN202 - Weigh
                                           share=replace(plan.settings.share, bits=bits)), keep=None)
 
 
+@single_blas_thread
 def sensitivity(model: onnx.ModelProto, plans: dict, fit: dict[str, np.ndarray], check: dict[str, np.ndarray], *,
                 sparsities: tuple[float, ...] = SPARSITIES, bits: tuple[int, ...] = BITS,
                 measure: int | None = None, progress: Progress | None = None) -> dict[int, list[Point]]:
@@ -306,6 +308,7 @@ def trade_offs(points: dict[int, list[Point]]) -> TradeOffs:
     return TradeOffs(careful, tuple(events), points)
 
 
+@single_blas_thread
 def choose(model: onnx.ModelProto, plans: dict, fit: dict[str, np.ndarray], check: dict[str, np.ndarray],
            points: dict[int, list[Point]], *, budget: Budget, steps: int = 8, compensated: bool = True,
            progress: Progress | None = None) -> Choice:
@@ -421,6 +424,7 @@ class AutoResult:
     verified: EvalResult | None = None  # the written container, decoded and measured on the calibration set
 
 
+@single_blas_thread
 def compress_auto(model: onnx.ModelProto, *, base: SharingConfig, data: dict[str, np.ndarray], budget: Budget,
                   max_samples: int = 512, metadata: dict | None = None, zstd_level: int = 19, jobs: int = 1,
                   progress: Progress | None = None) -> AutoResult:

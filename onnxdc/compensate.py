@@ -26,6 +26,7 @@ from functools import cached_property
 import numpy as np
 
 from onnxdc.quantize import CODEBOOK_DTYPES, ShareConfig, kmeans_1d
+from onnxdc.threads import one_blas_thread, single_blas_thread
 
 BLOCK = 128
 #: Rows updated one by one before a block product spreads their errors further (speed only).
@@ -58,7 +59,8 @@ class LayerProblem:
     @cached_property
     def hw(self) -> np.ndarray:
         """``H @ W*``, the right-hand side of the codebook refit."""
-        return self.h @ self.w_star
+        with one_blas_thread():
+            return self.h @ self.w_star
 
 
 @dataclass(frozen=True)
@@ -73,6 +75,7 @@ class Compensated:
     error_refit: float  # output error with the refit values (the one kept if smaller)
 
 
+@single_blas_thread
 def problem(x_q: np.ndarray, x_ref: np.ndarray, w0: np.ndarray, *, chunk: int = 65536) -> LayerProblem:
     """Accumulate ``H = XᵀX`` and ``G = XᵀX_ref`` in chunks and solve for the refit target ``W*``.
 
@@ -119,6 +122,7 @@ def _damped(h: np.ndarray) -> np.ndarray:
     return hd
 
 
+@single_blas_thread
 def _inverse_cholesky(h: np.ndarray) -> np.ndarray:
     """Upper Cholesky factor ``U`` of ``H⁻¹`` (``H⁻¹ = Uᵀ U``), as GPTQ uses it."""
     hd = _damped(h)
@@ -131,6 +135,7 @@ def _inverse_cholesky(h: np.ndarray) -> np.ndarray:
     return np.diag(1.0 / np.sqrt(np.maximum(np.diag(hd), 1e-12)))
 
 
+@single_blas_thread
 def obs_sweep(w: np.ndarray, u: np.ndarray, *, sparsity: float | None = None, mask: np.ndarray | None = None,
               codebook: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """One SparseGPT/GPTQ sweep over the rows of ``w`` (in × out).
@@ -172,12 +177,14 @@ def obs_sweep(w: np.ndarray, u: np.ndarray, *, sparsity: float | None = None, ma
     return w, keep
 
 
+@single_blas_thread
 def output_error(w_hat: np.ndarray, prob: LayerProblem) -> float:
     """``tr((Ŵ-W*)ᵀ H (Ŵ-W*))``: the layer's calibration output error, up to a constant."""
     d = w_hat - prob.w_star  # float64: in float32 a tiny error can come out negative
     return float(np.sum(d * (prob.h @ d)))
 
 
+@single_blas_thread
 def refit_codebook(probs: list[LayerProblem], idx: list[np.ndarray], masks: list[np.ndarray],
                    k: int) -> np.ndarray | None:
     """Shared values minimizing the summed output error for fixed assignments (None if singular).
@@ -240,6 +247,7 @@ def prune_groups(probs: list[LayerProblem], *, sparsity: float) -> Pruned:
     return Pruned([w for w, _ in sweeps], [m for _, m in sweeps])
 
 
+@single_blas_thread
 def compensate(probs: list[LayerProblem], *, sparsity: float, share: ShareConfig,
                pruned: Pruned | None = None) -> Compensated:
     """Prune, share and refit one tensor's groups (see the module docstring).

@@ -17,6 +17,7 @@ import numpy as np
 import onnx
 
 from onnxdc.errors import DataError, ModelError
+from onnxdc.threads import single_blas_thread
 
 
 @dataclass(frozen=True)
@@ -161,6 +162,7 @@ def prepare_reference(reference: onnx.ModelProto, data: dict[str, np.ndarray], *
     return Reference([o.name for o in sess.get_outputs()], outputs, data, labels)
 
 
+@single_blas_thread
 def evaluate_candidate(ref: Reference, candidate: onnx.ModelProto, *, batch_size: int = 256) -> EvalResult:
     """Run ``candidate`` on the reference's data and compare (and each with the labels)."""
     cand_sess = session(candidate)
@@ -195,6 +197,7 @@ def topk_accuracy(logits: np.ndarray, labels: np.ndarray, k: int) -> float:
     return float(np.mean((top == labels[:, None]).any(axis=1)))
 
 
+@single_blas_thread
 def output_metrics(name: str, ref: np.ndarray, cand: np.ndarray) -> OutputMetrics:
     """Cosine similarity, SNR (dB) and max abs error of ``cand`` against ``ref``."""
     r = np.asarray(ref, dtype=np.float64).reshape(-1)

@@ -37,6 +37,7 @@ from onnxdc.graphio import (
 from onnxdc.lossless import ENCODING as PLANES
 from onnxdc.lossless import encode_planes
 from onnxdc.prune import prune, prune_global
+from onnxdc.threads import single_blas_thread
 from onnxdc.select import Candidate, find_candidates
 from onnxdc.settings import SharingConfig, TensorSettings, resolve
 from onnxdc.shared import ENCODING as SHARED
@@ -105,6 +106,7 @@ def tensor_label(ref: TensorRef) -> str:
     return ref.proto.name or ref.path
 
 
+@single_blas_thread
 def compress(model: onnx.ModelProto, *, config: CompressConfig = CompressConfig(),
              progress: Progress | None = None, calibrated: dict[int, Any] | None = None) -> CompressResult:
     """Compress a loaded model (external data already read) into container bytes.

@@ -1,0 +1,92 @@
+"""Output does not depend on thread counts: the same bytes with one BLAS thread or two.
+
+Each run is a fresh interpreter, since OpenBLAS reads ``OPENBLAS_NUM_THREADS`` once, when loaded.
+The programs are the calibrated paths, where least squares and Cholesky factors decide roundings
+and budgets: before BLAS was limited to one thread, the automatic mode's fallback came out
+differently with ``OPENBLAS_NUM_THREADS=2``.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from onnxdc.threads import one_blas_thread
+
+MODELS = Path(__file__).resolve().parent.parent / "models"
+
+_AUTO = """
+import hashlib, numpy as np
+from onnx import TensorProto, helper, numpy_helper
+from onnxdc.auto import Budget, compress_auto
+from onnxdc.settings import SharingConfig
+rng = np.random.default_rng(1)
+w = numpy_helper.from_array((rng.standard_normal((64, 8)) * 0.2).astype(np.float32), "w")
+g = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])], "few",
+                      [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 64])],
+                      [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 8])], [w])
+model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+data = {"x": rng.standard_normal((16, 64)).astype(np.float32)}
+auto = compress_auto(model, base=SharingConfig(min_elements=256), data=data, budget=Budget())
+print(hashlib.sha256(auto.result.data).hexdigest(), auto.budget_met)
+"""
+
+_CALIBRATED = f"""
+import hashlib, numpy as np, onnx
+from onnxdc import CompressConfig, compress
+from onnxdc.settings import SharingConfig
+model = onnx.load({str(MODELS / "lenet300.onnx")!r})
+data = dict(np.load({str(MODELS / "lenet300.calib.npz")!r}))
+res = compress(model, config=CompressConfig(sharing=SharingConfig(sparsity=0.9, bits=5), calibration=data,
+                                            calib_samples=64))
+print(hashlib.sha256(res.data).hexdigest())
+"""
+
+
+def _run(program: str, threads: int) -> str:
+    env = {**os.environ, "OPENBLAS_NUM_THREADS": str(threads), "OMP_NUM_THREADS": str(threads)}
+    out = subprocess.run([sys.executable, "-c", program], env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    return out.stdout.strip()
+
+
+@pytest.mark.parametrize("program", [_AUTO, _CALIBRATED], ids=["auto", "calibrated"])
+def test_same_bytes_with_one_or_two_blas_threads(program: str) -> None:
+    one, two = _run(program, 1), _run(program, 2)
+    assert len(one.split()[0]) == 64
+    assert one == two
+
+
+def test_blas_limit_is_counted_across_threads() -> None:
+    """A worker leaving the limit must not lift it while another is still inside."""
+    from threadpoolctl import threadpool_info
+
+    def blas_threads() -> list[int]:
+        return [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
+
+    before = blas_threads()
+    inside = threading.Event()
+    leave = threading.Event()
+    seen: list[list[int]] = []
+
+    def worker() -> None:
+        with one_blas_thread():
+            inside.set()
+            leave.wait(10)
+
+    t = threading.Thread(target=worker)
+    with one_blas_thread():
+        t.start()
+        inside.wait(10)
+    seen.append(blas_threads())  # the main thread left; the worker is still inside
+    leave.set()
+    t.join()
+    assert all(n == 1 for n in seen[0])
+    assert blas_threads() == before
+    assert np.isfinite(np.linalg.inv(np.eye(3))).all()
