@@ -29,21 +29,19 @@ F = TypeVar("F", bound=Callable[..., Any])
 _lock = threading.Lock()
 _depth = 0
 _limiter: Any = None
-_controller: Any = None
 
 
 @contextmanager
 def one_blas_thread() -> Iterator[None]:
     """Run the body with BLAS limited to one thread (re-entrant, thread-safe)."""
-    global _depth, _limiter, _controller
+    global _depth, _limiter
     with _lock:
         if _depth == 0:
-            if _controller is None:
-                from threadpoolctl import ThreadpoolController
+            from threadpoolctl import ThreadpoolController
 
-                _controller = ThreadpoolController()  # scans the loaded libraries once
             _take_control()
-            _limiter = _controller.limit(limits=1, user_api="blas")
+            # Scanned afresh (about 0.5 ms): a BLAS loaded since the last call is limited too.
+            _limiter = ThreadpoolController().limit(limits=1, user_api="blas")
         _depth += 1
     try:
         yield
