@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
-
-from onnxdc.container import Container, read_container  # noqa: E402
-from onnxdc.errors import (  # noqa: E402
+from onnxdc._version import __version__
+from onnxdc.container import Container, read_container
+from onnxdc.errors import (
     CoderError,
     ConfigError,
     ContainerError,
@@ -15,8 +14,8 @@ from onnxdc.errors import (  # noqa: E402
     OutputError,
     UnknownCoderError,
 )
-from onnxdc.graphio import load_model  # noqa: E402
-from onnxdc.pipeline import CompressConfig, CompressResult, compress, decompress  # noqa: E402
+from onnxdc.graphio import load_model
+from onnxdc.pipeline import CompressConfig, CompressResult, compress, decompress
 
 __all__ = [
     "CoderError", "CompressConfig", "CompressResult", "ConfigError", "Container", "ContainerError", "DataError",

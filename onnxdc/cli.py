@@ -17,7 +17,7 @@ from typing import Any
 
 import click
 
-from onnxdc import __version__
+from onnxdc._version import __version__
 from onnxdc.errors import ConfigError, OnnxdcError
 
 

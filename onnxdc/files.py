@@ -14,7 +14,7 @@ from pathlib import Path
 import onnx
 from onnx import TensorProto
 
-from onnxdc.encodings import RawBuffer, as_bytes
+from onnxdc.tensor_encodings import RawBuffer, as_bytes
 from onnxdc.errors import OutputError
 from onnxdc.graphio import iter_tensors
 from onnxdc.splice import splice_layout

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from onnxdc.container import open_container
-from onnxdc.encodings import RawBuffer
+from onnxdc.tensor_encodings import RawBuffer
 from onnxdc.errors import ConfigError, ContainerError
 from onnxdc.files import EXTERNAL_DATA_THRESHOLD, write_atomic, write_model, write_model_inline
 from onnxdc.graphio import load_model_lazy

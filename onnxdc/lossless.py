@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from onnx import TensorProto
 
-from onnxdc.encodings import expect_params, expect_streams, register_encoding
+from onnxdc.tensor_encodings import expect_params, expect_streams, register_encoding
 from onnxdc.errors import ContainerError
 from onnxdc.graphio import expected_nbytes, plane_itemsize
 from onnxdc.streams import CodedStream, encode_best, order0_entropy_bits

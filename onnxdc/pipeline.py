@@ -19,9 +19,9 @@ from typing import Any
 import numpy as np
 import onnx
 
-from onnxdc import __version__
+from onnxdc._version import __version__
 from onnxdc.container import Container, ContainerWriter, Header, TensorInfo, read_container
-from onnxdc.encodings import RawBuffer, as_bytes, batched, decode_tensor
+from onnxdc.tensor_encodings import RawBuffer, as_bytes, batched, decode_tensor
 from onnxdc.errors import ConfigError, ContainerError, ModelError
 from onnxdc.graphio import (
     TensorRef,
@@ -38,7 +38,7 @@ from onnxdc.lossless import ENCODING as PLANES
 from onnxdc.lossless import encode_planes
 from onnxdc.prune import prune, prune_global
 from onnxdc.threads import single_blas_thread
-from onnxdc.select import Candidate, find_candidates
+from onnxdc.candidates import Candidate, find_candidates
 from onnxdc.settings import SharingConfig, TensorSettings, resolve
 from onnxdc.shared import ENCODING as SHARED
 from onnxdc.shared import encode_shared, np_dtype
@@ -326,7 +326,7 @@ def decoded_tensors(container: Container, *, progress: Progress | None = None
 
 def decode_in_order(container: Container, infos: list[TensorInfo], jobs: int = 1) -> Iterator[RawBuffer]:
     """The decoded raw bytes of ``infos``' tensors, in that order: streams prefetched in bounded
-    batches (:func:`onnxdc.encodings.batched`), tensors decoded on ``jobs`` threads (at most
+    batches (:func:`onnxdc.tensor_encodings.batched`), tensors decoded on ``jobs`` threads (at most
     ``2 * jobs`` ahead of the consumer)."""
     return _ordered_map(lambda k: decode_tensor(infos[k], container), batched(container, infos), jobs)
 

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import onnx
 
-from onnxdc.encodings import expect_params, expect_streams, register_encoding
+from onnxdc.tensor_encodings import expect_params, expect_streams, register_encoding
 from onnxdc.errors import ContainerError
 from onnxdc.graphio import le_bytes
 from onnxdc.quantize import CODEBOOK_DTYPES, Clustering, ShareConfig, kmeans_1d

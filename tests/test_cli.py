@@ -563,3 +563,17 @@ def test_synthetic_inputs_the_model_cannot_run_name_the_dims(tmp_path: Path) -> 
     assert not (tmp_path / "out.onnxdc").exists()
     result = run("compress", path, "-o", tmp_path / "out.onnxdc", "-q", "--dim", "seq=12")
     assert result.exit_code == 0, result.output
+
+
+def test_python_dash_m_and_no_module_shadows_the_standard_library() -> None:
+    """``python -m onnxdc`` is the CLI, and running a module's file directly (its folder first on
+    sys.path) cannot pick up an onnxdc module in place of a standard one (``select.py`` did)."""
+    import subprocess
+    import sys
+
+    pkg = Path(__file__).resolve().parent.parent / "onnxdc"
+    out = subprocess.run([sys.executable, "-m", "onnxdc", "--version"], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and __version__ in out.stdout
+    names = {p.stem for p in pkg.rglob("*.py") if not p.stem.startswith("__")}
+    names |= {p.name for p in pkg.rglob("*") if p.is_dir() and p.name != "__pycache__"}
+    assert not names & set(sys.stdlib_module_names)

@@ -14,7 +14,7 @@ from onnxdc.compare import SPECS, compare_coders
 from onnxdc.prune import PruneConfig, prune, prune_global
 from onnxdc.quantize import ShareConfig, inertia, kmeans_1d
 from onnxdc.report import build_report
-from onnxdc.select import find_candidates
+from onnxdc.candidates import find_candidates
 from onnxdc.settings import SharingConfig, load_recipe, parse_rules, resolve
 from onnxdc.sparse import decode_mask, decode_relative, mask_symbols, relative_symbols
 

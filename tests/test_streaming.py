@@ -82,7 +82,7 @@ def test_decoding_prefetches_bounded_batches_of_streams(monkeypatch: pytest.Monk
     """Huffman streams of consecutive tensors decode together, in runs of at most BATCH_STREAMS
     streams and BATCH_SYMBOLS symbols, covering every stream once, with the same result."""
     from onnxdc.container import Container, read_container
-    from onnxdc.encodings import BATCH_STREAMS, BATCH_SYMBOLS
+    from onnxdc.tensor_encodings import BATCH_STREAMS, BATCH_SYMBOLS
 
     rng = np.random.default_rng(4)
     names = [f"w{i}" for i in range(80)]
