@@ -312,12 +312,18 @@ EXTERNAL_CASES: dict[str, tuple[Any, tuple[str, ...]]] = {
 
 
 @pytest.mark.parametrize("case", sorted(EXTERNAL_CASES))
-@pytest.mark.parametrize("mode", [["--lossless"], LOSSY])
-def test_bad_external_data_is_one_line(case: str, mode: list[str], tmp_path: Path) -> None:
+@pytest.mark.parametrize("mode", ["lossless", "lossy", "calibrated", "eval"])
+def test_bad_external_data_is_one_line(case: str, mode: str, tmp_path: Path) -> None:
+    """Tensor by tensor (lossless, lossy: load_model_lazy) and whole (calibrated, eval: load_model)."""
     make, fragments = EXTERNAL_CASES[case]
     path = external_model(tmp_path, make(tmp_path))
+    calib = tmp_path / "c.npz"
+    np.savez(calib, x=samples())
     out = tmp_path / "o.onnxdc"
-    assert_one_line_error(run("compress", path, *mode, "-o", out), 1, *fragments)
+    args = {"lossless": ["compress", path, "--lossless", "-o", out], "lossy": ["compress", path, *LOSSY, "-o", out],
+            "calibrated": ["compress", path, *LOSSY, "--calib", calib, "-o", out],
+            "eval": ["eval", path, path, "--data", calib]}[mode]
+    assert_one_line_error(run(*args), 1, *fragments)
     assert not out.exists()
 
 
@@ -331,8 +337,10 @@ def test_unreadable_external_data_is_one_line(tmp_path: Path, monkeypatch: pytes
             raise PermissionError(13, "Permission denied", str(file))
         return real_open(file, *args, **kw)
 
+    calib = tmp_path / "c.npz"
+    np.savez(calib, x=samples())
     monkeypatch.setattr("builtins.open", deny)
-    for mode in (["--lossless"], LOSSY):
+    for mode in (["--lossless"], LOSSY, [*LOSSY, "--calib", calib]):
         out = tmp_path / "o.onnxdc"
         assert_one_line_error(run("compress", path, *mode, "-o", out), 1, "cannot read external data file 'w.bin'",
                               "Permission denied")
