@@ -191,7 +191,7 @@ def compress(model: str, output: str | None, lossless: bool, calib: str | None, 
     sharing_config(kw)  # validate every option, also the ones lossless mode does not use
     out = check_output_path(output or _default_output(model, ".onnxdc"), force=force, inputs=[model])
     calibration = loaded = None
-    notice = notice_callback(quiet or as_json)
+    notice = notice_callback(quiet)
     if calib is not None:
         from onnxdc.evaluate import load_data
 
@@ -227,7 +227,7 @@ def _compress_auto(model: str, output: str | None, calib: str | None, calib_samp
     out = check_output_path(output or _default_output(model, ".onnxdc"), force=force, inputs=[model])
     recipe_out = check_output_path(str(out) + ".recipe.toml", force=force, inputs=[model])
     loaded = load_model(model)
-    notice = notice_callback(quiet or as_json)
+    notice = notice_callback(quiet)
     if calib is not None:
         data = load_data(calib, model=loaded, max_samples=calib_samples, notice=notice)
         source = f"calibration data {calib!r}"

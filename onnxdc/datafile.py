@@ -29,6 +29,8 @@ from onnxdc.errors import DataError, Notice
 
 #: Bytes of array data read from one data file at most (all members together).
 MAX_DATA_BYTES = 4 << 30
+#: Arrays one data file may hold: one per model input, plus labels.
+MAX_ARRAYS = 1024
 #: Bytes read from a member stream at a time.
 _CHUNK = 1 << 20
 #: dtype kinds a model input (or ``labels``) can take: bool, signed and unsigned integers, floats.
@@ -126,6 +128,9 @@ def _read_zip(zf: zipfile.ZipFile, file: str, *, max_rows: int | None, max_bytes
     members = [i for i in zf.infolist() if not i.is_dir()]
     if not members:
         raise DataError(f"data file {file!r} holds no arrays")
+    if len(members) > MAX_ARRAYS:
+        raise DataError(f"data file {file!r} holds {len(members)} members; expected one array per model input "
+                        f"(at most {MAX_ARRAYS})")
     for info in members:
         if not info.filename.endswith(".npy"):
             raise DataError(f"member {info.filename!r} of data file {file!r} is not a .npy array")

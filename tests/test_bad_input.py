@@ -129,6 +129,12 @@ BAD_DATA: dict[str, tuple[Any, tuple[str, ...]]] = {
     "float data for missing input": (lambda p: np.savez(p, z=samples()), ("lacks model input", "'x'")),
     "not a zip": (lambda p: p.write_bytes(b"hello, not a zip"), ("not an .npz",)),
     "empty zip": (lambda p: zip_members(p, {}), ("holds no arrays",)),
+    "too many members": (lambda p: zip_members(p, {f"a{i}.npy": b"" for i in range(1025)}),
+                         ("holds 1025 members", "at most 1024")),
+    "truncated member": (lambda p: zip_members(p, {"x.npy": npy_bytes(samples())[:-10]}),
+                         ("declares shape (40, 64)", "holds 10,230 bytes")),
+    "unsupported npy version": (lambda p: zip_members(p, {"x.npy": b"\x93NUMPY\x03\x00" + bytes(60)}),
+                                ("format 3.0",)),
 }
 
 
