@@ -19,7 +19,7 @@ import numpy as np
 import onnx
 
 from onnxdc.calibrate import CalibratedTensor, calibrate, compress_alone, quantized_model
-from onnxdc.errors import ConfigError
+from onnxdc.errors import ConfigError, DataError, Notice
 from onnxdc.evaluate import EvalResult, evaluate_candidate, prepare_reference
 from onnxdc.prune import PruneConfig
 from onnxdc.settings import Rule, SharingConfig
@@ -113,7 +113,15 @@ def split(data: dict[str, np.ndarray], *, max_samples: int = 512,
     budget measured on the fitted samples says little about new data: settings are checked on
     samples the fitting never saw.
     """
-    n = min(max_samples, len(next(iter(data.values()))))
+    if max_samples < 1:
+        raise ConfigError(f"max samples must be >= 1, got {max_samples}")
+    counts = {len(v) for k, v in data.items() if k != "labels"}
+    if len(counts) != 1:
+        raise DataError(f"calibration data need arrays of one sample count, found "
+                        f"{sorted(counts) if counts else 'no input arrays'}")
+    n = min(max_samples, counts.pop())
+    if n < 1:
+        raise DataError("calibration data hold zero samples")
     n_check = max(1, int(round(n * check_fraction))) if n > 1 else 0
     fit = {k: v[:n - n_check] if n_check else v[:n] for k, v in data.items()}
     check = {k: v[n - n_check:n] if n_check else v[:n] for k, v in data.items()}
@@ -427,7 +435,7 @@ class AutoResult:
 @single_blas_thread
 def compress_auto(model: onnx.ModelProto, *, base: SharingConfig, data: dict[str, np.ndarray], budget: Budget,
                   max_samples: int = 512, metadata: dict | None = None, zstd_level: int = 19, jobs: int = 1,
-                  progress: Progress | None = None) -> AutoResult:
+                  progress: Progress | None = None, notice: Notice | None = None) -> AutoResult:
     """Measure sensitivity, choose per-tensor settings within ``budget``, and compress with them.
 
     If no compensated setting meets the budget, the search is run again with plain magnitude
@@ -435,9 +443,14 @@ def compress_auto(model: onnx.ModelProto, *, base: SharingConfig, data: dict[str
     of those meets it either, every weight is stored losslessly (never a broken model), and
     ``budget_met`` is False.
     """
-    from onnxdc.pipeline import CompressConfig, compress, plan_sharing
+    from onnxdc.graphio import check_storable, has_data, iter_tensors
+    from onnxdc.pipeline import CompressConfig, check_finite_weights, compress, plan_sharing
 
+    for ref in iter_tensors(model):  # refuse what compress() would refuse, before minutes of search
+        if has_data(ref.proto):
+            check_storable(ref.proto)
     plans = plan_sharing(model, base)
+    check_finite_weights(plans)
     if not plans:
         res = compress(model, config=CompressConfig(metadata=dict(metadata or {}), zstd_level=zstd_level, jobs=jobs))
         empty = Choice({}, (), {}, None, 0.0, 0)
@@ -465,7 +478,7 @@ def compress_auto(model: onnx.ModelProto, *, base: SharingConfig, data: dict[str
     res = compress(model, config=CompressConfig(sharing=sharing, calibration=fit if compensated else None,
                                                 calib_samples=n_fit, metadata=meta, zstd_level=zstd_level,
                                                 jobs=jobs),
-                   calibrated=choice.calibrated if compensated else None)
+                   calibrated=choice.calibrated if compensated else None, notice=notice)
     # Verify what was written, decoded from the container bytes, on the held-out samples.
     from onnxdc.pipeline import decompress
 

@@ -74,6 +74,13 @@ def progress_callback(quiet: bool, label: str) -> Iterator[Any]:
             bar_holder["bar"].__exit__(None, None, None)
 
 
+def notice_callback(quiet: bool) -> Any:
+    """A library notice callback printing ``onnxdc: warning: ...`` on stderr (None when quiet)."""
+    if quiet:
+        return None
+    return lambda message: click.echo(f"onnxdc: warning: {message}", err=True)
+
+
 output_option = click.option("-o", "--output", type=click.Path(dir_okay=False), help="Output file.")
 force_option = click.option("--force", is_flag=True, help="Overwrite an existing output file.")
 quiet_option = click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors.")
@@ -183,18 +190,20 @@ def compress(model: str, output: str | None, lossless: bool, calib: str | None, 
         raise click.UsageError("--max-drop chooses settings automatically; drop --sparsity/--std-threshold/--bits/--recipe")
     sharing_config(kw)  # validate every option, also the ones lossless mode does not use
     out = check_output_path(output or _default_output(model, ".onnxdc"), force=force, inputs=[model])
-    calibration = None
+    calibration = loaded = None
+    notice = notice_callback(quiet)
     if calib is not None:
         from onnxdc.evaluate import load_data
 
-        calibration = load_data(calib)
+        loaded = load_model(model)
+        calibration = load_data(calib, model=loaded, max_samples=calib_samples, notice=notice)
     config = CompressConfig(sharing=sharing, calibration=calibration, calib_samples=calib_samples,
                             zstd_level=zstd_level, jobs=jobs)
     with progress_callback(quiet or as_json, "compressing") as cb:
-        if calibration is None:  # tensor by tensor, straight to the output file
-            report = report_for(*compress_file(model, out, config=config, progress=cb))
+        if loaded is None:  # tensor by tensor, straight to the output file
+            report = report_for(*compress_file(model, out, config=config, progress=cb, notice=notice))
         else:
-            result = run_compress(load_model(model), config=config, progress=cb)
+            result = run_compress(loaded, config=config, progress=cb, notice=notice)
             write_atomic(out, result.data)
             report = build_report(result.container)
     _print_report(report, quiet=quiet, as_json=as_json, extra={"output": str(out)})
@@ -218,8 +227,9 @@ def _compress_auto(model: str, output: str | None, calib: str | None, calib_samp
     out = check_output_path(output or _default_output(model, ".onnxdc"), force=force, inputs=[model])
     recipe_out = check_output_path(str(out) + ".recipe.toml", force=force, inputs=[model])
     loaded = load_model(model)
+    notice = notice_callback(quiet)
     if calib is not None:
-        data = load_data(calib)
+        data = load_data(calib, model=loaded, max_samples=calib_samples, notice=notice)
         source = f"calibration data {calib!r}"
     else:
         data = synthetic_inputs(loaded, samples=min(calib_samples, 128), dims=parse_dims(dims), seed=base.seed)
@@ -234,7 +244,7 @@ def _compress_auto(model: str, output: str | None, calib: str | None, calib_samp
         with progress_callback(quiet or as_json, "measuring sensitivity") as cb:
             auto = compress_auto(loaded, base=base, data=data, budget=budget, max_samples=calib_samples,
                                  metadata={"calibration_source": source}, zstd_level=zstd_level, jobs=jobs,
-                                 progress=cb)
+                                 progress=cb, notice=notice)
     except ModelError as exc:
         guessed = defaulted_dims(loaded, parse_dims(dims)) if calib is None else []
         if not guessed:

@@ -17,6 +17,7 @@ from onnxdc.cli import (
     format_eval,
     json_option,
     main,
+    notice_callback,
     progress_callback,
     read_input,
     sharing_config,
@@ -68,7 +69,7 @@ def sensitivity(model: str, calib: str | None, calib_samples: int, dims: tuple[s
     csv_out = check_output_path(csv_path, force=force, inputs=[model]) if csv_path else None
     loaded = load_model(model)
     if calib is not None:
-        data = load_data(calib)
+        data = load_data(calib, model=loaded, max_samples=calib_samples, notice=notice_callback(False))
     else:
         click.echo("onnxdc: warning: no --calib data: measuring on synthetic inputs", err=True)
         data = synthetic_inputs(loaded, samples=min(calib_samples, 128), dims=parse_dims(dims), seed=base.seed)
@@ -124,7 +125,7 @@ def eval_cmd(reference: str, candidate: str, data_path: str | None, random_n: in
         raise click.UsageError("give exactly one of --data FILE and --random N")
     ref_model = load_model(reference)
     if data_path is not None:
-        data = load_data(data_path)
+        data = load_data(data_path, model=ref_model, notice=notice_callback(False))
     else:
         data = synthetic_inputs(ref_model, samples=random_n, dims=parse_dims(dims), seed=seed)
     result = evaluate(ref_model, _load_any(candidate), data, batch_size=batch_size)

@@ -275,7 +275,7 @@ def compensate(probs: list[LayerProblem], *, sparsity: float, share: ShareConfig
     err_k = sum(output_error(w, p) for w, p in zip(finals, probs))
     refit = refit_codebook(probs, idxs, masks, codebook.size)
     best_cb, err_r = codebook, err_k
-    if refit is not None and np.all(np.isfinite(refit)):
+    if refit is not None and np.all(np.isfinite(refit.astype(cb_dtype))):  # float16 may overflow
         cand = refit.astype(cb_dtype).astype(np.float64)
         cand = np.where(cand == 0, codebook, cand)  # zero is never a shared value
         trial = [np.where(m, cand[ix], 0.0) for ix, m in zip(idxs, masks)]

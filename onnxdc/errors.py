@@ -7,6 +7,8 @@ traceback.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 
 class OnnxdcError(Exception):
     """Root of every error onnxdc raises on purpose."""
@@ -38,3 +40,8 @@ class OutputError(OnnxdcError):
 
 class DataError(OnnxdcError):
     """An evaluation or calibration data file is unreadable or does not fit the model's inputs."""
+
+
+#: A notice: one lowercase line about something done on the user's behalf that is no error (a cast,
+#: a fallback). Library code never prints; the CLI shows notices as warnings on stderr.
+Notice = Callable[[str], None]

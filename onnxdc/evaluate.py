@@ -9,14 +9,13 @@ report can be put next to an accuracy measured on data compression did not see.
 from __future__ import annotations
 
 import math
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import onnx
 
-from onnxdc.errors import DataError, ModelError
+from onnxdc.errors import DataError, ModelError, Notice
 from onnxdc.threads import single_blas_thread
 
 
@@ -64,19 +63,31 @@ def _finite(x: float) -> float | None:
     return x if math.isfinite(x) else None
 
 
-def load_data(path: str | Path) -> dict[str, np.ndarray]:
+def load_data(path: str | Path, *, model: onnx.ModelProto | None = None, max_samples: int | None = None,
+              max_bytes: int | None = None, notice: Notice | None = None) -> dict[str, np.ndarray]:
     """Read an ``.npz`` of inputs (keyed by input name) and optional ``labels``; no pickles.
 
+    Only the first ``max_samples`` samples are read (the file is never loaded whole: see
+    :mod:`onnxdc.datafile`). With ``model``, the arrays are checked against its inputs (names,
+    rank, feature sizes, dtype, finite values), float64 and other castable data are cast to the
+    input's type (reported through ``notice``), and a plain ``.npy`` is accepted for a model with
+    exactly one input.
+
     Raises:
-        DataError: the file is missing or not a readable npz without object arrays.
+        DataError: the file is missing, unreadable, not an npz of plain numeric arrays, or does
+            not fit the model's inputs.
     """
-    try:
-        with np.load(path, allow_pickle=False) as npz:
-            return {k: npz[k] for k in npz.files}
-    except FileNotFoundError:
-        raise DataError(f"no such data file: {str(path)!r}") from None
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
-        raise DataError(f"cannot read data file {str(path)!r}: {exc}") from None
+    from onnxdc.datafile import MAX_DATA_BYTES, fit_to_model, input_specs, read_arrays
+
+    specs = input_specs(model) if model is not None else []
+    single = specs[0].name if len(specs) == 1 else None
+    data = read_arrays(path, max_rows=max_samples, single_name=single,
+                       max_bytes=MAX_DATA_BYTES if max_bytes is None else max_bytes)
+    if model is None:
+        return data
+    data = fit_to_model(data, specs, notice=notice)
+    model_inputs(data, [s.name for s in specs])  # names and sample counts, before any work
+    return data
 
 
 def session(model: onnx.ModelProto):  # noqa: ANN201 - onnxruntime.InferenceSession
@@ -159,6 +170,12 @@ def prepare_reference(reference: onnx.ModelProto, data: dict[str, np.ndarray], *
     labels = data.get("labels")
     if labels is not None and (labels.shape != (n,) or not np.issubdtype(labels.dtype, np.integer)):
         raise DataError(f"labels must be {n} integers, found shape {labels.shape} of {labels.dtype}")
+    first = outputs[0] if outputs else None
+    if labels is not None and n and first is not None and first.ndim == 2 and first.shape[0] == n:
+        lo, hi = int(labels.min()), int(labels.max())
+        if lo < 0 or hi >= first.shape[1]:
+            raise DataError(f"labels must be classes 0..{first.shape[1] - 1} of the model's first output "
+                            f"{sess.get_outputs()[0].name!r}, found {lo}..{hi}")
     return Reference([o.name for o in sess.get_outputs()], outputs, data, labels)
 
 

@@ -212,6 +212,28 @@ def set_raw_data(t: TensorProto, data: bytes) -> None:
     t.raw_data = data
 
 
+#: Dims a stored tensor may have at most (the container reader's limit).
+MAX_DIMS = 64
+
+
+def check_storable(t: TensorProto) -> None:
+    """Refuse a tensor a container could not describe: no ONNX dtype, negative dims, too many dims.
+
+    The reader checks every tensor entry (dtype, shape) before decoding; writing what it will
+    refuse would turn a bad input model into a container nobody can open.
+
+    Raises:
+        ModelError: naming the tensor and what it declares.
+    """
+    if t.data_type not in TensorProto.DataType.values() or t.data_type > 64:
+        raise ModelError(f"tensor {t.name!r} has data_type {t.data_type}, which is no ONNX tensor type")
+    dims = tuple(int(d) for d in t.dims)
+    if any(d < 0 for d in dims):
+        raise ModelError(f"tensor {t.name!r} has negative dims {dims}; expected sizes >= 0")
+    if len(dims) > MAX_DIMS:
+        raise ModelError(f"tensor {t.name!r} has {len(dims)} dims; at most {MAX_DIMS} are supported")
+
+
 def tensor_numel(t: TensorProto) -> int:
     """Number of elements the tensor's dims declare."""
     return math.prod(int(d) for d in t.dims)
@@ -284,7 +306,7 @@ def external_ref(t: TensorProto, base: Path) -> ExternalRef:
         length = int(info["length"]) if "length" in info else None
     except ValueError:
         raise ModelError(f"bad external data offset/length for tensor {t.name!r}") from None
-    size = target.stat().st_size
+    size = _stat_size(target, info.get("location", ""), t.name)
     if offset < 0 or offset > size or (length is not None and (length < 0 or offset + length > size)):
         raise ModelError(
             f"external data range (offset {offset}, length {length}) exceeds file size ({size}) "
@@ -294,10 +316,17 @@ def external_ref(t: TensorProto, base: Path) -> ExternalRef:
 
 
 def read_external(ref: ExternalRef) -> bytes:
-    """The bytes of one external tensor."""
-    with open(ref.path, "rb") as fh:
-        fh.seek(ref.offset)
-        data = fh.read(ref.length)
+    """The bytes of one external tensor.
+
+    Raises:
+        ModelError: the file cannot be opened or read (permissions, I/O error), or shrank.
+    """
+    try:
+        with open(ref.path, "rb") as fh:
+            fh.seek(ref.offset)
+            data = fh.read(ref.length)
+    except OSError as exc:
+        raise ModelError(f"cannot read external data file {ref.path.name!r}: {exc.strerror or exc}") from None
     if len(data) != ref.length:
         raise ModelError(f"external data file {ref.path.name!r} shrank while reading")
     return data
@@ -338,12 +367,33 @@ def load_model_lazy(path: str | os.PathLike[str]) -> tuple[onnx.ModelProto, Call
 def _safe_external_path(base: Path, location: str, tensor: str) -> Path:
     if not location:
         raise ModelError(f"tensor {tensor!r} has external data without a location")
+    if "\0" in location:
+        raise ModelError(f"external data location {_short(location)!r} of tensor {tensor!r} contains a NUL byte")
     rel = Path(location)
     if rel.is_absolute() or ".." in rel.parts or location.startswith(("/", "\\")) or ":" in location:
-        raise ModelError(f"external data location {location!r} of tensor {tensor!r} leaves the model directory")
-    target = (base / rel).resolve()
-    if base not in target.parents:
-        raise ModelError(f"external data location {location!r} of tensor {tensor!r} leaves the model directory")
-    if not target.is_file():
-        raise ModelError(f"external data file {location!r} of tensor {tensor!r} not found")
+        raise ModelError(f"external data location {_short(location)!r} of tensor {tensor!r} leaves the model directory")
+    try:
+        target = (base / rel).resolve()
+        if base not in target.parents:
+            raise ModelError(f"external data location {_short(location)!r} of tensor {tensor!r} leaves the model directory")
+        if not target.exists():
+            raise ModelError(f"external data file {_short(location)!r} of tensor {tensor!r} not found")
+        if not target.is_file():
+            raise ModelError(f"external data location {_short(location)!r} of tensor {tensor!r} is not a regular file")
+    except (OSError, RuntimeError, ValueError) as exc:  # a name too long, a symlink loop, ...
+        raise ModelError(f"cannot use external data location {_short(location)!r} of tensor {tensor!r}: "
+                         f"{getattr(exc, 'strerror', None) or exc}") from None
     return target
+
+
+def _stat_size(target: Path, location: str, tensor: str) -> int:
+    try:
+        return target.stat().st_size
+    except OSError as exc:
+        raise ModelError(f"cannot read external data file {_short(location)!r} of tensor {tensor!r}: "
+                         f"{exc.strerror or exc}") from None
+
+
+def _short(text: str, limit: int = 80) -> str:
+    """``text`` cut to ``limit`` characters, so that an error about a huge name stays one short line."""
+    return text if len(text) <= limit else text[:limit] + f"... ({len(text)} characters)"

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from onnxdc.container import open_container
 from onnxdc.tensor_encodings import RawBuffer
-from onnxdc.errors import ConfigError, ContainerError
+from onnxdc.errors import ConfigError, ContainerError, Notice
 from onnxdc.files import EXTERNAL_DATA_THRESHOLD, write_atomic, write_model, write_model_inline
 from onnxdc.graphio import load_model_lazy
 from onnxdc.header import Header
@@ -27,7 +27,8 @@ SPOOL_ABOVE = 128 << 20
 
 
 def compress_file(path: str | os.PathLike[str], out: str | os.PathLike[str], *,
-                  config: CompressConfig | None = None, progress: Progress | None = None) -> tuple[Header, int]:
+                  config: CompressConfig | None = None, progress: Progress | None = None,
+                  notice: Notice | None = None) -> tuple[Header, int]:
     """Compress a model file into a container file, one tensor at a time.
 
     External data stay on disk until their tensor is coded, and coded streams beyond
@@ -47,7 +48,7 @@ def compress_file(path: str | os.PathLike[str], out: str | os.PathLike[str], *,
     with tempfile.TemporaryFile(dir=out_path.parent if str(out_path.parent) else ".") as spool:
         writer = ContainerWriter(spool=spool, spool_above=SPOOL_ABOVE)
         header, _ = encode_model(skeleton, writer=writer, config=config, read=read, keep_values=False,
-                                 progress=progress)
+                                 progress=progress, notice=notice)
         write_atomic(out_path, writer.iter_bytes(header))
     return header, writer.header_size
 

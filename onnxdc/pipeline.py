@@ -13,7 +13,7 @@ import zlib
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -22,9 +22,10 @@ import onnx
 from onnxdc._version import __version__
 from onnxdc.container import Container, ContainerWriter, Header, TensorInfo, read_container
 from onnxdc.tensor_encodings import RawBuffer, as_bytes, batched, decode_tensor
-from onnxdc.errors import ConfigError, ContainerError, ModelError
+from onnxdc.errors import ConfigError, ContainerError, ModelError, Notice
 from onnxdc.graphio import (
     TensorRef,
+    check_storable,
     clear_data,
     has_data,
     iter_tensors,
@@ -48,6 +49,8 @@ from onnxdc.streams import encode_best
 Progress = Callable[[int, int, str], None]
 
 SKELETON_LEVEL = 19
+#: The smallest magnitude float16 rounds to infinity (its largest finite value is 65504).
+FLOAT16_OVERFLOW = 65520.0
 
 
 @dataclass(frozen=True)
@@ -99,6 +102,9 @@ class WeightPlan:
     candidate: Candidate
     settings: TensorSettings
     keep: np.ndarray | None  # precomputed mask (global pruning), else None
+    #: Largest weight magnitude when it overflowed the float16 codebook asked for, so the tensor
+    #: keeps a float32 codebook (its params record it); None otherwise.
+    codebook_overflow: float | None = None
 
 
 def tensor_label(ref: TensorRef) -> str:
@@ -108,18 +114,20 @@ def tensor_label(ref: TensorRef) -> str:
 
 @single_blas_thread
 def compress(model: onnx.ModelProto, *, config: CompressConfig = CompressConfig(),
-             progress: Progress | None = None, calibrated: dict[int, Any] | None = None) -> CompressResult:
+             progress: Progress | None = None, calibrated: dict[int, Any] | None = None,
+             notice: Notice | None = None) -> CompressResult:
     """Compress a loaded model (external data already read) into container bytes.
 
     The input model is not modified. ``calibrated`` passes the result of
     :func:`onnxdc.calibrate.calibrate` already computed for exactly these settings and
-    calibration data (the automatic mode has it), so it is not computed again.
+    calibration data (the automatic mode has it), so it is not computed again. ``notice``
+    receives one line per thing done on the user's behalf (a float32 codebook kept).
     """
     skeleton = onnx.ModelProto()
     skeleton.CopyFrom(model)
     writer = ContainerWriter()
     header, quantized = encode_model(skeleton, writer=writer, config=config, original=model, progress=progress,
-                                     calibrated=calibrated)
+                                     calibrated=calibrated, notice=notice)
     data = writer.to_bytes(header)
     return CompressResult(data, read_container(data), quantized)
 
@@ -127,7 +135,8 @@ def compress(model: onnx.ModelProto, *, config: CompressConfig = CompressConfig(
 def encode_model(skeleton: onnx.ModelProto, *, writer: ContainerWriter, config: CompressConfig,
                  original: onnx.ModelProto | None = None, read: Callable[[onnx.TensorProto], bytes] = tensor_raw_bytes,
                  keep_values: bool = True, progress: Progress | None = None,
-                 calibrated: dict[int, Any] | None = None) -> tuple[Header, dict[str, np.ndarray]]:
+                 calibrated: dict[int, Any] | None = None,
+                 notice: Notice | None = None) -> tuple[Header, dict[str, np.ndarray]]:
     """Code every tensor of ``skeleton`` into ``writer`` (stripping their data) and build the header.
 
     Args:
@@ -136,8 +145,15 @@ def encode_model(skeleton: onnx.ModelProto, *, writer: ContainerWriter, config: 
         read: returns a tensor's raw bytes (lets external data be read one tensor at a time).
         keep_values: also return the quantized weights by tensor name (for tests and callers).
         calibrated: calibration results already computed for these plans (see :func:`compress`).
+        notice: receives a line for each tensor that keeps a float32 codebook.
+
+    Raises:
+        ModelError: a tensor has no ONNX dtype or negative dims (a container of it would not
+            read back), or a tensor to prune and share holds NaN or infinite values.
     """
     refs = [r for r in iter_tensors(skeleton) if has_data(r.proto)]
+    for ref in refs:  # before any work: what a reader refuses must not be written
+        check_storable(ref.proto)
     plans = plan_sharing(skeleton, config.sharing, read=read) if config.sharing is not None else {}
     if calibrated is None:
         calibrated = {}
@@ -148,19 +164,24 @@ def encode_model(skeleton: onnx.ModelProto, *, writer: ContainerWriter, config: 
 
         if original is None:
             raise ConfigError("calibration needs the original model")
+        check_finite_weights(plans, read)
         calibrated = calibrate(original, plans, config.calibration, max_samples=config.calib_samples)
     entries: list[TensorInfo] = []
     quantized: dict[str, np.ndarray] = {}
 
     def jobs() -> Iterator[_Job]:  # runs on the main thread, a few tensors ahead of the results
         for ref in refs:
-            yield _Job(ref.proto.data_type, tuple(int(d) for d in ref.proto.dims), read(ref.proto),
-                       plans.get(ref.slot), calibrated.get(ref.slot))
+            yield _Job(tensor_label(ref), ref.proto.data_type, tuple(int(d) for d in ref.proto.dims),
+                       read(ref.proto), plans.get(ref.slot), calibrated.get(ref.slot))
 
     # Tensors are coded independently (numpy and zstd release the GIL), in parallel with --jobs;
     # results are consumed in traversal order, so the container bytes do not depend on jobs.
     results = _ordered_map(lambda job: _encode_tensor(job, config), jobs(), config.jobs)
     for done, (ref, enc) in enumerate(zip(refs, results), 1):
+        plan = plans.get(ref.slot)
+        if notice is not None and plan is not None and plan.codebook_overflow is not None:
+            notice(f"tensor {tensor_label(ref)!r} has weights up to {plan.codebook_overflow:.6g}, beyond float16's "
+                   f"range (65504): its codebook is stored as float32")
         if enc is not None:
             stream_ids = {role: writer.add_stream(c.data, count=c.count, coder=c.coder)
                           for role, c in enc.streams.items()}
@@ -231,6 +252,7 @@ class _Job:
     Workers never touch the protobuf tree, which the main thread keeps stripping as results come.
     """
 
+    name: str
     data_type: int
     dims: tuple[int, ...]
     raw: bytes
@@ -243,6 +265,7 @@ def _encode_tensor(job: _Job, config: CompressConfig) -> _Encoded | None:
     raw, plan, cal = job.raw, job.plan, job.cal
     if plan is not None:
         w = raw_array(raw, job.data_type, job.dims)
+        check_finite(w, job.name)
         if cal is not None:
             keep, clustering = cal.keep, cal.clustering
         else:
@@ -275,21 +298,66 @@ def raw_array(raw: bytes, data_type: int, dims: tuple[int, ...]) -> np.ndarray:
 
 def plan_sharing(model: onnx.ModelProto, sharing: SharingConfig,
                  read: Callable[[onnx.TensorProto], bytes] = tensor_raw_bytes) -> dict[int, WeightPlan]:
-    """Choose the tensors to weight-share and resolve their settings (and global pruning masks)."""
+    """Choose the tensors to weight-share and resolve their settings (and global pruning masks).
+
+    A tensor asked to have a float16 codebook whose weights overflow float16 keeps a float32
+    codebook instead (recorded in its params): shared values would otherwise decode as ±inf.
+    """
     plans: dict[int, WeightPlan] = {}
     for slot, cand in find_candidates(model).items():
         if tensor_numel(cand.ref.proto) < max(sharing.min_elements, 1) or not has_data(cand.ref.proto):
             continue
         ts = resolve(tensor_label(cand.ref), cand.kind, sharing)
         if not ts.lossless:
-            plans[slot] = WeightPlan(cand, ts, None)
+            plans[slot] = _fit_codebook_dtype(WeightPlan(cand, ts, None), read)
     global_slots = [s for s, p in plans.items() if p.settings.prune.global_]
     if global_slots and sharing.sparsity:
         weights = [tensor_array(plans[s].candidate.ref.proto, read(plans[s].candidate.ref.proto))
                    for s in global_slots]
+        for s, w in zip(global_slots, weights):
+            check_finite(w, tensor_label(plans[s].candidate.ref))
         for s, mask in zip(global_slots, prune_global(weights, sparsity=sharing.sparsity)):
-            plans[s] = WeightPlan(plans[s].candidate, plans[s].settings, mask)
+            plans[s] = replace(plans[s], keep=mask)
     return plans
+
+
+def _fit_codebook_dtype(plan: WeightPlan, read: Callable[[onnx.TensorProto], bytes]) -> WeightPlan:
+    """``plan`` with a float32 codebook if it asks for float16 and its weights overflow it."""
+    if plan.settings.share.codebook_dtype != "float16":
+        return plan
+    proto = plan.candidate.ref.proto
+    w = tensor_array(proto, read(proto))
+    check_finite(w, tensor_label(plan.candidate.ref))
+    peak = float(np.max(np.abs(w.astype(np.float64)))) if w.size else 0.0
+    if peak < FLOAT16_OVERFLOW:
+        return plan
+    share = replace(plan.settings.share, codebook_dtype="float32")
+    return replace(plan, settings=replace(plan.settings, share=share), codebook_overflow=peak)
+
+
+def check_finite(w: np.ndarray, name: str) -> None:
+    """Refuse NaN and infinite weights in a tensor to be pruned and shared.
+
+    Pruning ranks by magnitude and k-means averages: a NaN would silently be pruned to zero or
+    poison its cluster. Lossless mode stores such tensors bit-exactly.
+
+    Raises:
+        ModelError: naming the tensor, the count and the first bad value.
+    """
+    bad = ~np.isfinite(w)
+    if bad.any():
+        first = int(np.flatnonzero(bad.reshape(-1))[0])
+        raise ModelError(f"weight tensor {name!r} holds {int(bad.sum())} NaN or infinite value(s) (the first, "
+                         f"{w.reshape(-1)[first]}, at flat index {first}); pruning and weight sharing need finite "
+                         f"weights: store it exactly (--lossless, or a recipe rule with lossless = true)")
+
+
+def check_finite_weights(plans: dict[int, WeightPlan],
+                         read: Callable[[onnx.TensorProto], bytes] = tensor_raw_bytes) -> None:
+    """:func:`check_finite` on every planned tensor (before calibration, which runs them)."""
+    for plan in plans.values():
+        proto = plan.candidate.ref.proto
+        check_finite(tensor_array(proto, read(proto)), tensor_label(plan.candidate.ref))
 
 
 def decompress(data: bytes | Container, *, progress: Progress | None = None) -> onnx.ModelProto:

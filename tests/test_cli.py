@@ -210,7 +210,7 @@ def test_eval_onnx_against_itself_without_labels(tmp_path: Path) -> None:
 def test_eval_refuses_pickled_data(work: Path, tmp_path: Path) -> None:
     np.savez(tmp_path / "evil.npz", input=np.array([{"x": 1}], dtype=object))
     assert_error(run("eval", LENET, work / "shared.onnxdc", "--data", tmp_path / "evil.npz"), 1,
-                 "cannot read data file", "evil.npz")
+                 "holds Python objects", "evil.npz")
 
 
 def test_eval_max_drop_exceeded_exits_3(work: Path) -> None:
