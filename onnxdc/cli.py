@@ -376,4 +376,6 @@ def _print_report(report: Any, *, quiet: bool, as_json: bool, top: int | None = 
 from onnxdc import cli_analysis as _cli_analysis  # noqa: E402,F401
 
 if __name__ == "__main__":  # pragma: no cover
-    main()
+    from onnxdc.console import run
+
+    run()
