@@ -130,15 +130,15 @@ def write_model(model: onnx.ModelProto, path: str | os.PathLike[str], *, externa
             yield data
             offset += len(data)
 
-    data_path, created = _write_data_file(target, chunks(), overwrite=overwrite)
-    for entry in locations:
-        entry.value = data_path.name
-    previous = external_data_files(target)
+    created: list[tuple[Path, int, int]] = []  # the data file this call makes: path, device, inode
     try:
+        data_path = _write_data_file(target, chunks(), overwrite=overwrite, created=created)
+        for entry in locations:
+            entry.value = data_path.name
+        previous = external_data_files(target)
         write_atomic(target, model.SerializeToString(deterministic=True), overwrite=overwrite)
     except BaseException:  # an error or an interrupt: the old model keeps its old data
-        if created:
-            data_path.unlink(missing_ok=True)
+        _remove_unused(created, target)
         raise
     still_used = set(external_data_files(target)) | {data_path}
     for old in previous:
@@ -146,10 +146,13 @@ def write_model(model: onnx.ModelProto, path: str | os.PathLike[str], *, externa
             old.unlink(missing_ok=True)
 
 
-def _write_data_file(model_path: Path, chunks: Iterable[RawBuffer], *, overwrite: bool) -> tuple[Path, bool]:
-    """Write ``chunks`` to the content-named data file of ``model_path``; return it and whether it is new.
+def _write_data_file(model_path: Path, chunks: Iterable[RawBuffer], *, overwrite: bool,
+                     created: list[tuple[Path, int, int]]) -> Path:
+    """Write ``chunks`` to the content-named data file of ``model_path`` and return its path.
 
     A file already there with the same content (the same container decompressed again) is kept.
+    The new file's identity is appended to ``created`` before it is committed, so that an
+    interrupt at any point after can tell the file is this call's to remove.
     """
     digest = hashlib.sha256()
     size = 0
@@ -162,16 +165,29 @@ def _write_data_file(model_path: Path, chunks: Iterable[RawBuffer], *, overwrite
             finish(fh, tmp)
             target = model_path.with_name(external_data_name(model_path, digest.hexdigest()))
             if _holds(target, size, digest.hexdigest()):
-                return target, False
+                return target
+            st = os.fstat(fh.fileno())
+            created.append((target, st.st_dev, st.st_ino))
             try:
                 commit(tmp, target, overwrite=overwrite)
             except OutputError:
                 if not _holds(target, size, digest.hexdigest()):  # another writer of the same data won
                     raise
-                return target, False
-            return target, True
+            return target
         except OSError as exc:
             raise write_error(exc, model_path.with_name(model_path.name + ".data")) from None
+
+
+def _remove_unused(created: list[tuple[Path, int, int]], model_path: Path) -> None:
+    """Remove the data file this write made (still the same inode), unless the model now refers to it."""
+    in_use = set(external_data_files(model_path))
+    for path, dev, ino in created:
+        try:
+            st = os.lstat(path)
+        except OSError:
+            continue
+        if (st.st_dev, st.st_ino) == (dev, ino) and path not in in_use:
+            path.unlink(missing_ok=True)
 
 
 def _holds(path: Path, size: int, hexdigest: str) -> bool:
