@@ -105,7 +105,7 @@ def write_model(model: onnx.ModelProto, path: str | os.PathLike[str], *, externa
     if not external_data:
         for proto, raw in tensors:
             proto.raw_data = as_bytes(raw)
-        write_atomic(target, model.SerializeToString(deterministic=True), overwrite=overwrite)
+        replace_model(target, [model.SerializeToString(deterministic=True)], overwrite=overwrite)
         return
     check_name_fits(target.with_name(external_data_name(target, "0" * _DIGEST_CHARS)))
     locations: list[onnx.StringStringEntryProto] = []  # filled in once the data's digest is known
@@ -135,12 +135,18 @@ def write_model(model: onnx.ModelProto, path: str | os.PathLike[str], *, externa
         data_path = _write_data_file(target, chunks(), overwrite=overwrite, created=created)
         for entry in locations:
             entry.value = data_path.name
-        previous = external_data_files(target)
-        write_atomic(target, model.SerializeToString(deterministic=True), overwrite=overwrite)
+        replace_model(target, [model.SerializeToString(deterministic=True)], overwrite=overwrite)
     except BaseException:  # an error or an interrupt: the old model keeps its old data
         _remove_unused(created, target)
         raise
-    still_used = set(external_data_files(target)) | {data_path}
+
+
+def replace_model(target: Path, data: Iterable[RawBuffer], *, overwrite: bool) -> None:
+    """Commit the model bytes ``data`` at ``target``, then remove the data file onnxdc wrote for
+    the model it replaced (read before the commit; kept if the new model refers to it too)."""
+    previous = external_data_files(target)
+    write_atomic(target, data, overwrite=overwrite)
+    still_used = set(external_data_files(target))
     for old in previous:
         if old not in still_used:
             old.unlink(missing_ok=True)
@@ -224,4 +230,4 @@ def write_model_inline(model: onnx.ModelProto, path: str | os.PathLike[str],
                     overwrite=overwrite)
         return
     filled = iter(data([p for p in pieces if isinstance(p, int)]))
-    write_atomic(path, (p if isinstance(p, bytes) else next(filled) for p in pieces), overwrite=overwrite)
+    replace_model(Path(path), (p if isinstance(p, bytes) else next(filled) for p in pieces), overwrite=overwrite)

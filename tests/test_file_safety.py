@@ -210,6 +210,14 @@ def test_complete_overwrite_removes_the_old_data_and_is_deterministic(tmp_path: 
     assert sorted(snapshot(tmp_path)) == ["out.onnx", *data_files(tmp_path)]
 
 
+def test_inline_overwrite_removes_the_old_models_data_file(tmp_path: Path, containers: dict[int, Path]) -> None:
+    out = tmp_path / "out.onnx"
+    decompress_external(containers[1], out)
+    assert run("decompress", containers[2], "-o", out, "--force", "-q").exit_code == 0  # inline this time
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.onnx"]
+    np.testing.assert_array_equal(loaded_weight(out), weight(2))
+
+
 def test_overwrite_leaves_data_files_that_are_not_ours(tmp_path: Path, containers: dict[int, Path]) -> None:
     """A model saved by onnx with its own data file name: --force replaces the model, and the data
     file it named (not written by onnxdc) stays."""
