@@ -238,7 +238,7 @@ def run_child(name: str, cmd: list[str], *, timeout: float, outputs: list[Path] 
     """
     runs: list[Run] = []
     for _ in range(REPEAT):
-        for path in outputs:
+        for path in with_sidecars(list(outputs)):
             path.unlink(missing_ok=True)
         os.sync()
         runs.append(_run_once(name, cmd, timeout=timeout, outputs=outputs))
@@ -266,13 +266,14 @@ def _run_once(name: str, cmd: list[str], *, timeout: float, outputs: list[Path])
         run.ok = False
         run.error = f"exit {stat['returncode']}: {message.splitlines()[-1] if message else ''}"
     elif outputs:
-        run.out_bytes = sum(p.stat().st_size for p in outputs if p.exists())
+        run.out_bytes = sum(p.stat().st_size for p in with_sidecars(list(outputs)) if p.exists())
     return run
 
 
-def sidecar(model: Path) -> Path:
-    """The external data file ``onnxdc decompress --external-data`` writes beside ``model``."""
-    return model.with_name(model.name + ".data")
+def with_sidecars(paths: list[Path]) -> list[Path]:
+    """``paths`` and the external data files ``onnxdc decompress`` wrote beside them
+    (``OUT.<digest>.data``, named by content)."""
+    return [q for p in paths for q in [p, *sorted(p.parent.glob(p.name + ".*.data"))]]
 
 
 def sha256_files(paths: list[Path]) -> list[str]:
@@ -376,17 +377,17 @@ def main() -> None:
             py, "-c", ONNXDC, "compress", str(model), "--sparsity", "0.9", "--bits", "5", "-q", "-o", str(fixed),
             *jobs], timeout=to, outputs=[fixed])
         dec_fixed = tmp / "fixed.onnx"
-        ext = ["--external-data"] if external else []  # written beside the output as OUT.data
+        ext = ["--external-data"] if external else []  # written beside the output as OUT.<digest>.data
         runs["onnxdc fixed decompress"] = run_child("onnxdc decompress (fixed)", [
             py, "-c", ONNXDC, "decompress", str(fixed), "-o", str(dec_fixed), "-q", "--no-check", *ext],
-            timeout=to, outputs=[dec_fixed, sidecar(dec_fixed)])
+            timeout=to, outputs=[dec_fixed])
         runs["onnxdc lossless"] = run_child("onnxdc compress --lossless", [
             py, "-c", ONNXDC, "compress", str(model), "--lossless", "-q", "-o", str(lossless), *jobs],
             timeout=to, outputs=[lossless])
         dec_lossless = tmp / "lossless.onnx"
         runs["onnxdc lossless decompress"] = run_child("onnxdc decompress (lossless)", [
             py, "-c", ONNXDC, "decompress", str(lossless), "-o", str(dec_lossless), "-q", "--no-check", *ext],
-            timeout=to, outputs=[dec_lossless, sidecar(dec_lossless)])
+            timeout=to, outputs=[dec_lossless])
         if (args.jobs or os.cpu_count() or 1) > 1:  # the same single-threaded, as zstd below
             for key, opts in (("onnxdc fixed", ["--sparsity", "0.9", "--bits", "5"]),
                               ("onnxdc lossless", ["--lossless"])):
@@ -417,7 +418,7 @@ def main() -> None:
                 py, "-c", ORT_QUANTIZE, str(model), str(q8), "1" if external else "0"], timeout=to)
         if "ort int8" in runs and runs["ort int8"].ok:
             runs["ort int8"].out_bytes = sum(p.stat().st_size for p in tmp.iterdir() if p.name.startswith(q8.name))
-        for p in (dec_fixed, dec_lossless, sidecar(dec_fixed), sidecar(dec_lossless)):
+        for p in with_sidecars([dec_fixed, dec_lossless]):
             p.unlink(missing_ok=True)
         profiles = profile(model, args.top) if args.profile else {}
 

@@ -1,6 +1,6 @@
-"""``python -m onnxdc``: the same command line as the ``onnxdc`` script."""
+"""``python -m onnxdc``: the same program as the ``onnxdc`` command."""
 
-from onnxdc.cli import main
+from onnxdc.console import run
 
 if __name__ == "__main__":
-    main(prog_name="onnxdc")
+    run()

@@ -175,7 +175,7 @@ def compress(model: str, output: str | None, lossless: bool, calib: str | None, 
         _compress_auto(model, output, calib, calib_samples, max_drop, min_cosine, dims, zstd_level, jobs, force,
                        quiet, as_json, kw)
         return
-    from onnxdc.files import check_output_path, write_atomic
+    from onnxdc.files import check_output_path, model_input_files, write_atomic
     from onnxdc.graphio import load_model
     from onnxdc.largefiles import compress_file
     from onnxdc.pipeline import CompressConfig
@@ -189,7 +189,8 @@ def compress(model: str, output: str | None, lossless: bool, calib: str | None, 
     if sharing is not None and max_drop is not None:
         raise click.UsageError("--max-drop chooses settings automatically; drop --sparsity/--std-threshold/--bits/--recipe")
     sharing_config(kw)  # validate every option, also the ones lossless mode does not use
-    out = check_output_path(output or _default_output(model, ".onnxdc"), force=force, inputs=[model])
+    out = check_output_path(output or _default_output(model, ".onnxdc"), force=force,
+                            inputs=model_input_files(model, calib, kw.get("recipe")))
     calibration = loaded = None
     notice = notice_callback(quiet)
     if calib is not None:
@@ -201,10 +202,11 @@ def compress(model: str, output: str | None, lossless: bool, calib: str | None, 
                             zstd_level=zstd_level, jobs=jobs)
     with progress_callback(quiet or as_json, "compressing") as cb:
         if loaded is None:  # tensor by tensor, straight to the output file
-            report = report_for(*compress_file(model, out, config=config, progress=cb, notice=notice))
+            report = report_for(*compress_file(model, out, config=config, progress=cb, notice=notice,
+                                               overwrite=force))
         else:
             result = run_compress(loaded, config=config, progress=cb, notice=notice)
-            write_atomic(out, result.data)
+            write_atomic(out, result.data, overwrite=force)
             report = build_report(result.container)
     _print_report(report, quiet=quiet, as_json=as_json, extra={"output": str(out)})
 
@@ -216,7 +218,7 @@ def _compress_auto(model: str, output: str | None, calib: str | None, calib_samp
     from onnxdc.auto import AUTO_MIN_ELEMENTS, Budget, compress_auto, recipe_toml
     from onnxdc.errors import ModelError
     from onnxdc.evaluate import load_data
-    from onnxdc.files import check_output_path, write_atomic
+    from onnxdc.files import check_output_path, model_input_files, write_atomic
     from onnxdc.graphio import load_model
     from onnxdc.report import build_report
     from onnxdc.synthetic import DEFAULT_DIM, defaulted_dims, parse_dims, synthetic_inputs
@@ -224,8 +226,9 @@ def _compress_auto(model: str, output: str | None, calib: str | None, calib_samp
     base = sharing_config({**kw, "min_elements": AUTO_MIN_ELEMENTS if kw["min_elements"] is None
                            else kw["min_elements"]})
     budget = Budget(max_drop=max_drop, min_agreement=None if max_drop is not None else 0.995, min_cosine=min_cosine)
-    out = check_output_path(output or _default_output(model, ".onnxdc"), force=force, inputs=[model])
-    recipe_out = check_output_path(str(out) + ".recipe.toml", force=force, inputs=[model])
+    inputs = model_input_files(model, calib, kw.get("recipe"))
+    out = check_output_path(output or _default_output(model, ".onnxdc"), force=force, inputs=inputs)
+    recipe_out = check_output_path(str(out) + ".recipe.toml", force=force, inputs=inputs)
     loaded = load_model(model)
     notice = notice_callback(quiet)
     if calib is not None:
@@ -251,11 +254,11 @@ def _compress_auto(model: str, output: str | None, calib: str | None, calib_samp
             raise
         raise ModelError(f"{exc} (synthetic inputs set {', '.join(guessed)} to {DEFAULT_DIM}; give the "
                          f"model's sizes with --dim NAME=VALUE, or real inputs with --calib)") from None
-    write_atomic(out, auto.result.data)
+    write_atomic(out, auto.result.data, overwrite=force)
     if auto.choice.rules:
         header = (f"onnxdc automatic settings for {Path(model).name} on {source}\n"
                   f"budget: {json.dumps(budget.to_json())}; reuse with: onnxdc compress MODEL --recipe FILE")
-        write_atomic(recipe_out, recipe_toml(auto.choice.rules, header=header).encode())
+        write_atomic(recipe_out, recipe_toml(auto.choice.rules, header=header).encode(), overwrite=force)
     extra: dict[str, Any] = {"output": str(out), "mode": "auto", "budget_met": auto.budget_met,
                              "recipe": str(recipe_out) if auto.choice.rules else None}
     if auto.verified is not None:
@@ -282,7 +285,8 @@ def _compress_auto(model: str, output: str | None, calib: str | None, calib_samp
 @click.option("--check/--no-check", default=True, show_default=True,
               help="Run onnx.checker on the result and warn if it fails.")
 @click.option("--external-data", is_flag=True,
-              help="Write large tensors to OUT.data beside the model (automatic above 1.8 GB of tensor data).")
+              help="Write large tensors to a data file beside the model, OUT.<digest>.data (automatic above "
+                   "1.8 GB of tensor data).")
 @click.option("-j", "--jobs", type=click.IntRange(1), default=min(2, os.cpu_count() or 1), show_default="2",
               help="Tensors decoded in parallel threads while the main thread writes; the output is the same "
                    "for any value (Huffman-heavy containers gain little: the numpy decoder's small steps "
@@ -290,23 +294,15 @@ def _compress_auto(model: str, output: str | None, calib: str | None, calib_samp
 def decompress(container: str, output: str | None, force: bool, quiet: bool, check: bool,
                external_data: bool, jobs: int) -> None:
     """Rebuild an ONNX model from CONTAINER (.onnxdc)."""
-    from onnxdc.container import open_container
-    from onnxdc.files import check_output_path, external_data_path
-    from onnxdc.largefiles import decompress_file, needs_external_data
+    from onnxdc.files import check_output_path
+    from onnxdc.largefiles import decompress_file
     from onnxdc.validate import check_model_quietly
 
     out = check_output_path(output or _default_output(container, ".decompressed.onnx"), force=force,
                             inputs=[container])
-    external: bool | None = True if external_data else None
-    data_out = external_data_path(out)
-    if external is None and data_out.exists() and not force:
-        # Decide now whether OUT.data is needed, so an existing one is never overwritten silently.
-        with open(container, "rb") as fh:
-            external = needs_external_data(open_container(fh, check_streams=False).header)  # header only
-    if external:
-        check_output_path(data_out, force=force, inputs=[container])
     with progress_callback(quiet, "decompressing") as cb:
-        decompress_file(container, out, external_data=external, progress=cb, jobs=jobs)
+        decompress_file(container, out, external_data=True if external_data else None, progress=cb, jobs=jobs,
+                        overwrite=force)
     if check:
         problem = check_model_quietly(out)
         if problem:
@@ -367,12 +363,12 @@ def format_eval(r: Any) -> str:
 def read_input(path: str) -> bytes:
     from onnxdc.errors import ContainerError
 
+    from onnxdc.oserrors import read_error
+
     try:
         return Path(path).read_bytes()
-    except FileNotFoundError:
-        raise ContainerError(f"no such file: {path!r}") from None
     except OSError as exc:
-        raise ContainerError(f"cannot read {path!r}: {exc.strerror}") from None
+        raise read_error(exc, path, cls=ContainerError) from None
 
 
 def _print_report(report: Any, *, quiet: bool, as_json: bool, top: int | None = 30,
@@ -391,4 +387,6 @@ def _print_report(report: Any, *, quiet: bool, as_json: bool, top: int | None = 
 from onnxdc import cli_analysis as _cli_analysis  # noqa: E402,F401
 
 if __name__ == "__main__":  # pragma: no cover
-    main()
+    from onnxdc.console import run
+
+    run()

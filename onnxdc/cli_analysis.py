@@ -60,13 +60,14 @@ def sensitivity(model: str, calib: str | None, calib_samples: int, dims: tuple[s
     """Measure each weight tensor alone: output cosine, agreement and size against sparsity and bits."""
     from onnxdc.auto import sensitivity as run_sensitivity
     from onnxdc.evaluate import load_data
-    from onnxdc.files import check_output_path, write_atomic
+    from onnxdc.files import check_output_path, model_input_files, write_atomic
     from onnxdc.graphio import load_model
     from onnxdc.pipeline import plan_sharing
     from onnxdc.synthetic import parse_dims, synthetic_inputs
 
     base = sharing_config(kw)
-    csv_out = check_output_path(csv_path, force=force, inputs=[model]) if csv_path else None
+    csv_out = check_output_path(csv_path, force=force, inputs=model_input_files(model, calib, kw.get("recipe"))) \
+        if csv_path else None
     loaded = load_model(model)
     if calib is not None:
         data = load_data(calib, model=loaded, max_samples=calib_samples, notice=notice_callback(False))
@@ -82,7 +83,7 @@ def sensitivity(model: str, calib: str | None, calib_samples: int, dims: tuple[s
     if csv_out is not None:
         cols = ["tensor", "sparsity", "bits", "est_bytes", "cosine", "agreement", "top1", "rel_error"]
         text = ",".join(cols) + "\n" + "".join(",".join(_csv(r[c]) for c in cols) + "\n" for r in rows)
-        write_atomic(csv_out, text.encode())
+        write_atomic(csv_out, text.encode(), overwrite=force)
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return

@@ -38,6 +38,12 @@ class OutputError(OnnxdcError):
     """An output file cannot be written (missing directory, exists without --force, disk full)."""
 
 
+class OutputPathError(OutputError, ConfigError):
+    """An output path cannot be used as given, whatever the data: it names one of the command's
+    inputs, ends with a path separator, or is a directory, device, FIFO or socket (exit 2, like a
+    bad option)."""
+
+
 class DataError(OnnxdcError):
     """An evaluation or calibration data file is unreadable or does not fit the model's inputs."""
 

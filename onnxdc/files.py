@@ -1,42 +1,67 @@
-"""Safe output files: written to a temporary file beside the target, then renamed into place.
+"""Safe output files: checked before any work, written beside the target, committed in one step.
 
-A crash, a full disk or an interrupt never leaves a half-written output, and an output is never
-written over one of the command's inputs.
+A crash, a full disk or an interrupt never leaves a half-written output or a temporary file (short
+of SIGKILL), an output is never written over one of the command's inputs, a device or a FIFO, and
+two writers racing for a new path never both succeed. Every OS error on an output becomes one
+:class:`~onnxdc.errors.OutputError` line (:mod:`onnxdc.oserrors`).
 """
 
 from __future__ import annotations
 
+import errno
 import os
+import stat
 import tempfile
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import BinaryIO
 
-import onnx
-from onnx import TensorProto
+from onnxdc.errors import OutputError, OutputPathError
+from onnxdc.oserrors import write_error
 
-from onnxdc.tensor_encodings import RawBuffer, as_bytes
-from onnxdc.errors import OutputError
-from onnxdc.graphio import iter_tensors
-from onnxdc.splice import splice_layout
+
+#: Used when the file system does not say how long a file name may be.
+_NAME_MAX_FALLBACK = 255
+#: ``os.link`` failures that mean "this file system has no hard links" (fall back to O_EXCL).
+_NO_HARD_LINKS = frozenset({errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EMLINK, errno.ENOSYS,
+                            errno.EXDEV})
 
 
 def check_output_path(out: str | os.PathLike[str], *, force: bool,
                       inputs: Iterable[str | os.PathLike[str]] = ()) -> Path:
     """Validate an output path before any work is done.
 
+    ``out`` names a directory entry: any entry there counts as existing (a dangling or looping
+    symbolic link too). With ``force`` a regular file or a symbolic link is replaced — the link
+    itself, never the file it points to; anything else (directory, device, FIFO, socket) is never
+    replaced. Nothing is written over an input, whichever of its names ``out`` uses.
+
     Raises:
-        OutputError: the output is one of the inputs, exists without ``force``, or its directory
-            is missing or not writable.
+        OutputPathError: ``out`` is one of ``inputs``, ends with a path separator, or is not a
+            regular file or symbolic link (a usage error: no data makes it work).
+        OutputError: ``out`` exists without ``force``, its name is too long, or its directory is
+            missing or not writable.
     """
-    path = Path(out)
+    text = os.fspath(out)
+    if text.endswith(("/", os.sep)):
+        raise OutputPathError(f"output {text!r} ends with a path separator; expected a file name")
+    path = Path(text)
+    parent = _parent(path)
+    check_name_fits(path)
     for inp in inputs:
         if _same_file(path, Path(inp)):
-            raise OutputError(f"output {str(path)!r} is the input file; refusing to overwrite it")
-    if path.exists() and not force:
-        raise OutputError(f"output {str(path)!r} exists; use --force to overwrite it")
-    if path.is_dir():
-        raise OutputError(f"output {str(path)!r} is a directory")
-    parent = path.parent if str(path.parent) else Path(".")
+            raise OutputPathError(f"output {text!r} is the input file {os.fspath(inp)!r}; refusing to overwrite it")
+    try:
+        st: os.stat_result | None = os.lstat(path)
+    except FileNotFoundError:
+        st = None
+    except OSError as exc:
+        raise write_error(exc, path) from None
+    if st is not None:
+        _refuse_special(path, st)
+        if not force:
+            raise OutputError(f"output {text!r} exists; use --force to overwrite it")
     if not parent.is_dir():
         raise OutputError(f"output directory {str(parent)!r} does not exist")
     if not os.access(parent, os.W_OK):
@@ -44,41 +69,87 @@ def check_output_path(out: str | os.PathLike[str], *, force: bool,
     return path
 
 
-def _same_file(a: Path, b: Path) -> bool:
-    try:
-        return a.exists() and b.exists() and os.path.samefile(a, b)
-    except OSError:
-        return False
-
-
-def write_atomic(path: str | os.PathLike[str], data: bytes | memoryview | Iterable[bytes | memoryview]) -> None:
-    """Write ``data`` to ``path`` through a temporary file and an atomic rename.
+def check_name_fits(path: Path) -> None:
+    """Refuse a file name longer than the file system allows, before any work is done.
 
     Raises:
-        OutputError: the write failed (the temporary file is removed, the target is untouched).
+        OutputError: the last component of ``path`` is too long.
+    """
+    size = len(os.fsencode(path.name))
+    try:
+        limit = os.pathconf(_parent(path), "PC_NAME_MAX")
+    except (OSError, ValueError):
+        limit = _NAME_MAX_FALLBACK
+    if size > limit:
+        raise OutputError(f"cannot write {str(path)!r}: file name too long ({size} bytes; the file system "
+                          f"allows {limit})")
+
+
+def _parent(path: Path) -> Path:
+    return path.parent if str(path.parent) else Path(".")
+
+
+def _refuse_special(path: Path, st: os.stat_result) -> None:
+    """Refuse to replace anything at ``path`` but a regular file or a symbolic link."""
+    mode = st.st_mode
+    if stat.S_ISREG(mode) or stat.S_ISLNK(mode):
+        return
+    kind = ("a directory" if stat.S_ISDIR(mode) else "a FIFO" if stat.S_ISFIFO(mode)
+            else "a socket" if stat.S_ISSOCK(mode) else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode)
+            else "not a file")
+    raise OutputPathError(f"output {str(path)!r} is {kind}, not a regular file; refusing to replace it")
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    """Whether ``a`` and ``b`` are one file (same device and inode, through any links)."""
+    try:
+        sa, sb = os.stat(a), os.stat(b)
+    except (OSError, ValueError):
+        return False
+    return (sa.st_dev, sa.st_ino) == (sb.st_dev, sb.st_ino)
+
+
+def write_atomic(path: str | os.PathLike[str], data: bytes | memoryview | Iterable[bytes | memoryview], *,
+                 overwrite: bool = True) -> None:
+    """Write ``data`` to ``path`` through a temporary file beside it and one commit step.
+
+    With ``overwrite`` the commit is an atomic rename over whatever file or link is there; without
+    it the commit is exclusive (a hard link that fails if ``path`` appeared meanwhile), so two
+    writers racing for a new path never both succeed. Any failure or interrupt removes the
+    temporary file and leaves ``path`` as it was.
+
+    Raises:
+        OutputError: the write failed, or ``path`` exists and ``overwrite`` is false.
     """
     target = Path(path)
-    parent = target.parent if str(target.parent) else Path(".")
     chunks = [data] if isinstance(data, (bytes, bytearray, memoryview)) else data
-    tmp_name = None
-    try:
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=parent)
-        with os.fdopen(fd, "wb") as fh:
+    with temporary_beside(target) as (fh, tmp):
+        try:
             for chunk in chunks:
                 fh.write(chunk)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp_name, 0o666 & ~_umask())
-        os.replace(tmp_name, target)
-        tmp_name = None
+            finish(fh, tmp)
+            commit(tmp, target, overwrite=overwrite)
+        except OSError as exc:
+            raise write_error(exc, target) from None
+
+
+@contextmanager
+def temporary_beside(target: Path) -> Iterator[tuple[BinaryIO, Path]]:
+    """A new hidden temporary file beside ``target``, removed on exit unless it was committed."""
+    prefix = "." + target.name[:_TEMP_NAME_CHARS] + "."
+    try:
+        fd, name = tempfile.mkstemp(prefix=prefix, suffix=".tmp", dir=_parent(target))
     except OSError as exc:
-        raise OutputError(f"cannot write {str(target)!r}: {exc.strerror or exc}") from None
+        raise write_error(exc, target) from None
+    tmp = Path(name)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            yield fh, tmp
     finally:
-        if tmp_name is not None:
-            try:
-                os.unlink(tmp_name)
-            except OSError:
-                pass
+        try:
+            os.unlink(tmp)
+        except OSError:  # committed (renamed away), or already gone
+            pass
 
 
 def _umask() -> int:
@@ -87,83 +158,113 @@ def _umask() -> int:
     return mask
 
 
-#: Models whose tensor data exceed this are written with external data (protobuf caps a message at 2 GiB).
-EXTERNAL_DATA_THRESHOLD = 1800 * 1024 * 1024
-#: Tensors at least this large go to the external data file.
-EXTERNAL_MIN_BYTES = 1024
+#: Characters of the target's name kept in its temporary file's name (which must fit the name limit).
+_TEMP_NAME_CHARS = 48
 
 
-def external_data_path(out: str | os.PathLike[str]) -> Path:
-    """Where :func:`write_model` puts the external data of ``out``: beside it, ``<name>.data``."""
-    p = Path(out)
-    return p.with_name(p.name + ".data")
+def finish(fh: BinaryIO, tmp: Path) -> None:
+    """Flush ``fh`` to the disk and give ``tmp`` the permissions a new file gets."""
+    fh.flush()
+    os.fsync(fh.fileno())
+    os.chmod(tmp, 0o666 & ~_umask())
 
 
-def write_model(model: onnx.ModelProto, path: str | os.PathLike[str], *, external_data: bool,
-                tensors: Iterable[tuple[TensorProto, RawBuffer]] | None = None) -> None:
-    """Write a model atomically; with ``external_data``, large tensors go to ``<path>.data``.
-
-    ``tensors`` (proto, raw bytes) pairs fill the model's tensors as they come — lazily decoded,
-    so only one needs to be in memory when writing external data; without it, the tensors already
-    holding raw_data are the ones moved out. The data file is written (through its own temporary
-    file) before the model that refers to it, so a model on disk never points at missing data.
-    ``model`` is modified.
+def commit(tmp: Path, target: Path, *, overwrite: bool) -> None:
+    """Move the finished ``tmp`` to ``target``: the single step at which the output appears.
 
     Raises:
-        OutputError: a file cannot be written (nothing half-written is left behind).
+        OutputError: ``target`` exists and ``overwrite`` is false, or it is a directory, device,
+            FIFO or socket.
+        OSError: the file system refused the rename or link.
     """
-    if tensors is None:
-        tensors = [(r.proto, r.proto.raw_data) for r in iter_tensors(model) if r.proto.HasField("raw_data")]
-    if not external_data:
-        for proto, raw in tensors:
-            proto.raw_data = as_bytes(raw)
-        write_atomic(path, model.SerializeToString(deterministic=True))
+    if overwrite:
+        try:
+            _refuse_special(target, os.lstat(target))
+        except FileNotFoundError:
+            pass
+        os.replace(tmp, target)
         return
-    data_path = external_data_path(path)
-
-    def chunks() -> Iterator[RawBuffer]:
-        offset = 0
-        for t, data in tensors:
-            if len(data) < EXTERNAL_MIN_BYTES:
-                t.raw_data = as_bytes(data)
-                continue
-            pad = (-offset) % 64  # aligned, as onnx's own writer can be asked to do
-            if pad:
-                yield b"\0" * pad
-                offset += pad
-            t.ClearField("raw_data")
-            t.data_location = TensorProto.EXTERNAL
-            for key, value in (("location", data_path.name), ("offset", str(offset)), ("length", str(len(data)))):
-                entry = t.external_data.add()
-                entry.key, entry.value = key, value
-            yield data
-            offset += len(data)
-
-    write_atomic(data_path, chunks())
     try:
-        write_atomic(path, model.SerializeToString(deterministic=True))
-    except OutputError:
-        data_path.unlink(missing_ok=True)
+        os.link(tmp, target)
+    except FileExistsError:
+        raise OutputError(f"output {str(target)!r} exists; use --force to overwrite it") from None
+    except OSError as exc:
+        if exc.errno not in _NO_HARD_LINKS:
+            raise
+        _claim_then_replace(tmp, target)
+        return
+    os.unlink(tmp)
+
+
+def _claim_then_replace(tmp: Path, target: Path) -> None:
+    """Without hard links: create ``target`` exclusively (empty), then rename ``tmp`` over it."""
+    try:
+        os.close(os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except FileExistsError:
+        raise OutputError(f"output {str(target)!r} exists; use --force to overwrite it") from None
+    try:
+        os.replace(tmp, target)
+    except BaseException:
+        target.unlink(missing_ok=True)  # the empty placeholder is ours
         raise
 
 
-def write_model_inline(model: onnx.ModelProto, path: str | os.PathLike[str],
-                       tensors: Sequence[tuple[TensorProto, int]],
-                       data: Callable[[list[int]], Iterable[RawBuffer]]) -> None:
-    """Write a model atomically with every tensor of ``tensors`` (proto, byte length) inline.
+class _Spool:
+    """A scratch file whose every OS error is an :class:`OutputError` naming the output it serves."""
 
-    ``data(order)`` yields the raw bytes of the tensors at those indices of ``tensors``, in that
-    order: the order their data sit in the file, so each is written as it comes (see
-    :mod:`onnxdc.splice`) and the filled model is never built in memory. The bytes equal
-    ``SerializeToString(deterministic=True)`` of the filled model. ``model`` is modified.
+    def __init__(self, fh: BinaryIO, target: Path) -> None:
+        self._fh, self._target = fh, target
+
+    def _call(self, name: str, *args: object) -> object:
+        try:
+            return getattr(self._fh, name)(*args)
+        except OSError as exc:
+            raise write_error(exc, self._target) from None
+
+    def write(self, data: bytes | memoryview) -> int:
+        return self._call("write", data)  # type: ignore[return-value]
+
+    def read(self, size: int = -1) -> bytes:
+        return self._call("read", size)  # type: ignore[return-value]
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        return self._call("seek", offset, whence)  # type: ignore[return-value]
+
+    def flush(self) -> None:
+        self._call("flush")
+
+
+@contextmanager
+def spool_beside(target: Path) -> Iterator[BinaryIO]:
+    """An unnamed temporary file in ``target``'s directory (gone when closed, even after a crash
+    where the system supports unnamed files), for data too large to keep in memory.
 
     Raises:
-        OutputError: the file cannot be written (nothing half-written is left behind).
+        OutputError: the file cannot be created, written or read back (a full disk, say).
     """
-    pieces = splice_layout(model, tensors)
-    if pieces is None:  # fill the model and serialize it whole
-        protos = [proto for proto, _ in tensors]
-        write_model(model, path, external_data=False, tensors=zip(protos, data(list(range(len(tensors))))))
-        return
-    filled = iter(data([p for p in pieces if isinstance(p, int)]))
-    write_atomic(path, (p if isinstance(p, bytes) else next(filled) for p in pieces))
+    try:
+        fh = tempfile.TemporaryFile(dir=_parent(target))
+    except OSError as exc:
+        raise write_error(exc, target) from None
+    with fh:
+        yield _Spool(fh, target)  # type: ignore[misc]
+
+
+def model_input_files(model: str | os.PathLike[str], *others: str | os.PathLike[str] | None) -> list[Path]:
+    """Every file a command reads, for :func:`check_output_path`: the model, the external data
+    files it refers to, and ``others`` (a calibration file, a recipe; None for one not given).
+
+    A model that cannot be read counts as itself alone: the command reports what is wrong with it.
+    """
+    from onnxdc.errors import OnnxdcError
+    from onnxdc.graphio import external_ref, iter_tensors, load_model_lazy
+
+    files = [Path(model)] + [Path(o) for o in others if o is not None]
+    try:
+        skeleton, _ = load_model_lazy(model)
+        base = Path(model).parent.resolve()
+        files += [external_ref(r.proto, base).path for r in iter_tensors(skeleton)
+                  if r.proto.data_location == r.proto.EXTERNAL]
+    except OnnxdcError:
+        pass
+    return files

@@ -21,6 +21,7 @@ from google.protobuf.message import DecodeError
 from onnx import AttributeProto, GraphProto, NodeProto, TensorProto, numpy_helper
 
 from onnxdc.errors import ModelError
+from onnxdc.oserrors import read_error
 
 #: Tensor element types whose raw bytes are one element of this many bytes (for plane splitting).
 #: Sub-byte types (int4, int2, float6, ...) pack several elements per byte and are coded as plain bytes.
@@ -262,12 +263,8 @@ def load_model(path: str | os.PathLike[str]) -> onnx.ModelProto:
 def _read_model_file(p: Path) -> bytes:
     try:
         return p.read_bytes()
-    except FileNotFoundError:
-        raise ModelError(f"no such file: {str(p)!r}") from None
-    except IsADirectoryError:
-        raise ModelError(f"is a directory, not an ONNX file: {str(p)!r}") from None
     except OSError as exc:
-        raise ModelError(f"cannot read {str(p)!r}: {exc.strerror}") from None
+        raise read_error(exc, p, cls=ModelError, kind="an ONNX file") from None
 
 
 def parse_model(data: bytes, *, name: str = "<bytes>") -> onnx.ModelProto:

@@ -10,16 +10,17 @@ the in-memory :func:`onnxdc.pipeline.compress` and :func:`onnxdc.pipeline.decomp
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 from onnxdc.container import open_container
 from onnxdc.tensor_encodings import RawBuffer
 from onnxdc.errors import ConfigError, ContainerError, Notice
-from onnxdc.files import EXTERNAL_DATA_THRESHOLD, write_atomic, write_model, write_model_inline
+from onnxdc.files import spool_beside, write_atomic
 from onnxdc.graphio import load_model_lazy
 from onnxdc.header import Header
+from onnxdc.modelfiles import EXTERNAL_DATA_THRESHOLD, write_model, write_model_inline
+from onnxdc.oserrors import read_error
 from onnxdc.pipeline import CompressConfig, ContainerWriter, Progress, decode_in_order, encode_model, matched_tensors
 
 #: Coded bytes kept in memory before compress_file spools them to disk.
@@ -28,14 +29,15 @@ SPOOL_ABOVE = 128 << 20
 
 def compress_file(path: str | os.PathLike[str], out: str | os.PathLike[str], *,
                   config: CompressConfig | None = None, progress: Progress | None = None,
-                  notice: Notice | None = None) -> tuple[Header, int]:
+                  notice: Notice | None = None, overwrite: bool = True) -> tuple[Header, int]:
     """Compress a model file into a container file, one tensor at a time.
 
     External data stay on disk until their tensor is coded, and coded streams beyond
     :data:`SPOOL_ABOVE` bytes are spooled to a temporary file beside ``out``, so memory holds the
     graph, a few tensors in flight, the header and at most that much coded data — not the model.
-    The output equals :func:`compress`'s bytes for the same model; it is written atomically.
-    Calibration needs the whole model in onnxruntime: use :func:`compress`.
+    The output equals :func:`compress`'s bytes for the same model; it is written atomically
+    (see :func:`onnxdc.files.write_atomic` for ``overwrite``). Calibration needs the whole model
+    in onnxruntime: use :func:`compress`.
 
     Returns:
         The container's header and its stored size (prefix included), for reports.
@@ -45,31 +47,30 @@ def compress_file(path: str | os.PathLike[str], out: str | os.PathLike[str], *,
         raise ConfigError("compress_file does not calibrate; load the model and use compress()")
     skeleton, read = load_model_lazy(path)
     out_path = Path(out)
-    with tempfile.TemporaryFile(dir=out_path.parent if str(out_path.parent) else ".") as spool:
+    with spool_beside(out_path) as spool:
         writer = ContainerWriter(spool=spool, spool_above=SPOOL_ABOVE)
         header, _ = encode_model(skeleton, writer=writer, config=config, read=read, keep_values=False,
                                  progress=progress, notice=notice)
-        write_atomic(out_path, writer.iter_bytes(header))
+        write_atomic(out_path, writer.iter_bytes(header), overwrite=overwrite)
     return header, writer.header_size
 
 
 def decompress_file(path: str | os.PathLike[str], out: str | os.PathLike[str], *, external_data: bool | None = None,
-                    progress: Progress | None = None, jobs: int = 1) -> bool:
+                    progress: Progress | None = None, jobs: int = 1, overwrite: bool = True) -> bool:
     """Decode a container file into a model file, one tensor at a time.
 
     The container is read piece by piece and each tensor is written as it is decoded (inline,
-    spliced into the serialized skeleton, or to ``OUT.data`` with external data), so memory holds
+    spliced into the serialized skeleton, or to a data file beside ``out`` with external data: see
+    :func:`onnxdc.modelfiles.write_model`), so memory holds
     the graph and a few tensors. ``jobs`` threads decode tensors ahead of the writer (numpy, zlib
     and zstd release the GIL); the output does not depend on it. ``external_data=None`` chooses
     external data when the tensors exceed what one protobuf message can hold. Returns whether
-    external data were written.
+    external data were written. ``overwrite`` as in :func:`onnxdc.files.write_atomic`.
     """
     try:
         fh = open(path, "rb")  # noqa: SIM115 - closed below, after the lazy decoding is consumed
-    except FileNotFoundError:
-        raise ContainerError(f"no such file: {str(path)!r}") from None
     except OSError as exc:
-        raise ContainerError(f"cannot read {str(path)!r}: {exc.strerror}") from None
+        raise read_error(exc, path, cls=ContainerError) from None
     with fh:
         container = open_container(fh, check_streams=False)  # each stream checked as it is decoded
         model, pairs = matched_tensors(container)
@@ -85,9 +86,10 @@ def decompress_file(path: str | os.PathLike[str], out: str | os.PathLike[str], *
 
         if external_data:
             protos = [t for t, _ in pairs]
-            write_model(model, out, external_data=True, tensors=zip(protos, data(list(range(len(pairs))))))
+            write_model(model, out, external_data=True, tensors=zip(protos, data(list(range(len(pairs))))),
+                        overwrite=overwrite)
         else:
-            write_model_inline(model, out, [(t, info.nbytes) for t, info in pairs], data)
+            write_model_inline(model, out, [(t, info.nbytes) for t, info in pairs], data, overwrite=overwrite)
     return external_data
 
 

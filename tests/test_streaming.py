@@ -11,7 +11,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from onnxdc import CompressConfig, ConfigError, compress, decompress, load_model
-from onnxdc.files import external_data_path
+from onnxdc.modelfiles import external_data_files
 from onnxdc.largefiles import compress_file, decompress_file
 from onnxdc.settings import SharingConfig
 
@@ -49,7 +49,8 @@ def test_decompress_file_equals_decompress(tmp_path: Path, external: bool) -> No
     if not external:
         assert out.read_bytes() == expected.SerializeToString(deterministic=True)
     else:
-        assert external_data_path(out).is_file()
+        assert [p.name for p in external_data_files(out)] == [p.name for p in tmp_path.glob("m.onnx.*.data")]
+        assert len(external_data_files(out)) == 1
         got = {t.name: numpy_helper.to_array(t) for t in load_model(out).graph.initializer}
         for t in expected.graph.initializer:
             np.testing.assert_array_equal(got[t.name], numpy_helper.to_array(t))
