@@ -14,10 +14,10 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from onnxdc.container import open_container
+from onnxdc.container import DEFAULT_MAX_OUTPUT_BYTES, DEFAULT_MAX_RATIO, check_output_size, open_container
 from onnxdc.encodings import RawBuffer
 from onnxdc.errors import ConfigError, ContainerError
-from onnxdc.files import EXTERNAL_DATA_THRESHOLD, write_atomic, write_model, write_model_inline
+from onnxdc.files import EXTERNAL_DATA_THRESHOLD, regular_file_size, write_atomic, write_model, write_model_inline
 from onnxdc.graphio import load_model_lazy
 from onnxdc.header import Header
 from onnxdc.pipeline import CompressConfig, ContainerWriter, Progress, decode_in_order, encode_model, matched_tensors
@@ -53,7 +53,8 @@ def compress_file(path: str | os.PathLike[str], out: str | os.PathLike[str], *,
 
 
 def decompress_file(path: str | os.PathLike[str], out: str | os.PathLike[str], *, external_data: bool | None = None,
-                    progress: Progress | None = None, jobs: int = 1) -> bool:
+                    progress: Progress | None = None, jobs: int = 1,
+                    max_output_bytes: int = DEFAULT_MAX_OUTPUT_BYTES, max_ratio: float = DEFAULT_MAX_RATIO) -> bool:
     """Decode a container file into a model file, one tensor at a time.
 
     The container is read piece by piece and each tensor is written as it is decoded (inline,
@@ -62,7 +63,12 @@ def decompress_file(path: str | os.PathLike[str], out: str | os.PathLike[str], *
     and zstd release the GIL); the output does not depend on it. ``external_data=None`` chooses
     external data when the tensors exceed what one protobuf message can hold. Returns whether
     external data were written.
+
+    A container declaring more output than ``max_output_bytes``, or more than ``max_ratio`` times
+    its size (beyond 256 MiB), is refused before anything is decoded or written
+    (:func:`onnxdc.container.check_output_size`).
     """
+    regular_file_size(path, error=ContainerError, what="container")  # not /dev/zero, not a FIFO
     try:
         fh = open(path, "rb")  # noqa: SIM115 - closed below, after the lazy decoding is consumed
     except FileNotFoundError:
@@ -71,6 +77,7 @@ def decompress_file(path: str | os.PathLike[str], out: str | os.PathLike[str], *
         raise ContainerError(f"cannot read {str(path)!r}: {exc.strerror}") from None
     with fh:
         container = open_container(fh, check_streams=False)  # each stream checked as it is decoded
+        check_output_size(container, max_output_bytes=max_output_bytes, max_ratio=max_ratio)
         model, pairs = matched_tensors(container)
         if external_data is None:
             external_data = needs_external_data(container.header)
