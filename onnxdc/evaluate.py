@@ -70,6 +70,9 @@ def load_data(path: str | Path) -> dict[str, np.ndarray]:
     Raises:
         DataError: the file is missing or not a readable npz without object arrays.
     """
+    from onnxdc.files import refuse_special_file
+
+    refuse_special_file(path, error=DataError, what="data file")  # not /dev/zero, not a FIFO
     try:
         with np.load(path, allow_pickle=False) as npz:
             return {k: npz[k] for k in npz.files}

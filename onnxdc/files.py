@@ -7,6 +7,7 @@ written over one of the command's inputs.
 from __future__ import annotations
 
 import os
+import stat
 import tempfile
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
@@ -15,9 +16,72 @@ import onnx
 from onnx import TensorProto
 
 from onnxdc.encodings import RawBuffer, as_bytes
-from onnxdc.errors import OutputError
+from onnxdc.errors import OnnxdcError, OutputError
 from onnxdc.graphio import iter_tensors
 from onnxdc.splice import splice_layout
+
+
+def regular_file_size(path: str | os.PathLike[str], *, error: type[OnnxdcError], what: str) -> int:
+    """The size of input file ``path``, refused (as ``error``) unless it is a regular file.
+
+    ``/dev/zero`` reads forever and a FIFO blocks the reader until someone writes: neither is a
+    model or a container, so every input is checked before it is opened, and read no further than
+    the size found here.
+
+    Raises:
+        OnnxdcError: ``error``: the file is missing, unreadable, a directory, or not a regular file.
+    """
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise error(f"no such file: {str(path)!r}") from None
+    except (OSError, ValueError) as exc:
+        raise error(f"cannot read {what} {str(path)!r}: {getattr(exc, 'strerror', None) or exc}") from None
+    _check_regular(st, path, error=error, what=what)
+    return st.st_size
+
+
+def refuse_special_file(path: str | os.PathLike[str], *, error: type[OnnxdcError], what: str) -> None:
+    """Refuse (as ``error``) an input that exists but is not a regular file, before a reader that
+    reports missing or unreadable files itself opens it (``numpy.load``, ``Path.read_text``).
+
+    Raises:
+        OnnxdcError: ``error``: the path is a directory, a FIFO, a device or a socket.
+    """
+    try:
+        st = os.stat(path)
+    except (OSError, ValueError):
+        return  # the reader's own error says it
+    _check_regular(st, path, error=error, what=what)
+
+
+def read_regular_file(path: str | os.PathLike[str], *, error: type[OnnxdcError], what: str) -> bytes:
+    """The bytes of input file ``path``, at most its size: :func:`regular_file_size`'s checks, then
+    the same checks on the opened file (so swapping the file for a FIFO meanwhile cannot block us).
+
+    Raises:
+        OnnxdcError: ``error``, as :func:`regular_file_size`.
+    """
+    regular_file_size(path, error=error, what=what)
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
+        with os.fdopen(fd, "rb") as fh:
+            st = os.fstat(fh.fileno())
+            _check_regular(st, path, error=error, what=what)
+            return fh.read(st.st_size)
+    except FileNotFoundError:
+        raise error(f"no such file: {str(path)!r}") from None
+    except OSError as exc:
+        raise error(f"cannot read {what} {str(path)!r}: {exc.strerror or exc}") from None
+
+
+def _check_regular(st: os.stat_result, path: str | os.PathLike[str], *, error: type[OnnxdcError], what: str) -> None:
+    if stat.S_ISREG(st.st_mode):
+        return
+    kinds = [(stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
+             (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket")]
+    kind = next((name for test, name in kinds if test(st.st_mode)), "not a file")
+    raise error(f"{what} {str(path)!r} is {kind}, expected a regular file")
 
 
 def check_output_path(out: str | os.PathLike[str], *, force: bool,
