@@ -295,9 +295,9 @@ def run(data: bytes, *, count: int, seed: int, max_output_bytes: int | None = No
 def sample_containers(model: Any = None) -> dict[str, bytes]:
     """Containers of ``model`` (default: a tiny two-layer model) in the three shapes worth mutating:
     lossless planes, shared with the automatic coders, shared with a Huffman+zstd chain."""
-    import onnxdc
     from onnx import TensorProto, helper, numpy_helper
 
+    import onnxdc
     from onnxdc.settings import SharingConfig
 
     if model is None:

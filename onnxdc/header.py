@@ -94,7 +94,8 @@ class Header:
         """The header's JSON text, refused if a reader would refuse it (see :func:`check_json_size`).
 
         Raises:
-            ContainerError: the header holds more JSON objects or values than a reader accepts.
+            ContainerError: the header holds more JSON objects or values, or nests them deeper, than
+                a reader accepts.
         """
         obj = {"producer": self.producer, "metadata": self.metadata, "skeleton": self.skeleton,
                "skeleton_crc32": self.skeleton_crc32,
@@ -102,6 +103,7 @@ class Header:
                "tensors": [t.to_json() for t in self.tensors]}
         text = json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
         check_json_size(text)  # never write a container no reader opens
+        _check_depth(_walk(obj)[0])
         return text.encode("utf-8")
 
 
@@ -118,11 +120,15 @@ def parse_header(text: str, *, payload_size: int, max_tensor_bytes: int) -> Head
     except (ValueError, RecursionError) as exc:
         raise ContainerError(f"header is not valid JSON ({exc})") from None
     depth, surrogate = _walk(obj)
-    if depth > MAX_HEADER_DEPTH:
-        raise ContainerError(f"header nests JSON {depth} levels deep, more than the limit ({MAX_HEADER_DEPTH})")
+    _check_depth(depth)
     if surrogate:
         raise ContainerError("header is not valid UTF-8 (a string escape holds a lone surrogate)")
     return _parse_header(obj, payload_size, max_tensor_bytes)
+
+
+def _check_depth(depth: int) -> None:
+    if depth > MAX_HEADER_DEPTH:
+        raise ContainerError(f"header nests JSON {depth} levels deep, more than the limit ({MAX_HEADER_DEPTH})")
 
 
 def check_json_size(text: str) -> None:
