@@ -234,7 +234,7 @@ def test_writer_refuses_a_header_no_reader_opens() -> None:
     config = onnxdc.CompressConfig(metadata={"m": [{}] * (MAX_HEADER_CONTAINERS + 1)})
     with pytest.raises(ContainerError, match="JSON objects and arrays, more than the limit"):
         onnxdc.compress(tiny_model(), config=config)
-    deep: list[Any] = []  # header > metadata > m > 32 more lists: 35 levels
+    deep: list[Any] = []  # the header, its metadata and 33 nested lists: 35 levels
     for _ in range(MAX_HEADER_DEPTH):
         deep = [deep]
     with pytest.raises(ContainerError, match=f"header nests JSON {MAX_HEADER_DEPTH + 3} levels deep"):
