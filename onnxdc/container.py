@@ -33,7 +33,7 @@ from onnxdc.errors import ConfigError, ContainerError, OnnxdcError
 from onnxdc.header import Header, StreamInfo, TensorInfo, parse_header
 
 __all__ = ["MAGIC", "Container", "ContainerWriter", "Header", "StreamInfo", "TensorInfo", "check_output_size",
-           "open_container", "read_container"]
+           "open_container", "output_size", "read_container"]
 
 MAGIC = b"\x89ONNXDC\n"
 MAJOR_VERSION = 1
