@@ -291,18 +291,28 @@ def _compress_auto(model: str, output: str | None, calib: str | None, calib_samp
               help="Tensors decoded in parallel threads while the main thread writes; the output is the same "
                    "for any value (Huffman-heavy containers gain little: the numpy decoder's small steps "
                    "contend for the GIL).")
+@click.option("--max-output-bytes", type=click.IntRange(0), show_default="1 TiB",
+              help="Refuse a container that decodes to more bytes than this.")
+@click.option("--max-ratio", type=click.FloatRange(0.0, min_open=True), show_default="10000",
+              help="Refuse a container that decodes to more than this many times its size (outputs up to "
+                   "256 MiB always decode).")
 def decompress(container: str, output: str | None, force: bool, quiet: bool, check: bool,
-               external_data: bool, jobs: int) -> None:
-    """Rebuild an ONNX model from CONTAINER (.onnxdc)."""
+               external_data: bool, jobs: int, max_output_bytes: int | None, max_ratio: float | None) -> None:
+    """Rebuild an ONNX model from CONTAINER (.onnxdc).
+
+    A container that declares more output than --max-output-bytes, or more than --max-ratio times
+    its own size, is refused before anything is written.
+    """
     from onnxdc.files import check_output_path
     from onnxdc.largefiles import decompress_file
     from onnxdc.validate import check_model_quietly
 
     out = check_output_path(output or _default_output(container, ".decompressed.onnx"), force=force,
                             inputs=[container])
+    limits = {k: v for k, v in (("max_output_bytes", max_output_bytes), ("max_ratio", max_ratio)) if v is not None}
     with progress_callback(quiet, "decompressing") as cb:
         decompress_file(container, out, external_data=True if external_data else None, progress=cb, jobs=jobs,
-                        overwrite=force)
+                        overwrite=force, **limits)
     if check:
         problem = check_model_quietly(out)
         if problem:
@@ -318,13 +328,13 @@ def decompress(container: str, output: str | None, force: bool, quiet: bool, che
 def inspect(container: str, as_json: bool, show_all: bool) -> None:
     """Show CONTAINER's version, settings, stage sizes and per-tensor table, without decoding it."""
     from onnxdc.container import read_container
-    from onnxdc.report import build_report
+    from onnxdc.report import build_report, printable
 
     c = read_container(read_input(container))
     info = {"format_version": f"{c.version[0]}.{c.version[1]}", "producer": c.header.producer,
             "streams": len(c.header.streams), "metadata": c.header.metadata}
     if not as_json:
-        click.echo(f"onnxdc container {info['format_version']}, written by {c.header.producer}, "
+        click.echo(f"onnxdc container {info['format_version']}, written by {printable(c.header.producer)}, "
                    f"{len(c.header.tensors)} tensors in {len(c.header.streams)} streams")
         click.echo(f"settings: {json.dumps(c.header.metadata.get('settings', {}), sort_keys=True)}")
         click.echo("")
@@ -362,13 +372,9 @@ def format_eval(r: Any) -> str:
 
 def read_input(path: str) -> bytes:
     from onnxdc.errors import ContainerError
+    from onnxdc.files import read_regular_file
 
-    from onnxdc.oserrors import read_error
-
-    try:
-        return Path(path).read_bytes()
-    except OSError as exc:
-        raise read_error(exc, path, cls=ContainerError) from None
+    return read_regular_file(path, error=ContainerError, what="container")
 
 
 def _print_report(report: Any, *, quiet: bool, as_json: bool, top: int | None = 30,

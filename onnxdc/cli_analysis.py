@@ -125,11 +125,12 @@ def eval_cmd(reference: str, candidate: str, data_path: str | None, random_n: in
     if (data_path is None) == (random_n is None):
         raise click.UsageError("give exactly one of --data FILE and --random N")
     ref_model = load_model(reference)
+    cand_model = _load_any(candidate)  # both models read and checked before the data is
     if data_path is not None:
         data = load_data(data_path, model=ref_model, notice=notice_callback(False))
     else:
         data = synthetic_inputs(ref_model, samples=random_n, dims=parse_dims(dims), seed=seed)
-    result = evaluate(ref_model, _load_any(candidate), data, batch_size=batch_size)
+    result = evaluate(ref_model, cand_model, data, batch_size=batch_size)
     if as_json:
         click.echo(json.dumps(result.to_json(), indent=2))
     else:

@@ -29,11 +29,11 @@ from onnxdc.coders import get_coder
 from onnxdc.coders.chain import ChainCoder
 from onnxdc.coders.huffman import HuffmanCoder, decode_many
 from onnxdc.coders.zstd import ZstdCoder
-from onnxdc.errors import ContainerError, OnnxdcError
+from onnxdc.errors import ConfigError, ContainerError, OnnxdcError
 from onnxdc.header import Header, StreamInfo, TensorInfo, parse_header
 
-__all__ = ["MAGIC", "Container", "ContainerWriter", "Header", "StreamInfo", "TensorInfo", "open_container",
-           "read_container"]
+__all__ = ["MAGIC", "Container", "ContainerWriter", "Header", "StreamInfo", "TensorInfo", "check_output_size",
+           "open_container", "output_size", "read_container"]
 
 MAGIC = b"\x89ONNXDC\n"
 MAJOR_VERSION = 1
@@ -43,6 +43,16 @@ PREFIX_SIZE = _PREFIX.size  # 24
 MAX_HEADER_BYTES = 256 * 1024 * 1024  # cap on the stored and the decoded header
 #: Default cap on the bytes one tensor, or one stream's symbols, may declare (16 GiB).
 DEFAULT_MAX_TENSOR_BYTES = 1 << 34
+#: Default ceiling on the bytes a container decodes to, tensors and skeleton (1 TiB: above the
+#: largest ONNX models, 70B parameters in float32 are 280 GB).
+DEFAULT_MAX_OUTPUT_BYTES = 1 << 40
+#: Default ceiling on decoded bytes per container byte, over the whole file. Real models stay under
+#: 100 (the sample models' best is 97); pruning 99.9% of a tensor gives about 2,000; only tensors
+#: of one repeated value go beyond (64 MiB of zeros: 136,000), and those are allowed up to
+#: :data:`RATIO_FREE_BYTES`.
+DEFAULT_MAX_RATIO = 10_000.0
+#: Output any container may decode to whatever its ratio (so small constant models always decode).
+RATIO_FREE_BYTES = 256 << 20
 
 @dataclass
 class ContainerWriter:
@@ -187,6 +197,43 @@ class Container:
         except OnnxdcError:
             return
         self._prefetched.update((i, symbols) for (i, *_), symbols in zip(batch, out))
+
+
+def output_size(header: Header) -> int:
+    """The bytes a container decodes to: its tensors' and its skeleton's."""
+    return sum(t.nbytes for t in header.tensors) + header.streams[header.skeleton].count
+
+
+def check_output_size(container: Container, *, max_output_bytes: int = DEFAULT_MAX_OUTPUT_BYTES,
+                      max_ratio: float = DEFAULT_MAX_RATIO) -> int:
+    """Refuse a container that declares more output than the ceilings allow; return its output size.
+
+    A valid container of a few hundred bytes may declare gigabytes (one tensor of zeros), and the
+    reader can only tell from the header. So decoding is refused, before anything is decoded or
+    written, when the declared output exceeds ``max_output_bytes``, or exceeds both
+    :data:`RATIO_FREE_BYTES` and ``max_ratio`` times the container's size.
+
+    Raises:
+        ConfigError: a ceiling is not a positive number.
+        ContainerError: the declared output is over a ceiling (the message names the option).
+    """
+    if isinstance(max_output_bytes, bool) or not isinstance(max_output_bytes, int) or max_output_bytes < 0:
+        raise ConfigError(f"max_output_bytes must be an integer >= 0, got {max_output_bytes!r}")
+    if isinstance(max_ratio, bool) or not isinstance(max_ratio, (int, float)) or not max_ratio > 0:
+        raise ConfigError(f"max_ratio must be a number > 0, got {max_ratio!r}")
+    out = output_size(container.header)
+    size = container.source.size
+    if out > max_output_bytes:
+        raise ContainerError(
+            f"container declares {out} bytes of output, over the limit of {max_output_bytes} "
+            f"(--max-output-bytes / max_output_bytes raises it)"
+        )
+    if out > RATIO_FREE_BYTES and out > max_ratio * size:
+        raise ContainerError(
+            f"container of {size} bytes declares {out} bytes of output, {out / size:.0f} times its size, "
+            f"over the limit of {max_ratio:g} times (--max-ratio / max_ratio raises it)"
+        )
+    return out
 
 
 def read_container(data: bytes | memoryview, *, max_tensor_bytes: int = DEFAULT_MAX_TENSOR_BYTES) -> Container:

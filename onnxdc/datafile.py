@@ -93,6 +93,9 @@ def read_arrays(path: str | os.PathLike[str], *, max_rows: int | None = None, ma
 
 @contextmanager
 def _opened(p: Path) -> Iterator[IO[bytes]]:
+    from onnxdc.files import refuse_special_file
+
+    refuse_special_file(p, error=DataError, what="data file")  # not /dev/zero, not a FIFO
     try:
         fh = open(p, "rb")  # noqa: SIM115 - closed below
     except FileNotFoundError:

@@ -17,8 +17,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
 
-from onnxdc.errors import OutputError, OutputPathError
-from onnxdc.oserrors import write_error
+from onnxdc.errors import OnnxdcError, OutputError, OutputPathError
+from onnxdc.oserrors import read_error, write_error
 
 
 #: Used when the file system does not say how long a file name may be.
@@ -26,6 +26,67 @@ _NAME_MAX_FALLBACK = 255
 #: ``os.link`` failures that mean "this file system has no hard links" (fall back to O_EXCL).
 _NO_HARD_LINKS = frozenset({errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EMLINK, errno.ENOSYS,
                             errno.EXDEV})
+
+
+def regular_file_size(path: str | os.PathLike[str], *, error: type[OnnxdcError], what: str) -> int:
+    """The size of input file ``path``, refused (as ``error``) unless it is a regular file.
+
+    ``/dev/zero`` reads forever and a FIFO blocks the reader until someone writes: neither is a
+    model or a container, so every input is checked before it is opened, and read no further than
+    the size found here.
+
+    Raises:
+        OnnxdcError: ``error``: the file is missing, unreadable, a directory, or not a regular file.
+    """
+    try:
+        st = os.stat(path)
+    except OSError as exc:
+        raise read_error(exc, path, cls=error) from None
+    except ValueError as exc:  # a NUL byte in the name
+        raise error(f"cannot read {what} {str(path)!r}: {exc}") from None
+    _check_regular(st, path, error=error, what=what)
+    return st.st_size
+
+
+def refuse_special_file(path: str | os.PathLike[str], *, error: type[OnnxdcError], what: str) -> None:
+    """Refuse (as ``error``) an input that exists but is not a regular file, before a reader that
+    reports missing or unreadable files itself opens it (``numpy.load``, ``Path.read_text``).
+
+    Raises:
+        OnnxdcError: ``error``: the path is a directory, a FIFO, a device or a socket.
+    """
+    try:
+        st = os.stat(path)
+    except (OSError, ValueError):
+        return  # the reader's own error says it
+    _check_regular(st, path, error=error, what=what)
+
+
+def read_regular_file(path: str | os.PathLike[str], *, error: type[OnnxdcError], what: str) -> bytes:
+    """The bytes of input file ``path``, at most its size: :func:`regular_file_size`'s checks, then
+    the same checks on the opened file (so swapping the file for a FIFO meanwhile cannot block us).
+
+    Raises:
+        OnnxdcError: ``error``, as :func:`regular_file_size`.
+    """
+    regular_file_size(path, error=error, what=what)
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
+        with os.fdopen(fd, "rb") as fh:
+            st = os.fstat(fh.fileno())
+            _check_regular(st, path, error=error, what=what)
+            return fh.read(st.st_size)
+    except OSError as exc:
+        raise read_error(exc, path, cls=error) from None
+
+
+def _check_regular(st: os.stat_result, path: str | os.PathLike[str], *, error: type[OnnxdcError], what: str) -> None:
+    if stat.S_ISREG(st.st_mode):
+        return
+    kinds = [(stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
+             (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket")]
+    kind = next((name for test, name in kinds if test(st.st_mode)), "not a file")
+    raise error(f"{what} {str(path)!r} is {kind}, expected a regular file")
 
 
 def check_output_path(out: str | os.PathLike[str], *, force: bool,

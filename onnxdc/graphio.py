@@ -261,8 +261,10 @@ def load_model(path: str | os.PathLike[str]) -> onnx.ModelProto:
 
 
 def _read_model_file(p: Path) -> bytes:
+    from onnxdc.files import read_regular_file  # late import: files imports this module
+
     try:
-        return p.read_bytes()
+        return read_regular_file(p, error=ModelError, what="model")
     except OSError as exc:
         raise read_error(exc, p, cls=ModelError, kind="an ONNX file") from None
 

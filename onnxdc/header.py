@@ -19,6 +19,17 @@ from onnxdc.coders import get_coder
 from onnxdc.coders.zstd import ZstdCoder
 from onnxdc.errors import ContainerError, OnnxdcError
 
+#: Most JSON objects and arrays a header may hold. The 256 MiB cap on the text does not bound the
+#: memory of what it parses into: ``{}`` is 3 bytes of text and a hundred of memory. A header onnxdc
+#: writes holds 10 to 13 per stored tensor, so this allows some 75,000 tensors (at most 130 MB
+#: and 4 s of parsing).
+MAX_HEADER_CONTAINERS = 1_000_000
+#: Most JSON values (numbers, strings, objects, arrays...) a header may hold: onnxdc writes 37 to 43
+#: per stored tensor.
+MAX_HEADER_VALUES = 4_000_000
+#: Deepest nesting of JSON objects and arrays in a header (onnxdc writes 6 with two-stage chains).
+MAX_HEADER_DEPTH = 32
+
 _HEADER_KEYS = {"producer", "metadata", "skeleton", "skeleton_crc32", "streams", "tensors"}
 _STREAM_KEYS = {"length", "crc32", "count", "coder"}
 _TENSOR_KEYS = {"slot", "path", "name", "dtype", "shape", "nbytes", "crc32", "encoding", "params", "streams"}
@@ -80,24 +91,61 @@ class Header:
         return ZstdCoder(level=19).encode(np.frombuffer(self.to_json_bytes(), dtype=np.uint8))
 
     def to_json_bytes(self) -> bytes:
+        """The header's JSON text, refused if a reader would refuse it (see :func:`check_json_size`).
+
+        Raises:
+            ContainerError: the header holds more JSON objects or values, or nests them deeper, than
+                a reader accepts.
+        """
         obj = {"producer": self.producer, "metadata": self.metadata, "skeleton": self.skeleton,
                "skeleton_crc32": self.skeleton_crc32,
                "streams": [s.to_json() for s in self.streams],
                "tensors": [t.to_json() for t in self.tensors]}
-        return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
-                          allow_nan=False).encode("utf-8")
+        text = json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+        check_json_size(text)  # never write a container no reader opens
+        _check_depth(_walk(obj)[0])
+        return text.encode("utf-8")
 
 
 def parse_header(text: str, *, payload_size: int, max_tensor_bytes: int) -> Header:
-    """Parse and validate the header's JSON text (see the module docstring)."""
+    """Parse and validate the header's JSON text (see the module docstring).
+
+    The text is counted before it is parsed (:func:`check_json_size`), so what it parses into
+    stays within a bounded multiple of the caps, whatever the text holds.
+    """
+    check_json_size(text)
     try:
         obj = json.loads(text, object_pairs_hook=_no_duplicate_keys, parse_constant=_no_constant,
                          parse_float=_finite_float)
     except (ValueError, RecursionError) as exc:
         raise ContainerError(f"header is not valid JSON ({exc})") from None
-    if _has_lone_surrogate(obj):
+    depth, surrogate = _walk(obj)
+    _check_depth(depth)
+    if surrogate:
         raise ContainerError("header is not valid UTF-8 (a string escape holds a lone surrogate)")
     return _parse_header(obj, payload_size, max_tensor_bytes)
+
+
+def _check_depth(depth: int) -> None:
+    if depth > MAX_HEADER_DEPTH:
+        raise ContainerError(f"header nests JSON {depth} levels deep, more than the limit ({MAX_HEADER_DEPTH})")
+
+
+def check_json_size(text: str) -> None:
+    """Refuse header text that would parse into more objects or values than the caps allow.
+
+    Upper bounds from character counts, no parse: every object or array opens with ``{`` or ``[``,
+    and every value but the first of its object or array follows a ``,``. Those characters inside
+    strings count too, which only overestimates (a real header is far below the caps).
+    """
+    containers = text.count("{") + text.count("[")
+    if containers > MAX_HEADER_CONTAINERS:
+        raise ContainerError(
+            f"header holds up to {containers} JSON objects and arrays, more than the limit ({MAX_HEADER_CONTAINERS})"
+        )
+    values = containers + text.count(",") + 1
+    if values > MAX_HEADER_VALUES:
+        raise ContainerError(f"header holds up to {values} JSON values, more than the limit ({MAX_HEADER_VALUES})")
 
 
 def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -121,26 +169,31 @@ def _finite_float(text: str) -> float:
     return value
 
 
-def _has_lone_surrogate(obj: Any) -> bool:
-    """Whether a parsed JSON value holds a string no UTF-8 can encode (``"\\ud800"`` escapes).
+def _walk(obj: Any) -> tuple[int, bool]:
+    """The nesting depth of a parsed JSON value, and whether it holds a string no UTF-8 can encode
+    (``"\\ud800"`` escapes).
 
     Python's json module accepts such escapes; the strings would then fail wherever they are printed
-    or written (tensor names, the producer), long after the header was accepted.
+    or written (tensor names, the producer), long after the header was accepted. The depth is
+    measured here, not during parsing: the parser's own recursion limit bounds it meanwhile.
     """
-    stack = [obj]
+    stack = [(obj, 0)]
+    deepest, surrogate = 0, False
     while stack:
-        v = stack.pop()
+        v, depth = stack.pop()
         if isinstance(v, str):
-            try:
-                v.encode("utf-8")
-            except UnicodeEncodeError:
-                return True
-        elif isinstance(v, dict):
-            stack.extend(v)
-            stack.extend(v.values())
-        elif isinstance(v, list):
-            stack.extend(v)
-    return False
+            if not surrogate:
+                try:
+                    v.encode("utf-8")
+                except UnicodeEncodeError:
+                    surrogate = True
+        elif isinstance(v, (dict, list)):
+            depth += 1
+            deepest = max(deepest, depth)
+            if isinstance(v, dict):
+                stack.extend((k, depth) for k in v)
+            stack.extend((x, depth) for x in (v.values() if isinstance(v, dict) else v))
+    return deepest, surrogate
 
 
 def _is_int(v: Any) -> bool:

@@ -13,10 +13,10 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
-from onnxdc.container import open_container
-from onnxdc.tensor_encodings import RawBuffer
+from onnxdc.container import DEFAULT_MAX_OUTPUT_BYTES, DEFAULT_MAX_RATIO, check_output_size, open_container
 from onnxdc.errors import ConfigError, ContainerError, Notice
-from onnxdc.files import spool_beside, write_atomic
+from onnxdc.files import regular_file_size, spool_beside, write_atomic
+from onnxdc.tensor_encodings import RawBuffer
 from onnxdc.graphio import load_model_lazy
 from onnxdc.header import Header
 from onnxdc.modelfiles import EXTERNAL_DATA_THRESHOLD, write_model, write_model_inline
@@ -56,7 +56,8 @@ def compress_file(path: str | os.PathLike[str], out: str | os.PathLike[str], *,
 
 
 def decompress_file(path: str | os.PathLike[str], out: str | os.PathLike[str], *, external_data: bool | None = None,
-                    progress: Progress | None = None, jobs: int = 1, overwrite: bool = True) -> bool:
+                    progress: Progress | None = None, jobs: int = 1, overwrite: bool = True,
+                    max_output_bytes: int = DEFAULT_MAX_OUTPUT_BYTES, max_ratio: float = DEFAULT_MAX_RATIO) -> bool:
     """Decode a container file into a model file, one tensor at a time.
 
     The container is read piece by piece and each tensor is written as it is decoded (inline,
@@ -66,13 +67,19 @@ def decompress_file(path: str | os.PathLike[str], out: str | os.PathLike[str], *
     and zstd release the GIL); the output does not depend on it. ``external_data=None`` chooses
     external data when the tensors exceed what one protobuf message can hold. Returns whether
     external data were written. ``overwrite`` as in :func:`onnxdc.files.write_atomic`.
+
+    A container declaring more output than ``max_output_bytes``, or more than ``max_ratio`` times
+    its size (beyond 256 MiB), is refused before anything is decoded or written
+    (:func:`onnxdc.container.check_output_size`).
     """
+    regular_file_size(path, error=ContainerError, what="container")  # not /dev/zero, not a FIFO
     try:
         fh = open(path, "rb")  # noqa: SIM115 - closed below, after the lazy decoding is consumed
     except OSError as exc:
         raise read_error(exc, path, cls=ContainerError) from None
     with fh:
         container = open_container(fh, check_streams=False)  # each stream checked as it is decoded
+        check_output_size(container, max_output_bytes=max_output_bytes, max_ratio=max_ratio)
         model, pairs = matched_tensors(container)
         if external_data is None:
             external_data = needs_external_data(container.header)

@@ -20,9 +20,18 @@ import numpy as np
 import onnx
 
 from onnxdc._version import __version__
-from onnxdc.container import Container, ContainerWriter, Header, TensorInfo, read_container
-from onnxdc.tensor_encodings import RawBuffer, as_bytes, batched, decode_tensor
+from onnxdc.container import (
+    DEFAULT_MAX_OUTPUT_BYTES,
+    DEFAULT_MAX_RATIO,
+    Container,
+    ContainerWriter,
+    Header,
+    TensorInfo,
+    check_output_size,
+    read_container,
+)
 from onnxdc.errors import ConfigError, ContainerError, ModelError, Notice
+from onnxdc.tensor_encodings import RawBuffer, as_bytes, batched, decode_tensor
 from onnxdc.graphio import (
     TensorRef,
     check_storable,
@@ -360,13 +369,21 @@ def check_finite_weights(plans: dict[int, WeightPlan],
         check_finite(tensor_array(proto, read(proto)), tensor_label(plan.candidate.ref))
 
 
-def decompress(data: bytes | Container, *, progress: Progress | None = None) -> onnx.ModelProto:
+def decompress(data: bytes | Container, *, progress: Progress | None = None,
+               max_output_bytes: int = DEFAULT_MAX_OUTPUT_BYTES, max_ratio: float = DEFAULT_MAX_RATIO
+               ) -> onnx.ModelProto:
     """Rebuild the ModelProto a container holds, every tensor checked against its checksum.
 
+    A container declaring more output than ``max_output_bytes``, or more than ``max_ratio`` times
+    its size (beyond 256 MiB), is refused before anything is decoded
+    (:func:`onnxdc.container.check_output_size`).
+
     Raises:
-        ContainerError: the container is malformed, corrupted, or does not match its skeleton.
+        ContainerError: the container is malformed, corrupted, does not match its skeleton, or
+            declares more output than the ceilings allow.
     """
     container = data if isinstance(data, Container) else read_container(data)
+    check_output_size(container, max_output_bytes=max_output_bytes, max_ratio=max_ratio)
     model, tensors = decoded_tensors(container, progress=progress)
     for proto, raw in tensors:
         set_raw_data(proto, raw)

@@ -138,18 +138,35 @@ def format_report(report: Report, *, top: int | None = None) -> str:
              f"{'+ container overhead (header)':<32}{report.overhead_bytes:>14,}",
              f"{'= file':<32}{report.file_bytes:>14,}  {_ratio(_div(orig, report.file_bytes)):>8}  (of weights)",
              ""]
-    name_w = min(40, max([len("tensor")] + [len(r.name) for r in rows]))
+    name_w = min(40, max([len("tensor")] + [len(printable(r.name)) for r in rows]))
     lines.append(f"{'tensor':<{name_w}}  {'shape':<14} {'op':<8} {'encoding':<8} {'sparsity':>8} {'bits':>4} "
                  f"{'pos b/w':>7} {'idx b/w':>7} {'original':>11} {'stored':>10} {'ratio':>8}  coder")
     for r in rows:
         shape = "x".join(map(str, r.shape)) or "scalar"
         lines.append(
-            f"{_clip(r.name, name_w):<{name_w}}  {_clip(shape, 14):<14} {_clip(r.op or '-', 8):<8} {r.encoding:<8} "
-            f"{r.sparsity:>8.1%} {r.bits if r.bits else '-':>4} {_opt(r.position_bpw):>7} {_opt(r.index_bpw):>7} "
-            f"{r.original_bytes:>11,} {r.stored_bytes:>10,} {_ratio(r.ratio):>8}  {r.coders}")
+            f"{_clip(printable(r.name), name_w):<{name_w}}  {_clip(shape, 14):<14} {_clip(printable(r.op or '-'), 8):<8} "
+            f"{printable(r.encoding):<8} {r.sparsity:>8.1%} {r.bits if r.bits else '-':>4} {_opt(r.position_bpw):>7} "
+            f"{_opt(r.index_bpw):>7} {r.original_bytes:>11,} {r.stored_bytes:>10,} {_ratio(r.ratio):>8}  "
+            f"{printable(r.coders)}")
     if top is not None and len(report.tensors) > top:
         lines.append(f"... {len(report.tensors) - top} more tensors (--all shows them)")
     return "\n".join(lines)
+
+
+def printable(text: str) -> str:
+    """``text`` with every control, format or separator character but the space escaped
+    (``\\x1b``, ``\\u202e``), for a terminal.
+
+    Names, op types, coder ids and the producer come from the container: a hostile one could
+    otherwise move the cursor, rewrite earlier lines, set the window title or reverse the text
+    direction when printed. Printable text, every real name, comes out unchanged.
+    """
+    return text if text.isprintable() else "".join(c if c.isprintable() else _escape(c) for c in text)
+
+
+def _escape(c: str) -> str:
+    code = ord(c)
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
 
 
 def _div(a: int, b: int) -> float:

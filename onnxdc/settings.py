@@ -140,6 +140,9 @@ def load_recipe(path: str | Path) -> tuple[Rule, ...]:
     Raises:
         ConfigError: the file is missing, not TOML, or holds unknown keys or bad values.
     """
+    from onnxdc.files import refuse_special_file
+
+    refuse_special_file(path, error=ConfigError, what="recipe")  # not /dev/zero, not a FIFO
     try:
         text = Path(path).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:

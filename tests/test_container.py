@@ -11,7 +11,6 @@ import json
 import math
 import re
 import struct
-import time
 import tracemalloc
 import zlib
 from collections.abc import Callable
@@ -478,8 +477,9 @@ def test_deeply_nested_coder_config(depth: int) -> None:
     text = json.dumps(obj, sort_keys=True).replace('"CODER"', '{"id": "chain", "coders": [' * depth
                                                    + '{"id": "raw"}' + "]}" * depth)
     stored = zframe(text.encode())
-    # The JSON parser or the coder registry gives up (depth, recursion), always as a ContainerError.
-    refused(prefix(stored) + stored + b"".join(chunks), r"(stream 1 has a bad coder config|header is not valid JSON)")
+    # The JSON parser or the depth limit gives up, always as a ContainerError.
+    refused(prefix(stored) + stored + b"".join(chunks),
+            r"(header nests JSON \d+ levels deep, more than the limit \(32\)|header is not valid JSON)")
 
 
 # --------------------------------------------------------------------------- tensors and streams
@@ -531,14 +531,12 @@ def test_element_count_over_limit_is_refused_before_allocation(shape: list[int])
         tensor(obj, "w").update(shape=shape, nbytes=4 * math.prod(shape))
     data = edited(LOSSLESS, bomb)
     tracemalloc.start()
-    start = time.perf_counter()
     try:
         with pytest.raises(ContainerError, match=r"tensor 'w' (declares \d+ elements, over the limit|dim must be)"):
             onnxdc.decompress(data)
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
-    assert time.perf_counter() - start < 1.0
     assert peak < 4 << 20, f"allocated {peak} bytes"
 
 
@@ -556,11 +554,17 @@ def test_tiny_stream_declaring_a_huge_tensor_fails_before_allocation() -> None:
 
 
 def _fails_without_allocating(data: bytes, match: str, limit: int) -> None:
-    """Decompressing ``data`` raises ContainerError matching ``match`` with a peak below ``limit`` bytes."""
+    """Decompressing ``data`` raises ContainerError matching ``match`` with a peak below ``limit`` bytes.
+
+    The output ceilings are lifted, so the decoders' own guards are what is tested (the ceilings
+    alone refuse these containers: ``tests/test_limits.py``).
+    """
+    with pytest.raises(ContainerError, match="over the limit"):
+        onnxdc.decompress(data)
     tracemalloc.start()
     try:
         with pytest.raises(ContainerError, match=match):
-            onnxdc.decompress(data)
+            onnxdc.decompress(data, max_output_bytes=1 << 62, max_ratio=math.inf)
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
@@ -889,13 +893,10 @@ def test_fuzz_corruptions(lenet_containers: dict[str, tuple[bytes, dict[int, byt
     data, expected = lenet_containers[which]
     header_size = read_container(data).header_size
     rng = np.random.default_rng(20240607)
-    deadline = time.perf_counter() + 2.0
     seen: dict[str, int] = {"refused": 0, "same": 0}
-    done = 0
-    while done < 3000 and time.perf_counter() < deadline:
+    for _ in range(1000):  # a fixed count from a fixed seed: the same mutants on any machine
         seen[_outcome(_corrupt(data, rng, header_size), expected)] += 1
-        done += 1
-    assert done >= 500 and seen["refused"] > 0
+    assert seen["refused"] > 0
 
 
 def _mutate_json(obj: Any, rng: np.random.Generator) -> None:
@@ -947,12 +948,10 @@ def test_fuzz_corruptions_behind_valid_checksums(lenet_containers: dict[str, tup
     data, expected = lenet_containers[which]
     slots = {t.slot for t in read_container(data).header.tensors}
     rng = np.random.default_rng(7)
-    deadline = time.perf_counter() + 3.0
-    done = 0
-    while time.perf_counter() < deadline:
-        _outcome(_crc_fixed_corruption(data, rng), expected, slots=slots)
-        done += 1
-    assert done >= 10
+    seen: dict[str, int] = {"refused": 0, "same": 0}
+    for _ in range(60):  # a fixed count from a fixed seed (fuzz/mutate.py runs many more)
+        seen[_outcome(_crc_fixed_corruption(data, rng), expected, slots=slots)] += 1
+    assert seen["refused"] > 0
 
 
 # --------------------------------------------------------------------------- lying headers (hypothesis)

@@ -8,11 +8,16 @@ last, first stage first), then the last stage's output. Decoding runs the stages
 each stage needs the symbol count of its output, which is the recorded length of the stream
 before it (``count`` for the first stage).
 
-The recorded lengths are untrusted. Each is checked against the largest output its stage could
-produce from the stream before it, :meth:`Coder.max_encoded_size`, before any stage decodes; a
-stage's decoder allocates only about as much as its ``count``, so a forged length can make the
-chain allocate at most a constant (the product of the stages' expansion bounds, a few for the
-shipped coders) times ``count``, plus a constant.
+A chain has at most :data:`MAX_CHAIN_STAGES` stages, counting those of nested chains (onnxdc
+writes two; a longer chain buys nothing a reader should pay for). The recorded lengths are
+untrusted. Before any stage decodes, each is checked against the largest output its stage could
+produce from the stream before it (:meth:`Coder.max_encoded_size`) and against
+:func:`intermediate_limit` of the chain's ``count`` and stream size: no coder onnxdc ships writes
+more than about one byte per input byte (Huffman codes average at most 8 bits a symbol, zstd
+grows by at most 1/256), so an intermediate stream of more than twice the symbols plus the stream
+size is a forgery. A stage's decoder allocates only about as much as its ``count``, so the whole
+chain allocates at most :data:`MAX_CHAIN_STAGES` times that limit: a small multiple of the
+declared output plus the stream size, whatever the stages' own bounds multiply to.
 """
 
 from __future__ import annotations
@@ -24,6 +29,18 @@ import numpy as np
 from onnxdc.coders.base import Coder, check_count, check_symbols, read_varint, write_varint
 from onnxdc.coders.registry import get_coder, register_coder
 from onnxdc.errors import CoderError, ConfigError
+
+#: Most stages a chain may have, nested chains' stages included (onnxdc writes two).
+MAX_CHAIN_STAGES = 4
+#: Slack of :func:`intermediate_limit` for the stages' fixed overheads (headers, block sizes).
+_INTERMEDIATE_SLACK = 4096
+
+
+def intermediate_limit(count: int, stream_size: int) -> int:
+    """The longest intermediate stream a chain decoding ``count`` symbols from ``stream_size``
+    bytes may record: twice the symbols plus the stream plus a constant (see the module docstring).
+    """
+    return 2 * count + stream_size + _INTERMEDIATE_SLACK
 
 
 @register_coder
@@ -39,7 +56,18 @@ class ChainCoder(Coder):
     def __init__(self, coders: list[dict[str, Any]]) -> None:
         if not isinstance(coders, list) or len(coders) < 2:
             raise ConfigError(f"chain coders must be a list of at least 2 configs, got {coders!r}")
+        if len(coders) > MAX_CHAIN_STAGES:  # before building stages: a forged config may be huge
+            raise ConfigError(f"chain has {len(coders)} stages, at most {MAX_CHAIN_STAGES} are allowed")
         self.stages = [get_coder(config) for config in coders]
+        if self.depth > MAX_CHAIN_STAGES:
+            raise ConfigError(
+                f"chain has {self.depth} stages counting nested chains, at most {MAX_CHAIN_STAGES} are allowed"
+            )
+
+    @property
+    def depth(self) -> int:
+        """Stages of the chain, those of nested chains counted one by one."""
+        return sum(stage.depth if isinstance(stage, ChainCoder) else 1 for stage in self.stages)
 
     def get_config(self) -> dict[str, Any]:
         return {"id": self.coder_id, "coders": [stage.get_config() for stage in self.stages]}
@@ -79,10 +107,11 @@ class ChainCoder(Coder):
         """Decode every stage but the first: the bytes the first stage decodes into ``count``
         symbols (lets a caller decode many first stages together)."""
         counts = [check_count(count)]
+        limit = intermediate_limit(counts[0], len(buf))
         pos = 0
         for stage in self.stages[:-1]:
             size, pos = read_varint(buf, pos)
-            bound = stage.max_encoded_size(counts[-1])
+            bound = min(stage.max_encoded_size(counts[-1]), limit)
             if size > bound:
                 raise CoderError(
                     f"chain stage {stage.coder_id!r} output of {size} bytes exceeds its bound "
