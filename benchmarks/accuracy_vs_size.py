@@ -22,9 +22,9 @@ from pathlib import Path
 from onnx import numpy_helper
 
 from onnxdc import CompressConfig, compress, decompress, load_model
-from onnxdc.auto import AUTO_MIN_ELEMENTS, Budget, compress_auto
+from onnxdc.auto.search import AUTO_MIN_ELEMENTS, Budget, compress_auto
 from onnxdc.evaluate import evaluate, load_data
-from onnxdc.settings import SharingConfig
+from onnxdc.pipeline.settings import SharingConfig
 
 MODELS = Path(__file__).resolve().parent.parent / "models"
 FIXED = ((0.9, 5), (0.92, 4))

@@ -19,7 +19,7 @@ from onnx import numpy_helper
 
 from onnxdc import CompressConfig, compress, decompress, load_model
 from onnxdc.evaluate import evaluate, load_data
-from onnxdc.settings import SharingConfig
+from onnxdc.pipeline.settings import SharingConfig
 
 MODELS = Path(__file__).resolve().parent.parent / "models"
 SPARSITIES = (0.5, 0.7, 0.8, 0.9, 0.95)

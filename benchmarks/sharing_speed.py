@@ -13,10 +13,10 @@ import time
 
 import numpy as np
 
-from onnxdc.prune import PruneConfig, prune
-from onnxdc.quantize import ShareConfig, kmeans_1d
-from onnxdc.settings import AUTO_INDEX_CODERS
-from onnxdc.shared import encode_shared
+from onnxdc.stages.prune import PruneConfig, prune
+from onnxdc.stages.quantize import ShareConfig, kmeans_1d
+from onnxdc.pipeline.settings import AUTO_INDEX_CODERS
+from onnxdc.pipeline.shared import encode_shared
 
 
 def timed(label: str, fn, repeat: int = 3):  # noqa: ANN001, ANN201

@@ -34,7 +34,7 @@ import numpy as np
 import zstandard
 
 from onnxdc.coders.base import read_varint, write_varint
-from onnxdc.container import MAGIC, MAJOR_VERSION, read_container
+from onnxdc.format.container import MAGIC, MAJOR_VERSION, read_container
 from onnxdc.errors import ContainerError
 
 _PREFIX = struct.Struct("<8sHHQI")  # magic, major, minor, header length, header CRC
@@ -257,8 +257,8 @@ def run(data: bytes, *, count: int, seed: int, max_output_bytes: int | None = No
     Each mutant is decoded with ``max_output_bytes`` (default: 16 times the original's output) and
     must allocate at most ``alloc_factor`` times that plus ``alloc_slack``.
     """
-    from onnxdc.container import output_size
-    from onnxdc.pipeline import decompress
+    from onnxdc.format.container import output_size
+    from onnxdc.pipeline.encode import decompress
 
     obj, chunks = unpack(data)
     if max_output_bytes is None:
@@ -298,7 +298,7 @@ def sample_containers(model: Any = None) -> dict[str, bytes]:
     from onnx import TensorProto, helper, numpy_helper
 
     import onnxdc
-    from onnxdc.settings import SharingConfig
+    from onnxdc.pipeline.settings import SharingConfig
 
     if model is None:
         rng = np.random.default_rng(0)

@@ -23,9 +23,9 @@ from onnxdc.errors import (
 
 #: Public names and the module each comes from, imported when first asked for.
 _LAZY = {
-    "Container": "onnxdc.container", "read_container": "onnxdc.container", "load_model": "onnxdc.graphio",
-    "CompressConfig": "onnxdc.pipeline", "CompressResult": "onnxdc.pipeline", "compress": "onnxdc.pipeline",
-    "decompress": "onnxdc.pipeline",
+    "Container": "onnxdc.format.container", "read_container": "onnxdc.format.container", "load_model": "onnxdc.onnx_io.tensors",
+    "CompressConfig": "onnxdc.pipeline.encode", "CompressResult": "onnxdc.pipeline.encode", "compress": "onnxdc.pipeline.encode",
+    "decompress": "onnxdc.pipeline.encode",
 }
 
 __all__ = [

@@ -68,7 +68,7 @@ def load_data(path: str | Path, *, model: onnx.ModelProto | None = None, max_sam
     """Read an ``.npz`` of inputs (keyed by input name) and optional ``labels``; no pickles.
 
     Only the first ``max_samples`` samples are read (the file is never loaded whole: see
-    :mod:`onnxdc.datafile`). With ``model``, the arrays are checked against its inputs (names,
+    :mod:`onnxdc.calibration.data`). With ``model``, the arrays are checked against its inputs (names,
     rank, feature sizes, dtype, finite values), float64 and other castable data are cast to the
     input's type (reported through ``notice``), and a plain ``.npy`` is accepted for a model with
     exactly one input.
@@ -77,7 +77,7 @@ def load_data(path: str | Path, *, model: onnx.ModelProto | None = None, max_sam
         DataError: the file is missing, unreadable, not an npz of plain numeric arrays, or does
             not fit the model's inputs.
     """
-    from onnxdc.datafile import MAX_DATA_BYTES, fit_to_model, input_specs, read_arrays
+    from onnxdc.calibration.data import MAX_DATA_BYTES, fit_to_model, input_specs, read_arrays
 
     specs = input_specs(model) if model is not None else []
     single = specs[0].name if len(specs) == 1 else None

@@ -10,8 +10,8 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 
-from onnxdc.container import Container, Header
-from onnxdc.graphio import dtype_name
+from onnxdc.format.container import Container, Header
+from onnxdc.onnx_io.tensors import dtype_name
 
 
 @dataclass(frozen=True)

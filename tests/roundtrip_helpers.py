@@ -20,7 +20,7 @@ import pytest
 from onnx import TensorProto, numpy_helper
 
 from onnxdc import CompressConfig, compress, decompress, load_model
-from onnxdc.graphio import iter_tensors
+from onnxdc.onnx_io.tensors import iter_tensors
 
 SEED = 20240607
 #: The fields that hold a tensor's elements (cleared here rather than with the library's own helper,

@@ -12,7 +12,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from onnxdc import CompressConfig, ConfigError, compress, decompress
-from onnxdc.auto import (
+from onnxdc.auto.search import (
     Budget,
     Point,
     _predict,
@@ -25,9 +25,9 @@ from onnxdc.auto import (
     trade_offs,
 )
 from onnxdc.evaluate import EvalResult, OutputMetrics, evaluate
-from onnxdc.pipeline import plan_sharing
-from onnxdc.settings import SharingConfig, load_recipe
-from onnxdc.synthetic import parse_dims, synthetic_inputs
+from onnxdc.pipeline.encode import plan_sharing
+from onnxdc.pipeline.settings import SharingConfig, load_recipe
+from onnxdc.calibration.synthetic import parse_dims, synthetic_inputs
 
 RNG = np.random.default_rng(0)
 
@@ -199,7 +199,7 @@ def test_automatic_mode_measures_few_points_and_checks_the_choice() -> None:
 
 
 def test_collect_runs_only_the_nodes_it_needs() -> None:
-    from onnxdc.calibrate import _collect, _needed
+    from onnxdc.calibration.calibrate import _collect, _needed
 
     model = robust_model()
     nodes = list(model.graph.node)

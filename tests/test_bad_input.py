@@ -22,7 +22,7 @@ import pytest
 from click.testing import CliRunner, Result
 from onnx import TensorProto, helper, numpy_helper
 
-from onnxdc.cli import main
+from onnxdc.cli.main import main
 from onnxdc.errors import DataError
 from onnxdc.evaluate import load_data
 
@@ -365,8 +365,8 @@ def test_float16_codebook_keeps_float32_for_weights_beyond_its_range(tmp_path: P
     assert result.exit_code == 0, result.output
     assert ("onnxdc: warning: tensor 'W' has weights up to 250000, beyond float16's range (65504): "
             "its codebook is stored as float32") in result.stderr
-    from onnxdc.container import read_container
-    from onnxdc.pipeline import decompress
+    from onnxdc.format.container import read_container
+    from onnxdc.pipeline.encode import decompress
 
     container = read_container(out.read_bytes())
     assert container.header.tensors[0].params["codebook_dtype"] == "float32"
@@ -387,7 +387,7 @@ def test_float16_codebook_unchanged_for_weights_in_range(tmp_path: Path) -> None
     out = tmp_path / "m.onnxdc"
     result = run("compress", path, *LOSSY, "--codebook-dtype", "float16", "-o", out)
     assert result.exit_code == 0 and "warning" not in result.stderr
-    from onnxdc.container import read_container
+    from onnxdc.format.container import read_container
 
     assert read_container(out.read_bytes()).header.tensors[0].params["codebook_dtype"] == "float16"
 
@@ -404,8 +404,8 @@ def test_non_finite_weights_lossless_exact_lossy_refused(value: float, tmp_path:
     path, w = _nan_model(tmp_path, value)
     out = tmp_path / "l.onnxdc"
     assert run("compress", path, "--lossless", "-o", out, "-q").exit_code == 0
-    from onnxdc.container import read_container
-    from onnxdc.pipeline import decompress
+    from onnxdc.format.container import read_container
+    from onnxdc.pipeline.encode import decompress
 
     back = numpy_helper.to_array(decompress(read_container(out.read_bytes())).graph.initializer[0])
     assert back.tobytes() == w.tobytes()  # bit-exact, NaN payload included
@@ -448,7 +448,7 @@ def test_tensors_a_reader_refuses_are_refused_at_compress(data_type: int, dims: 
 
 
 def test_split_refuses_data_without_inputs() -> None:
-    from onnxdc.auto import split
+    from onnxdc.auto.search import split
 
     with pytest.raises(DataError, match="no input arrays"):
         split({"labels": np.zeros(4, np.int64)})

@@ -22,7 +22,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from onnxdc import __version__
-from onnxdc.cli import main
+from onnxdc.cli.main import main
 
 MODELS = Path(__file__).parent.parent / "models"
 LENET = MODELS / "lenet300.onnx"
@@ -341,11 +341,11 @@ def test_output_is_a_directory(work: Path, tmp_path: Path) -> None:
 
 
 def test_interrupt(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import onnxdc.largefiles
+    import onnxdc.pipeline.paths
 
     def interrupted(*args: object, **kwargs: object) -> None:
         raise KeyboardInterrupt
-    monkeypatch.setattr(onnxdc.largefiles, "encode_model", interrupted)
+    monkeypatch.setattr(onnxdc.pipeline.paths, "encode_model", interrupted)
     result = run("compress", LENET, "-o", tmp_path / "o.onnxdc", "--lossless")
     assert (result.exit_code, result.stdout, result.stderr) == (130, "", "onnxdc: interrupted\n")
     assert list(tmp_path.iterdir()) == []
@@ -375,10 +375,10 @@ class _FullDisk:
 @pytest.mark.parametrize("command", ["compress", "decompress"])
 def test_full_disk_leaves_nothing_behind(work: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                          command: str) -> None:
-    import onnxdc.files
+    import onnxdc.fileio.atomic
 
     real_fdopen = os.fdopen
-    monkeypatch.setattr(onnxdc.files.os, "fdopen", lambda fd, *a, **k: _FullDisk(real_fdopen(fd, *a, **k)))
+    monkeypatch.setattr(onnxdc.fileio.atomic.os, "fdopen", lambda fd, *a, **k: _FullDisk(real_fdopen(fd, *a, **k)))
     out = tmp_path / ("out.onnxdc" if command == "compress" else "out.onnx")
     source = LENET if command == "compress" else work / "shared.onnxdc"
     result = run(command, source, "-o", out, "--force", *(["--lossless"] if command == "compress" else []))
@@ -388,12 +388,12 @@ def test_full_disk_leaves_nothing_behind(work: Path, tmp_path: Path, monkeypatch
 
 
 def test_full_disk_keeps_the_old_output(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import onnxdc.files
+    import onnxdc.fileio.atomic
 
     out = tmp_path / "out.onnxdc"
     out.write_bytes(b"old")
     real_fdopen = os.fdopen
-    monkeypatch.setattr(onnxdc.files.os, "fdopen", lambda fd, *a, **k: _FullDisk(real_fdopen(fd, *a, **k)))
+    monkeypatch.setattr(onnxdc.fileio.atomic.os, "fdopen", lambda fd, *a, **k: _FullDisk(real_fdopen(fd, *a, **k)))
     result = run("compress", LENET, "-o", out, "--lossless", "--force")
     monkeypatch.undo()
     assert_error(result, 1, "No space left")
@@ -482,13 +482,13 @@ def test_debug_shows_the_traceback(tmp_path: Path) -> None:
     assert type(result.exception).__name__ == "ContainerError"  # raised, not turned into one line
     assert "onnxdc: error:" not in result.output
 
-    proc = subprocess.run([sys.executable, "-m", "onnxdc.cli", "--debug", "inspect", str(missing)],
+    proc = subprocess.run([sys.executable, "-m", "onnxdc", "--debug", "inspect", str(missing)],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 1
     assert proc.stderr.startswith("Traceback (most recent call last):")
     assert "onnxdc.errors.ContainerError: no such file" in proc.stderr
 
-    plain = subprocess.run([sys.executable, "-m", "onnxdc.cli", "inspect", str(missing)],
+    plain = subprocess.run([sys.executable, "-m", "onnxdc", "inspect", str(missing)],
                            capture_output=True, text=True, timeout=120)
     assert plain.returncode == 1
     assert plain.stderr == f"onnxdc: error: no such file: {str(missing)!r}\n"

@@ -26,15 +26,15 @@ from hypothesis import strategies as st
 from onnx import TensorProto, helper, numpy_helper
 
 import onnxdc
-import onnxdc.settings
-from onnxdc.container import MAGIC, MAJOR_VERSION, MAX_HEADER_BYTES, read_container
+import onnxdc.pipeline.settings
+from onnxdc.format.container import MAGIC, MAJOR_VERSION, MAX_HEADER_BYTES, read_container
 from onnxdc.errors import ContainerError
-from onnxdc.graphio import has_data, iter_tensors
+from onnxdc.onnx_io.tensors import has_data, iter_tensors
 
 FIXTURES = Path(__file__).parent / "fixtures"
 MODELS = Path(__file__).parent.parent / "models"
 SHARING = onnxdc.CompressConfig(
-    sharing=onnxdc.settings.SharingConfig(sparsity=0.5, bits=4, min_elements=16))
+    sharing=onnxdc.pipeline.settings.SharingConfig(sparsity=0.5, bits=4, min_elements=16))
 
 # --------------------------------------------------------------------------- helpers
 
@@ -844,7 +844,7 @@ def test_lossless_round_trip_is_exact() -> None:
 def lenet_containers() -> dict[str, tuple[bytes, dict[int, bytes]]]:
     model = onnxdc.load_model(MODELS / "lenet300.onnx")
     out = {}
-    sharing = onnxdc.settings.SharingConfig(sparsity=0.9, bits=5)
+    sharing = onnxdc.pipeline.settings.SharingConfig(sparsity=0.9, bits=5)
     for name, config in [("lossless", onnxdc.CompressConfig()), ("shared", onnxdc.CompressConfig(sharing=sharing))]:
         data = onnxdc.compress(model, config=config).data
         out[name] = (data, stored_arrays(onnxdc.decompress(data)))

@@ -25,7 +25,7 @@ from click.testing import CliRunner, Result
 from onnx import TensorProto, helper, numpy_helper
 
 import onnxdc
-from onnxdc.cli import main
+from onnxdc.cli.main import main
 
 #: The directory holding the ``onnxdc`` package under test, for subprocesses to import the same one.
 SOURCE_ROOT = str(Path(onnxdc.__file__).resolve().parent.parent)
@@ -162,7 +162,7 @@ def test_killed_between_data_and_model_keeps_old_model_with_old_data(tmp_path: P
     decompress_external(containers[1], out)
     before = snapshot(tmp_path)
     proc = start_paused(tmp_path, "decompress", containers[2], "-o", out, "--external-data", "--force", "-q",
-                        module="modelfiles", name="commit", condition="str(args[1]).endswith('.data')")
+                        module="onnx_io.write", name="commit", condition="str(args[1]).endswith('.data')")
     assert len(data_files(tmp_path)) == 2  # paused right after committing the new data file
     proc.send_signal(sig)
     code, stdout, stderr = finish(proc)
@@ -184,7 +184,7 @@ def test_two_decompressions_to_one_output_never_mix(tmp_path: Path, containers: 
     out = tmp_path / "out.onnx"
     decompress_external(containers[1], out)
     proc = start_paused(tmp_path, "decompress", containers[2], "-o", out, "--external-data", "--force", "-q",
-                        module="modelfiles", name="write_atomic", before=True)
+                        module="onnx_io.write", name="write_atomic", before=True)
     decompress_external(containers[3], out, "--force")  # the other writer, start to end
     np.testing.assert_array_equal(loaded_weight(out), weight(3))
     assert proc.stdin is not None
@@ -234,7 +234,7 @@ def test_sigterm_while_writing_removes_the_temporary_file(tmp_path: Path, model_
     out.write_bytes(b"precious")
     before = snapshot(tmp_path)
     proc = start_paused(tmp_path, "compress", model_file, "-o", out, "--lossless", "--force", "-q",
-                        module="files", name="finish")
+                        module="fileio.atomic", name="finish")
     assert len(list(tmp_path.glob(".out.onnxdc.*.tmp"))) == 1  # paused with the temporary file written
     proc.send_signal(signal.SIGTERM)
     assert finish(proc) == (143, "", "onnxdc: terminated\n")
@@ -358,16 +358,16 @@ def test_without_force_a_path_taken_meanwhile_is_not_overwritten(tmp_path: Path,
                                                                  hard_links: bool) -> None:
     """Another compression finishes first (between the existence check and the commit): this one
     fails with one line and leaves the other's file."""
-    import onnxdc.largefiles
+    import onnxdc.pipeline.paths
 
     out = tmp_path / "out.onnxdc"
-    real_encode = onnxdc.largefiles.encode_model
+    real_encode = onnxdc.pipeline.paths.encode_model
 
     def other_writer_first(*args: Any, **kwargs: Any) -> Any:
         out.write_bytes(b"the other writer's")
         return real_encode(*args, **kwargs)
 
-    monkeypatch.setattr(onnxdc.largefiles, "encode_model", other_writer_first)
+    monkeypatch.setattr(onnxdc.pipeline.paths, "encode_model", other_writer_first)
     if not hard_links:
         def no_link(*_: Any, **__: Any) -> None:
             raise OSError(errno.EPERM, os.strerror(errno.EPERM))
@@ -376,7 +376,7 @@ def test_without_force_a_path_taken_meanwhile_is_not_overwritten(tmp_path: Path,
     assert out.read_bytes() == b"the other writer's"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx", "out.onnxdc"]
     out.unlink()
-    monkeypatch.setattr(onnxdc.largefiles, "encode_model", real_encode)
+    monkeypatch.setattr(onnxdc.pipeline.paths, "encode_model", real_encode)
     assert run("compress", model_file, "-o", out, "--lossless", "-q").exit_code == 0  # a free path: written
     assert out.read_bytes() == onnxdc.compress(tiny_model(1)).data
 
@@ -433,7 +433,7 @@ def test_full_disk_in_the_compress_spool(tmp_path: Path, model_file: Path, monke
     out = tmp_path / "out.onnxdc"
     out.write_bytes(b"old")
     before = snapshot(tmp_path)
-    monkeypatch.setattr("onnxdc.largefiles.SPOOL_ABOVE", 0)
+    monkeypatch.setattr("onnxdc.pipeline.paths.SPOOL_ABOVE", 0)
     real = tempfile.TemporaryFile
     monkeypatch.setattr(tempfile, "TemporaryFile", lambda *a, **k: _FullDisk(real(*a, **k)))
     result = run("compress", model_file, "-o", out, "--lossless", "--force")
@@ -454,7 +454,7 @@ def test_output_name_too_long(tmp_path: Path, model_file: Path, containers: dict
 
 def test_missing_output_directory_and_unreadable_inputs_share_one_message_style(tmp_path: Path) -> None:
     from onnxdc.errors import ContainerError, ModelError
-    from onnxdc.oserrors import read_error, write_error
+    from onnxdc.fileio.oserrors import read_error, write_error
 
     missing = FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT))
     assert str(read_error(missing, "a.onnx", cls=ModelError)) == "no such file: 'a.onnx'"

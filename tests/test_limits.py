@@ -27,16 +27,16 @@ from click.testing import CliRunner, Result
 from onnx import TensorProto, helper, numpy_helper
 
 import onnxdc
-import onnxdc.settings
-from onnxdc import container as container_mod
-from onnxdc.cli import main
+import onnxdc.pipeline.settings
+from onnxdc.format import container as container_mod
+from onnxdc.cli.main import main
 from onnxdc.coders import coder_from_spec, get_coder
 from onnxdc.coders.base import write_varint
 from onnxdc.coders.chain import MAX_CHAIN_STAGES, ChainCoder, intermediate_limit
-from onnxdc.container import DEFAULT_MAX_OUTPUT_BYTES, DEFAULT_MAX_RATIO, read_container
+from onnxdc.format.container import DEFAULT_MAX_OUTPUT_BYTES, DEFAULT_MAX_RATIO, read_container
 from onnxdc.errors import CoderError, ConfigError, ContainerError
-from onnxdc.header import MAX_HEADER_CONTAINERS, MAX_HEADER_DEPTH, MAX_HEADER_VALUES
-from onnxdc.largefiles import decompress_file
+from onnxdc.format.header import MAX_HEADER_CONTAINERS, MAX_HEADER_DEPTH, MAX_HEADER_VALUES
+from onnxdc.pipeline.paths import decompress_file
 
 ROOT = Path(__file__).parent.parent
 _spec = importlib.util.spec_from_file_location("onnxdc_fuzz_mutate", ROOT / "fuzz" / "mutate.py")
@@ -59,7 +59,7 @@ def tiny_model(name: str = "w", shape: tuple[int, int] = (32, 64), zeros: bool =
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
 
 
-SHARING = onnxdc.CompressConfig(sharing=onnxdc.settings.SharingConfig(sparsity=0.5, bits=4, min_elements=16))
+SHARING = onnxdc.CompressConfig(sharing=onnxdc.pipeline.settings.SharingConfig(sparsity=0.5, bits=4, min_elements=16))
 LOSSLESS = onnxdc.compress(tiny_model()).data
 SHARED = onnxdc.compress(tiny_model(), config=SHARING).data
 
@@ -386,7 +386,7 @@ def test_dev_zero_input_is_refused_without_reading(tmp_path: Path, alarm: None) 
 
 
 def test_regular_file_helpers_read_at_most_the_size(tmp_path: Path) -> None:
-    from onnxdc.files import read_regular_file, regular_file_size
+    from onnxdc.fileio.atomic import read_regular_file, regular_file_size
 
     p = tmp_path / "f.bin"
     p.write_bytes(b"abc")

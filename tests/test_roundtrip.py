@@ -30,7 +30,7 @@ from roundtrip_helpers import (
 )
 
 from onnxdc import CompressConfig, ModelError, compress, decompress, load_model, read_container
-from onnxdc.graphio import iter_tensors, tensor_raw_bytes
+from onnxdc.onnx_io.tensors import iter_tensors, tensor_raw_bytes
 
 MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
 BACKEND_DIR = Path(os.path.dirname(onnx.__file__)) / "backend" / "test" / "data"

@@ -11,12 +11,12 @@ from onnx import TensorProto, helper, numpy_helper
 
 from onnxdc import CompressConfig, ConfigError, compress, decompress, load_model
 from onnxdc.compare import SPECS, compare_coders
-from onnxdc.prune import PruneConfig, prune, prune_global
-from onnxdc.quantize import ShareConfig, inertia, kmeans_1d
+from onnxdc.stages.prune import PruneConfig, prune, prune_global
+from onnxdc.stages.quantize import ShareConfig, inertia, kmeans_1d
 from onnxdc.report import build_report
-from onnxdc.candidates import find_candidates
-from onnxdc.settings import SharingConfig, load_recipe, parse_rules, resolve
-from onnxdc.sparse import decode_mask, decode_relative, mask_symbols, relative_symbols
+from onnxdc.onnx_io.candidates import find_candidates
+from onnxdc.pipeline.settings import SharingConfig, load_recipe, parse_rules, resolve
+from onnxdc.stages.positions import decode_mask, decode_relative, mask_symbols, relative_symbols
 
 MODELS = Path(__file__).resolve().parent.parent / "models"
 
@@ -93,7 +93,7 @@ def test_kmeans_bounds_and_no_zero(bits: int, init: str) -> None:
 def test_kmeans_no_worse_than_sklearn_with_same_init(init: str, seed: int) -> None:
     from sklearn.cluster import KMeans
 
-    from onnxdc.quantize import init_centroids
+    from onnxdc.stages.quantize import init_centroids
 
     v = np.random.default_rng(seed).standard_normal(3000).astype(np.float32)
     cfg = ShareConfig(bits=4, init=init, seed=seed)
@@ -305,7 +305,7 @@ def test_parallel_jobs_give_the_same_bytes(sharing: SharingConfig | None) -> Non
 
 def test_stream_choice_prefers_the_compiled_decoder_within_the_margin() -> None:
     """Huffman (numpy decoder) must beat the compiled-decoder coders by SLOW_DECODE_MARGIN to win."""
-    from onnxdc.streams import PROBE_MIN_SYMBOLS, SLOW_DECODE_MARGIN, encode_best
+    from onnxdc.pipeline.streams import PROBE_MIN_SYMBOLS, SLOW_DECODE_MARGIN, encode_best
 
     rng = np.random.default_rng(3)
     plane = np.minimum(rng.geometric(0.35, size=200_000) + 100, 255).astype(np.uint8)  # memoryless
@@ -326,9 +326,9 @@ def test_stream_choice_frees_its_candidates_without_the_cycle_collector() -> Non
     import gc
     import weakref
 
-    from onnxdc.lossless import plane_candidates
-    from onnxdc.settings import AUTO_INDEX_CODERS
-    from onnxdc.streams import encode_best
+    from onnxdc.pipeline.planes import plane_candidates
+    from onnxdc.pipeline.settings import AUTO_INDEX_CODERS
+    from onnxdc.pipeline.streams import encode_best
 
     rng = np.random.default_rng(4)
     gc.collect()

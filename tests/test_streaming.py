@@ -11,9 +11,9 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from onnxdc import CompressConfig, ConfigError, compress, decompress, load_model
-from onnxdc.modelfiles import external_data_files
-from onnxdc.largefiles import compress_file, decompress_file
-from onnxdc.settings import SharingConfig
+from onnxdc.onnx_io.write import external_data_files
+from onnxdc.pipeline.paths import compress_file, decompress_file
+from onnxdc.pipeline.settings import SharingConfig
 
 MODELS = Path(__file__).resolve().parent.parent / "models"
 CONFIGS = [CompressConfig(), CompressConfig(sharing=SharingConfig(sparsity=0.9, bits=5), jobs=2),
@@ -25,7 +25,7 @@ CONFIGS = [CompressConfig(), CompressConfig(sharing=SharingConfig(sparsity=0.9, 
 @pytest.mark.parametrize("spool_above", [0, 20_000, 1 << 30], ids=["spooled", "spills", "in-memory"])
 def test_compress_file_equals_compress(tmp_path: Path, config: CompressConfig, external: bool, spool_above: int,
                                        monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("onnxdc.largefiles.SPOOL_ABOVE", spool_above)
+    monkeypatch.setattr("onnxdc.pipeline.paths.SPOOL_ABOVE", spool_above)
     src = MODELS / "lenet5.onnx"
     if external:  # the same model with its weights in a data file, read one tensor at a time
         model = onnx.load(src)
@@ -82,8 +82,8 @@ def test_decompress_file_splices_exact_bytes(tmp_path: Path, build: object) -> N
 def test_decoding_prefetches_bounded_batches_of_streams(monkeypatch: pytest.MonkeyPatch) -> None:
     """Huffman streams of consecutive tensors decode together, in runs of at most BATCH_STREAMS
     streams and BATCH_SYMBOLS symbols, covering every stream once, with the same result."""
-    from onnxdc.container import Container, read_container
-    from onnxdc.tensor_encodings import BATCH_STREAMS, BATCH_SYMBOLS
+    from onnxdc.format.container import Container, read_container
+    from onnxdc.format.registry import BATCH_STREAMS, BATCH_SYMBOLS
 
     rng = np.random.default_rng(4)
     names = [f"w{i}" for i in range(80)]
@@ -114,7 +114,7 @@ def test_decompress_file_checks_each_stream_as_it_reads_it(tmp_path: Path) -> No
     up-front pass): a flipped payload byte still fails with the stream's checksum error, and no
     output is left behind."""
     from onnxdc import ContainerError
-    from onnxdc.container import read_container
+    from onnxdc.format.container import read_container
 
     src = MODELS / "lenet5.onnx"
     data = bytearray(compress(load_model(src), config=CompressConfig()).data)

@@ -24,8 +24,8 @@ MODELS = Path(__file__).resolve().parent.parent / "models"
 _AUTO = """
 import hashlib, numpy as np
 from onnx import TensorProto, helper, numpy_helper
-from onnxdc.auto import Budget, compress_auto
-from onnxdc.settings import SharingConfig
+from onnxdc.auto.search import Budget, compress_auto
+from onnxdc.pipeline.settings import SharingConfig
 rng = np.random.default_rng(1)
 w = numpy_helper.from_array((rng.standard_normal((64, 8)) * 0.2).astype(np.float32), "w")
 g = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])], "few",
@@ -40,7 +40,7 @@ print(hashlib.sha256(auto.result.data).hexdigest(), auto.budget_met)
 _CALIBRATED = f"""
 import hashlib, numpy as np, onnx
 from onnxdc import CompressConfig, compress
-from onnxdc.settings import SharingConfig
+from onnxdc.pipeline.settings import SharingConfig
 model = onnx.load({str(MODELS / "lenet300.onnx")!r})
 data = dict(np.load({str(MODELS / "lenet300.calib.npz")!r}))
 res = compress(model, config=CompressConfig(sharing=SharingConfig(sparsity=0.9, bits=5), calibration=data,

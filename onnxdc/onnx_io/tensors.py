@@ -21,7 +21,7 @@ from google.protobuf.message import DecodeError
 from onnx import AttributeProto, GraphProto, NodeProto, TensorProto, numpy_helper
 
 from onnxdc.errors import ModelError
-from onnxdc.oserrors import read_error
+from onnxdc.fileio.oserrors import read_error
 
 #: Tensor element types whose raw bytes are one element of this many bytes (for plane splitting).
 #: Sub-byte types (int4, int2, float6, ...) pack several elements per byte and are coded as plain bytes.
@@ -261,7 +261,7 @@ def load_model(path: str | os.PathLike[str]) -> onnx.ModelProto:
 
 
 def _read_model_file(p: Path) -> bytes:
-    from onnxdc.files import read_regular_file  # late import: files imports this module
+    from onnxdc.fileio.atomic import read_regular_file  # late import: files imports this module
 
     try:
         return read_regular_file(p, error=ModelError, what="model")

@@ -17,12 +17,12 @@ from pathlib import Path
 import onnx
 from onnx import TensorProto
 
-from onnxdc.tensor_encodings import RawBuffer, as_bytes
+from onnxdc.format.registry import RawBuffer, as_bytes
 from onnxdc.errors import OutputError
-from onnxdc.files import check_name_fits, commit, finish, temporary_beside, write_atomic
-from onnxdc.graphio import iter_tensors
-from onnxdc.oserrors import write_error
-from onnxdc.splice import splice_layout
+from onnxdc.fileio.atomic import check_name_fits, commit, finish, temporary_beside, write_atomic
+from onnxdc.onnx_io.tensors import iter_tensors
+from onnxdc.fileio.oserrors import write_error
+from onnxdc.onnx_io.splice import splice_layout
 
 #: Models whose tensor data exceed this are written with external data (protobuf caps a message at 2 GiB).
 EXTERNAL_DATA_THRESHOLD = 1800 * 1024 * 1024
@@ -217,7 +217,7 @@ def write_model_inline(model: onnx.ModelProto, path: str | os.PathLike[str],
 
     ``data(order)`` yields the raw bytes of the tensors at those indices of ``tensors``, in that
     order: the order their data sit in the file, so each is written as it comes (see
-    :mod:`onnxdc.splice`) and the filled model is never built in memory. The bytes equal
+    :mod:`onnxdc.onnx_io.splice`) and the filled model is never built in memory. The bytes equal
     ``SerializeToString(deterministic=True)`` of the filled model. ``model`` is modified.
 
     Raises:

@@ -19,13 +19,13 @@ from typing import TYPE_CHECKING
 import numpy as np
 from onnx import TensorProto
 
-from onnxdc.tensor_encodings import expect_params, expect_streams, register_encoding
+from onnxdc.format.registry import expect_params, expect_streams, register_encoding
 from onnxdc.errors import ContainerError
-from onnxdc.graphio import expected_nbytes, plane_itemsize
-from onnxdc.streams import CodedStream, encode_best, order0_entropy_bits
+from onnxdc.onnx_io.tensors import expected_nbytes, plane_itemsize
+from onnxdc.pipeline.streams import CodedStream, encode_best, order0_entropy_bits
 
 if TYPE_CHECKING:
-    from onnxdc.container import Container, StreamInfo, TensorInfo
+    from onnxdc.format.container import Container, StreamInfo, TensorInfo
 
 ENCODING = "planes"
 _UINT = {1: np.uint8, 2: np.uint16, 4: np.uint32, 8: np.uint64}

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import onnx
 from onnx import AttributeProto, GraphProto, TensorProto
 
-from onnxdc.graphio import TensorRef, iter_tensors
+from onnxdc.onnx_io.tensors import TensorRef, iter_tensors
 
 FLOAT_TYPES = {TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.BFLOAT16, TensorProto.DOUBLE}
 

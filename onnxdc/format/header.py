@@ -3,7 +3,7 @@
 Every key is known (unknown keys are refused, except inside the free-form ``metadata``), every
 number is range-checked, and the streams must tile the payload exactly; each failure raises one
 :class:`~onnxdc.errors.ContainerError` naming what and where. Tensor entries are further checked by
-their encoding (:func:`onnxdc.tensor_encodings.validate_tensor`) before anything is decoded.
+their encoding (:func:`onnxdc.format.registry.validate_tensor`) before anything is decoded.
 """
 
 from __future__ import annotations
@@ -243,7 +243,7 @@ def _parse_header(obj: Any, payload_size: int, max_tensor_bytes: int) -> Header:
     used = {skeleton}
     tensors = []
     slots: set[int] = set()
-    from onnxdc.tensor_encodings import validate_tensor  # late import: encodings import this module
+    from onnxdc.format.registry import validate_tensor  # late import: encodings import this module
 
     for i, t in enumerate(obj["tensors"]):
         info = _parse_tensor(i, t, max_tensor_bytes)

@@ -25,7 +25,7 @@ from functools import cached_property
 
 import numpy as np
 
-from onnxdc.quantize import CODEBOOK_DTYPES, ShareConfig, kmeans_1d
+from onnxdc.stages.quantize import CODEBOOK_DTYPES, ShareConfig, kmeans_1d
 from onnxdc.threads import one_blas_thread, single_blas_thread
 
 BLOCK = 128

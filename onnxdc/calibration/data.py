@@ -93,7 +93,7 @@ def read_arrays(path: str | os.PathLike[str], *, max_rows: int | None = None, ma
 
 @contextmanager
 def _opened(p: Path) -> Iterator[IO[bytes]]:
-    from onnxdc.files import refuse_special_file
+    from onnxdc.fileio.atomic import refuse_special_file
 
     refuse_special_file(p, error=DataError, what="data file")  # not /dev/zero, not a FIFO
     try:

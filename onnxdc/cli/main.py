@@ -127,7 +127,7 @@ def _manual(kw: dict[str, Any]) -> Any:
 
 def sharing_config(kw: dict[str, Any]) -> Any:
     """Build a SharingConfig from the options (validating every one of them)."""
-    from onnxdc.settings import SharingConfig, load_recipe
+    from onnxdc.pipeline.settings import SharingConfig, load_recipe
 
     rules = load_recipe(kw["recipe"]) if kw.get("recipe") else ()
     return SharingConfig(sparsity=kw["sparsity"], std_threshold=kw["std_threshold"],
@@ -175,11 +175,11 @@ def compress(model: str, output: str | None, lossless: bool, calib: str | None, 
         _compress_auto(model, output, calib, calib_samples, max_drop, min_cosine, dims, zstd_level, jobs, force,
                        quiet, as_json, kw)
         return
-    from onnxdc.files import check_output_path, model_input_files, write_atomic
-    from onnxdc.graphio import load_model
-    from onnxdc.largefiles import compress_file
-    from onnxdc.pipeline import CompressConfig
-    from onnxdc.pipeline import compress as run_compress
+    from onnxdc.fileio.atomic import check_output_path, model_input_files, write_atomic
+    from onnxdc.onnx_io.tensors import load_model
+    from onnxdc.pipeline.paths import compress_file
+    from onnxdc.pipeline.encode import CompressConfig
+    from onnxdc.pipeline.encode import compress as run_compress
     from onnxdc.report import build_report, report_for
 
     sharing = _manual(kw)
@@ -215,13 +215,13 @@ def _compress_auto(model: str, output: str | None, calib: str | None, calib_samp
                    min_cosine: float, dims: tuple[str, ...], zstd_level: int, jobs: int, force: bool, quiet: bool,
                    as_json: bool, kw: dict[str, Any]) -> None:
     """Automatic mode: measure sensitivity, choose settings within the budget, compress, verify."""
-    from onnxdc.auto import AUTO_MIN_ELEMENTS, Budget, compress_auto, recipe_toml
+    from onnxdc.auto.search import AUTO_MIN_ELEMENTS, Budget, compress_auto, recipe_toml
     from onnxdc.errors import ModelError
     from onnxdc.evaluate import load_data
-    from onnxdc.files import check_output_path, model_input_files, write_atomic
-    from onnxdc.graphio import load_model
+    from onnxdc.fileio.atomic import check_output_path, model_input_files, write_atomic
+    from onnxdc.onnx_io.tensors import load_model
     from onnxdc.report import build_report
-    from onnxdc.synthetic import DEFAULT_DIM, defaulted_dims, parse_dims, synthetic_inputs
+    from onnxdc.calibration.synthetic import DEFAULT_DIM, defaulted_dims, parse_dims, synthetic_inputs
 
     base = sharing_config({**kw, "min_elements": AUTO_MIN_ELEMENTS if kw["min_elements"] is None
                            else kw["min_elements"]})
@@ -303,9 +303,9 @@ def decompress(container: str, output: str | None, force: bool, quiet: bool, che
     A container that declares more output than --max-output-bytes, or more than --max-ratio times
     its own size, is refused before anything is written.
     """
-    from onnxdc.files import check_output_path
-    from onnxdc.largefiles import decompress_file
-    from onnxdc.validate import check_model_quietly
+    from onnxdc.fileio.atomic import check_output_path
+    from onnxdc.pipeline.paths import decompress_file
+    from onnxdc.onnx_io.check import check_model_quietly
 
     out = check_output_path(output or _default_output(container, ".decompressed.onnx"), force=force,
                             inputs=[container])
@@ -327,7 +327,7 @@ def decompress(container: str, output: str | None, force: bool, quiet: bool, che
 @click.option("--all", "show_all", is_flag=True, help="List every tensor (default: the 30 largest).")
 def inspect(container: str, as_json: bool, show_all: bool) -> None:
     """Show CONTAINER's version, settings, stage sizes and per-tensor table, without decoding it."""
-    from onnxdc.container import read_container
+    from onnxdc.format.container import read_container
     from onnxdc.report import build_report, printable
 
     c = read_container(read_input(container))
@@ -347,7 +347,7 @@ def inspect(container: str, as_json: bool, show_all: bool) -> None:
 @click.option("--all", "show_all", is_flag=True, help="List every tensor (default: the 30 largest).")
 def report(container: str, as_json: bool, show_all: bool) -> None:
     """Print the stage-by-stage size report of CONTAINER."""
-    from onnxdc.container import read_container
+    from onnxdc.format.container import read_container
     from onnxdc.report import build_report
 
     _print_report(build_report(read_container(read_input(container))), quiet=False, as_json=as_json,
@@ -372,7 +372,7 @@ def format_eval(r: Any) -> str:
 
 def read_input(path: str) -> bytes:
     from onnxdc.errors import ContainerError
-    from onnxdc.files import read_regular_file
+    from onnxdc.fileio.atomic import read_regular_file
 
     return read_regular_file(path, error=ContainerError, what="container")
 
@@ -390,7 +390,7 @@ def _print_report(report: Any, *, quiet: bool, as_json: bool, top: int | None = 
 
 
 # The analysis commands register themselves on ``main``.
-from onnxdc import cli_analysis as _cli_analysis  # noqa: E402,F401
+from onnxdc.cli import analysis as _cli_analysis  # noqa: E402,F401
 
 if __name__ == "__main__":  # pragma: no cover
     from onnxdc.console import run

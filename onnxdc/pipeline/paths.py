@@ -4,7 +4,7 @@ A model over 2 GB cannot even be one protobuf message, and loading it whole (plu
 streams) multiplies its size in memory. These functions keep external data on disk until their
 tensor is coded, spool coded streams to a temporary file, read containers piece by piece, and
 write decoded tensors straight to an external data file — while producing exactly the bytes of
-the in-memory :func:`onnxdc.pipeline.compress` and :func:`onnxdc.pipeline.decompress`.
+the in-memory :func:`onnxdc.pipeline.encode.compress` and :func:`onnxdc.pipeline.encode.decompress`.
 """
 
 from __future__ import annotations
@@ -13,15 +13,15 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
-from onnxdc.container import DEFAULT_MAX_OUTPUT_BYTES, DEFAULT_MAX_RATIO, check_output_size, open_container
+from onnxdc.format.container import DEFAULT_MAX_OUTPUT_BYTES, DEFAULT_MAX_RATIO, check_output_size, open_container
 from onnxdc.errors import ConfigError, ContainerError, Notice
-from onnxdc.files import regular_file_size, spool_beside, write_atomic
-from onnxdc.tensor_encodings import RawBuffer
-from onnxdc.graphio import load_model_lazy
-from onnxdc.header import Header
-from onnxdc.modelfiles import EXTERNAL_DATA_THRESHOLD, write_model, write_model_inline
-from onnxdc.oserrors import read_error
-from onnxdc.pipeline import CompressConfig, ContainerWriter, Progress, decode_in_order, encode_model, matched_tensors
+from onnxdc.fileio.atomic import regular_file_size, spool_beside, write_atomic
+from onnxdc.format.registry import RawBuffer
+from onnxdc.onnx_io.tensors import load_model_lazy
+from onnxdc.format.header import Header
+from onnxdc.onnx_io.write import EXTERNAL_DATA_THRESHOLD, write_model, write_model_inline
+from onnxdc.fileio.oserrors import read_error
+from onnxdc.pipeline.encode import CompressConfig, ContainerWriter, Progress, decode_in_order, encode_model, matched_tensors
 
 #: Coded bytes kept in memory before compress_file spools them to disk.
 SPOOL_ABOVE = 128 << 20
@@ -36,7 +36,7 @@ def compress_file(path: str | os.PathLike[str], out: str | os.PathLike[str], *,
     :data:`SPOOL_ABOVE` bytes are spooled to a temporary file beside ``out``, so memory holds the
     graph, a few tensors in flight, the header and at most that much coded data — not the model.
     The output equals :func:`compress`'s bytes for the same model; it is written atomically
-    (see :func:`onnxdc.files.write_atomic` for ``overwrite``). Calibration needs the whole model
+    (see :func:`onnxdc.fileio.atomic.write_atomic` for ``overwrite``). Calibration needs the whole model
     in onnxruntime: use :func:`compress`.
 
     Returns:
@@ -62,15 +62,15 @@ def decompress_file(path: str | os.PathLike[str], out: str | os.PathLike[str], *
 
     The container is read piece by piece and each tensor is written as it is decoded (inline,
     spliced into the serialized skeleton, or to a data file beside ``out`` with external data: see
-    :func:`onnxdc.modelfiles.write_model`), so memory holds
+    :func:`onnxdc.onnx_io.write.write_model`), so memory holds
     the graph and a few tensors. ``jobs`` threads decode tensors ahead of the writer (numpy, zlib
     and zstd release the GIL); the output does not depend on it. ``external_data=None`` chooses
     external data when the tensors exceed what one protobuf message can hold. Returns whether
-    external data were written. ``overwrite`` as in :func:`onnxdc.files.write_atomic`.
+    external data were written. ``overwrite`` as in :func:`onnxdc.fileio.atomic.write_atomic`.
 
     A container declaring more output than ``max_output_bytes``, or more than ``max_ratio`` times
     its size (beyond 256 MiB), is refused before anything is decoded or written
-    (:func:`onnxdc.container.check_output_size`).
+    (:func:`onnxdc.format.container.check_output_size`).
     """
     regular_file_size(path, error=ContainerError, what="container")  # not /dev/zero, not a FIFO
     try:

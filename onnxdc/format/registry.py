@@ -19,7 +19,7 @@ import numpy as np
 from onnxdc.errors import ContainerError
 
 if TYPE_CHECKING:
-    from onnxdc.container import Container, StreamInfo, TensorInfo
+    from onnxdc.format.container import Container, StreamInfo, TensorInfo
 
 Validator = Callable[["TensorInfo", "tuple[StreamInfo, ...]"], None]
 Decoder = Callable[["TensorInfo", "Container"], "bytes | np.ndarray"]
@@ -104,8 +104,8 @@ def batched(container: Container, infos: Sequence[TensorInfo], *, max_symbols: i
 
 def _load_builtin() -> None:
     if not _ENCODINGS:
-        import onnxdc.lossless  # noqa: F401  (registers "planes")
-        import onnxdc.shared  # noqa: F401  (registers "shared")
+        import onnxdc.pipeline.planes  # noqa: F401  (registers "planes")
+        import onnxdc.pipeline.shared  # noqa: F401  (registers "shared")
 
 
 def expect_params(info: TensorInfo, allowed: dict[str, type | tuple[type, ...]]) -> None:

@@ -6,7 +6,7 @@ Streams:
   the first entry is an explicit 0.0 (dense layout only);
 * ``indices``: one byte symbol per stored weight, an index into the codebook; ``nnz`` symbols in
   the sparse layouts, ``numel`` in the dense one;
-* ``positions`` (``relative`` and ``mask`` layouts only): see :mod:`onnxdc.sparse`.
+* ``positions`` (``relative`` and ``mask`` layouts only): see :mod:`onnxdc.stages.positions`.
 
 Params: ``op``, ``kind``, ``numel``, ``nnz``, ``bits``, ``k`` (codebook entries), ``zero_code``,
 ``codebook_dtype``, ``positions`` (scheme), ``position_bits`` (relative layout's gap width, else 0),
@@ -26,21 +26,21 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import onnx
 
-from onnxdc.tensor_encodings import expect_params, expect_streams, register_encoding
+from onnxdc.format.registry import expect_params, expect_streams, register_encoding
 from onnxdc.errors import ContainerError
-from onnxdc.graphio import le_bytes
-from onnxdc.quantize import CODEBOOK_DTYPES, Clustering, ShareConfig, kmeans_1d
-from onnxdc.sparse import (
+from onnxdc.onnx_io.tensors import le_bytes
+from onnxdc.stages.quantize import CODEBOOK_DTYPES, Clustering, ShareConfig, kmeans_1d
+from onnxdc.stages.positions import (
     decode_mask,
     decode_relative,
     mask_symbols,
     relative_symbol_count,
     relative_symbols,
 )
-from onnxdc.streams import CodedStream, encode_best
+from onnxdc.pipeline.streams import CodedStream, encode_best
 
 if TYPE_CHECKING:
-    from onnxdc.container import Container, StreamInfo, TensorInfo
+    from onnxdc.format.container import Container, StreamInfo, TensorInfo
 
 ENCODING = "shared"
 _PARAMS: dict[str, Any] = {
@@ -71,7 +71,7 @@ def encode_shared(w: np.ndarray, keep: np.ndarray, *, share: ShareConfig, index_
 
     Args:
         w: the tensor in its original float dtype and shape.
-        keep: boolean mask of surviving weights (from :mod:`onnxdc.prune`); zeros in ``w`` are
+        keep: boolean mask of surviving weights (from :mod:`onnxdc.stages.prune`); zeros in ``w`` are
             never kept.
         share: k-means settings.
         index_coders: candidate coder configs for the index stream; the smallest wins.

@@ -20,7 +20,7 @@ import numpy as np
 import onnx
 
 from onnxdc._version import __version__
-from onnxdc.container import (
+from onnxdc.format.container import (
     DEFAULT_MAX_OUTPUT_BYTES,
     DEFAULT_MAX_RATIO,
     Container,
@@ -31,8 +31,8 @@ from onnxdc.container import (
     read_container,
 )
 from onnxdc.errors import ConfigError, ContainerError, ModelError, Notice
-from onnxdc.tensor_encodings import RawBuffer, as_bytes, batched, decode_tensor
-from onnxdc.graphio import (
+from onnxdc.format.registry import RawBuffer, as_bytes, batched, decode_tensor
+from onnxdc.onnx_io.tensors import (
     TensorRef,
     check_storable,
     clear_data,
@@ -44,15 +44,15 @@ from onnxdc.graphio import (
     tensor_numel,
     tensor_raw_bytes,
 )
-from onnxdc.lossless import ENCODING as PLANES
-from onnxdc.lossless import encode_planes
-from onnxdc.prune import prune, prune_global
+from onnxdc.pipeline.planes import ENCODING as PLANES
+from onnxdc.pipeline.planes import encode_planes
+from onnxdc.stages.prune import prune, prune_global
 from onnxdc.threads import single_blas_thread
-from onnxdc.candidates import Candidate, find_candidates
-from onnxdc.settings import SharingConfig, TensorSettings, resolve
-from onnxdc.shared import ENCODING as SHARED
-from onnxdc.shared import encode_shared, np_dtype
-from onnxdc.streams import encode_best
+from onnxdc.onnx_io.candidates import Candidate, find_candidates
+from onnxdc.pipeline.settings import SharingConfig, TensorSettings, resolve
+from onnxdc.pipeline.shared import ENCODING as SHARED
+from onnxdc.pipeline.shared import encode_shared, np_dtype
+from onnxdc.pipeline.streams import encode_best
 
 #: Progress callback: (tensors done, tensors total, name of the tensor just done).
 Progress = Callable[[int, int, str], None]
@@ -71,7 +71,7 @@ class CompressConfig:
         min_tensor_bytes: tensors smaller than this stay inside the skeleton, where the skeleton's
             zstd pass codes them together more cheaply than per-tensor streams would.
         calibration: calibration inputs (keyed by model input name) for calibration-aware
-            pruning and sharing (:mod:`onnxdc.calibrate`); None for plain magnitude pruning.
+            pruning and sharing (:mod:`onnxdc.calibration.calibrate`); None for plain magnitude pruning.
         calib_samples: calibration samples used at most.
         zstd_level: zstd level tried for the lossless planes.
         jobs: tensors coded in parallel (threads); the output does not depend on it.
@@ -128,7 +128,7 @@ def compress(model: onnx.ModelProto, *, config: CompressConfig = CompressConfig(
     """Compress a loaded model (external data already read) into container bytes.
 
     The input model is not modified. ``calibrated`` passes the result of
-    :func:`onnxdc.calibrate.calibrate` already computed for exactly these settings and
+    :func:`onnxdc.calibration.calibrate.calibrate` already computed for exactly these settings and
     calibration data (the automatic mode has it), so it is not computed again. ``notice``
     receives one line per thing done on the user's behalf (a float32 codebook kept).
     """
@@ -169,7 +169,7 @@ def encode_model(skeleton: onnx.ModelProto, *, writer: ContainerWriter, config: 
     elif set(calibrated) != set(plans) or config.calibration is None:
         raise ConfigError("precomputed calibration does not match the planned tensors")
     if plans and config.calibration is not None and not calibrated:
-        from onnxdc.calibrate import calibrate
+        from onnxdc.calibration.calibrate import calibrate
 
         if original is None:
             raise ConfigError("calibration needs the original model")
@@ -376,7 +376,7 @@ def decompress(data: bytes | Container, *, progress: Progress | None = None,
 
     A container declaring more output than ``max_output_bytes``, or more than ``max_ratio`` times
     its size (beyond 256 MiB), is refused before anything is decoded
-    (:func:`onnxdc.container.check_output_size`).
+    (:func:`onnxdc.format.container.check_output_size`).
 
     Raises:
         ContainerError: the container is malformed, corrupted, does not match its skeleton, or
@@ -411,7 +411,7 @@ def decoded_tensors(container: Container, *, progress: Progress | None = None
 
 def decode_in_order(container: Container, infos: list[TensorInfo], jobs: int = 1) -> Iterator[RawBuffer]:
     """The decoded raw bytes of ``infos``' tensors, in that order: streams prefetched in bounded
-    batches (:func:`onnxdc.tensor_encodings.batched`), tensors decoded on ``jobs`` threads (at most
+    batches (:func:`onnxdc.format.registry.batched`), tensors decoded on ``jobs`` threads (at most
     ``2 * jobs`` ahead of the consumer)."""
     return _ordered_map(lambda k: decode_tensor(infos[k], container), batched(container, infos), jobs)
 

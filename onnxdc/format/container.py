@@ -4,7 +4,7 @@ Layout::
 
     magic (8) | major u16 | minor u16 | header_length u64 | header_crc32 u32 | header | payload
 
-All integers are little-endian. The header is UTF-8 JSON in a zstd frame (:mod:`onnxdc.header`
+All integers are little-endian. The header is UTF-8 JSON in a zstd frame (:mod:`onnxdc.format.header`
 parses it); the payload is the concatenation of the streams the header lists, back to back in
 header order (so no offsets are stored), covering the rest of the file exactly. Every stream and
 the header carry a CRC-32.
@@ -30,7 +30,7 @@ from onnxdc.coders.chain import ChainCoder
 from onnxdc.coders.huffman import HuffmanCoder, decode_many
 from onnxdc.coders.zstd import ZstdCoder
 from onnxdc.errors import ConfigError, ContainerError, OnnxdcError
-from onnxdc.header import Header, StreamInfo, TensorInfo, parse_header
+from onnxdc.format.header import Header, StreamInfo, TensorInfo, parse_header
 
 __all__ = ["MAGIC", "Container", "ContainerWriter", "Header", "StreamInfo", "TensorInfo", "check_output_size",
            "open_container", "output_size", "read_container"]
@@ -257,7 +257,7 @@ def open_container(file: BinaryIO, *, max_tensor_bytes: int = DEFAULT_MAX_TENSOR
     decoding (:meth:`Container.stream_bytes`), still before any of its bytes are decoded: a reader
     that decodes every stream (decompression) then reads the payload once, not twice, and the
     checks run in its decoding threads. Corruption is then found mid-way, so such a reader must
-    write its output atomically (as :func:`onnxdc.largefiles.decompress_file` does).
+    write its output atomically (as :func:`onnxdc.pipeline.paths.decompress_file` does).
     """
     file.seek(0, os.SEEK_END)
     size = file.tell()

@@ -3,7 +3,7 @@
 A crash, a full disk or an interrupt never leaves a half-written output or a temporary file (short
 of SIGKILL), an output is never written over one of the command's inputs, a device or a FIFO, and
 two writers racing for a new path never both succeed. Every OS error on an output becomes one
-:class:`~onnxdc.errors.OutputError` line (:mod:`onnxdc.oserrors`).
+:class:`~onnxdc.errors.OutputError` line (:mod:`onnxdc.fileio.oserrors`).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from onnxdc.errors import OnnxdcError, OutputError, OutputPathError
-from onnxdc.oserrors import read_error, write_error
+from onnxdc.fileio.oserrors import read_error, write_error
 
 
 #: Used when the file system does not say how long a file name may be.
@@ -318,7 +318,7 @@ def model_input_files(model: str | os.PathLike[str], *others: str | os.PathLike[
     A model that cannot be read counts as itself alone: the command reports what is wrong with it.
     """
     from onnxdc.errors import OnnxdcError
-    from onnxdc.graphio import external_ref, iter_tensors, load_model_lazy
+    from onnxdc.onnx_io.tensors import external_ref, iter_tensors, load_model_lazy
 
     files = [Path(model)] + [Path(o) for o in others if o is not None]
     try:

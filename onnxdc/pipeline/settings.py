@@ -27,9 +27,9 @@ from typing import Any
 
 from onnxdc.coders import coder_from_spec
 from onnxdc.errors import ConfigError
-from onnxdc.prune import PruneConfig
-from onnxdc.quantize import CODEBOOK_DTYPES, INITS, ShareConfig
-from onnxdc.sparse import SCHEMES
+from onnxdc.stages.prune import PruneConfig
+from onnxdc.stages.quantize import CODEBOOK_DTYPES, INITS, ShareConfig
+from onnxdc.stages.positions import SCHEMES
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -59,7 +59,7 @@ class SharingConfig:
     """Settings of a Deep Compression run (the manual mode).
 
     Attributes:
-        sparsity / std_threshold / global_prune: the pruning rule (see :mod:`onnxdc.prune`).
+        sparsity / std_threshold / global_prune: the pruning rule (see :mod:`onnxdc.stages.prune`).
         bits: index width for every tensor; None means by layer kind (:data:`DEFAULT_BITS`).
         init, codebook_dtype: k-means settings.
         coder: ``auto`` or a coder spec for the index streams.
@@ -140,7 +140,7 @@ def load_recipe(path: str | Path) -> tuple[Rule, ...]:
     Raises:
         ConfigError: the file is missing, not TOML, or holds unknown keys or bad values.
     """
-    from onnxdc.files import refuse_special_file
+    from onnxdc.fileio.atomic import refuse_special_file
 
     refuse_special_file(path, error=ConfigError, what="recipe")  # not /dev/zero, not a FIFO
     try:

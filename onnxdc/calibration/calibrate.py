@@ -1,6 +1,6 @@
 """Calibration-aware compression: layer inputs from onnxruntime, layer by layer in graph order.
 
-For each selected weight with a linear form (:mod:`onnxdc.linear`), the layer's input is read from
+For each selected weight with a linear form (:mod:`onnxdc.calibration.linear`), the layer's input is read from
 two models run on the calibration set: the original (for the target outputs) and the model with
 every layer before it already compressed (for the inputs it will really see), so that each layer
 also corrects the error of the layers upstream. Intermediate values are exposed by adding them as
@@ -17,12 +17,12 @@ import numpy as np
 import onnx
 from onnx import helper
 
-from onnxdc.compensate import Pruned, compensate, max_rows, problem, prune_groups
+from onnxdc.stages.compensate import Pruned, compensate, max_rows, problem, prune_groups
 from onnxdc.evaluate import model_inputs, run_model, session
-from onnxdc.graphio import iter_tensors, le_bytes, set_raw_data
-from onnxdc.linear import LinearForm, conv_output, input_matrices, linear_form, weight_matrices, weight_tensor
-from onnxdc.prune import prune
-from onnxdc.quantize import Clustering
+from onnxdc.onnx_io.tensors import iter_tensors, le_bytes, set_raw_data
+from onnxdc.calibration.linear import LinearForm, conv_output, input_matrices, linear_form, weight_matrices, weight_tensor
+from onnxdc.stages.prune import prune
+from onnxdc.stages.quantize import Clustering
 
 #: Progress callback: (layers done, layers total, tensor name).
 Progress = Callable[[int, int, str], None]
@@ -58,8 +58,8 @@ def _layer(model: onnx.ModelProto, plan) -> tuple[int, LinearForm | None]:  # no
 
 
 def _weight(plan) -> np.ndarray:  # noqa: ANN001
-    from onnxdc.graphio import tensor_raw_bytes
-    from onnxdc.pipeline import tensor_array
+    from onnxdc.onnx_io.tensors import tensor_raw_bytes
+    from onnxdc.pipeline.encode import tensor_array
 
     proto = plan.candidate.ref.proto
     return tensor_array(proto, tensor_raw_bytes(proto))
@@ -72,7 +72,7 @@ def calibrate(model: onnx.ModelProto, plans: dict, data: dict[str, np.ndarray], 
 
     Args:
         model: the input model (not modified).
-        plans: slot -> :class:`onnxdc.pipeline.WeightPlan` of the weights to compress.
+        plans: slot -> :class:`onnxdc.pipeline.encode.WeightPlan` of the weights to compress.
         data: calibration inputs keyed by model input name (``labels`` is ignored).
         max_samples: calibration samples used at most (the first ones).
         compensated: False prunes and shares every weight by magnitude, as without calibration
@@ -156,7 +156,7 @@ def _feed(model: onnx.ModelProto, data: dict[str, np.ndarray], max_samples: int 
 def _layer_feed(model: onnx.ModelProto, form: LinearForm, w: np.ndarray,
                 feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """The calibration samples one layer's statistics need: evenly spaced ones when fewer samples
-    than ``feed`` holds already give :func:`onnxdc.compensate.problem` its row cap.
+    than ``feed`` holds already give :func:`onnxdc.stages.compensate.problem` its row cap.
 
     A convolution unrolls every sample into one row per output pixel, so a high-resolution layer
     needs a sample or two, not hundreds; one sample run through the model tells how many rows a
@@ -195,7 +195,7 @@ def _target_sparsity(w: np.ndarray, plan) -> float:  # noqa: ANN001
 
 
 def _magnitude(w: np.ndarray, plan, reason: str) -> CalibratedTensor:  # noqa: ANN001
-    from onnxdc.quantize import kmeans_1d
+    from onnxdc.stages.quantize import kmeans_1d
 
     keep = plan.keep if plan.keep is not None else prune(w, config=plan.settings.prune)
     keep = keep & (w != 0)
