@@ -16,7 +16,8 @@ from onnxdc.stages.quantize import ShareConfig, inertia, kmeans_1d
 from onnxdc.report import build_report
 from onnxdc.onnx_io.candidates import find_candidates
 from onnxdc.pipeline.settings import SharingConfig, load_recipe, parse_rules, resolve
-from onnxdc.stages.positions import decode_mask, decode_relative, mask_symbols, relative_symbols
+from onnxdc.format.positions import decode_mask, decode_relative
+from onnxdc.stages.positions import mask_symbols, relative_symbols
 
 MODELS = Path(__file__).resolve().parent.parent / "models"
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from onnxdc.coders.base import Coder
-from onnxdc.coders.registry import coder_from_spec, get_coder, register_coder, registered_coders
+from onnxdc.coders.registry import get_coder, register_coder, registered_coders
 
 # Importing the modules registers their coders, in this order.
 # isort: off
@@ -11,6 +11,7 @@ from onnxdc.coders import raw as _raw  # noqa: F401,E402
 from onnxdc.coders import huffman as _huffman  # noqa: F401,E402
 from onnxdc.coders import zstd as _zstd  # noqa: F401,E402
 from onnxdc.coders import chain as _chain  # noqa: F401,E402
+from onnxdc.coders.spec import coder_from_spec  # noqa: E402
 # isort: on
 
 __all__ = ["Coder", "coder_from_spec", "get_coder", "register_coder", "registered_coders"]

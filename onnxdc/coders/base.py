@@ -13,6 +13,7 @@ equal coder, and the container stores that config next to every stream so decodi
 from __future__ import annotations
 
 import operator
+from collections.abc import Sequence
 from abc import ABC, abstractmethod
 from typing import Any, ClassVar
 
@@ -34,6 +35,10 @@ class Coder(ABC):
     """
 
     coder_id: ClassVar[str]
+    #: The integer parameter a command-line spec ``id:N`` sets (``zstd:19``), or None.
+    main_param: ClassVar[str | None] = None
+    #: Whether :meth:`batch_part` offers streams of this coder to a batched decode.
+    can_batch: ClassVar[bool] = False
 
     @abstractmethod
     def encode(self, symbols: np.ndarray) -> bytes:
@@ -63,6 +68,18 @@ class Coder(ABC):
         before the next stage decodes, so a forged length can never make a decoder allocate more
         than a constant times the symbols the container asked for.
         """
+
+    def batch_part(self, buf: bytes, *, count: int) -> tuple[type[Coder], Coder, bytes] | None:
+        """What of decoding ``buf`` can run batched with other streams: ``(batch class, coder,
+        bytes)`` such that ``batch_class.decode_batch`` of ``(coder, bytes, count)`` gives this
+        stream's symbols, or None (the default: this coder decodes one stream at a time)."""
+        return None
+
+    @classmethod
+    def decode_batch(cls, items: Sequence[tuple[Coder, bytes, int]]) -> list[np.ndarray]:
+        """Decode several streams (coder, bytes, count) of this class together; the results and
+        errors are those of :meth:`decode` on each (a batching coder overrides this)."""
+        return [coder.decode(buf, count=count) for coder, buf, count in items]
 
     def get_config(self) -> dict[str, Any]:
         """Return a JSON-native dict from which :meth:`from_config` rebuilds this coder."""

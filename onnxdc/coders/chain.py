@@ -103,6 +103,16 @@ class ChainCoder(Coder):
         first = self.decode_to_first(buf, count=count)
         return self.stages[0].decode(first, count=check_count(count))
 
+    def batch_part(self, buf: bytes, *, count: int) -> tuple[type[Coder], Coder, bytes] | None:
+        """The first stage's batch part of the bytes the other stages decode to (they run now)."""
+        if not self.can_batch:
+            return None  # nothing to batch: the stages decode when the stream is read
+        return self.stages[0].batch_part(self.decode_to_first(buf, count=count), count=count)
+
+    @property
+    def can_batch(self) -> bool:  # type: ignore[override]
+        return self.stages[0].can_batch
+
     def decode_to_first(self, buf: bytes, *, count: int) -> bytes:
         """Decode every stage but the first: the bytes the first stage decodes into ``count``
         symbols (lets a caller decode many first stages together)."""

@@ -139,6 +139,16 @@ class HuffmanCoder(Coder):
     """
 
     coder_id = "huffman"
+    main_param = "max_bits"
+    can_batch = True
+
+    def batch_part(self, buf: bytes, *, count: int) -> tuple[type[Coder], Coder, bytes]:
+        """Huffman streams decode together in one lock-step (:func:`decode_many`)."""
+        return HuffmanCoder, self, buf
+
+    @classmethod
+    def decode_batch(cls, items: Sequence[tuple[Coder, bytes, int]]) -> list[np.ndarray]:
+        return decode_many(items)  # type: ignore[arg-type]
 
     def __init__(self, max_bits: int = 15, block_size: int = 0) -> None:
         self.max_bits = check_int_param(self.coder_id, "max_bits", max_bits, 1, _LIMIT_BITS)

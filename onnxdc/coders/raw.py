@@ -26,6 +26,7 @@ class RawCoder(Coder):
     """
 
     coder_id = "raw"
+    main_param = "bits"
 
     def __init__(self, bits: int = 8) -> None:
         self.bits = check_int_param(self.coder_id, "bits", bits, 1, 8)

@@ -42,6 +42,7 @@ class ZstdCoder(Coder):
     """
 
     coder_id = "zstd"
+    main_param = "level"
 
     def __init__(self, level: int = 19) -> None:
         self.level = check_int_param(self.coder_id, "level", level, _MIN_LEVEL, _MAX_LEVEL)
@@ -129,6 +130,7 @@ class ZstdLiteralsCoder(ZstdCoder):
     """
 
     coder_id = "zstd-literals"
+    main_param = None  # no level: always zstd level 1 literals
 
     def __init__(self) -> None:
         super().__init__(level=1)

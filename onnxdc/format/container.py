@@ -25,9 +25,7 @@ from typing import Any, BinaryIO
 import numpy as np
 import zstandard
 
-from onnxdc.coders import get_coder
-from onnxdc.coders.chain import ChainCoder
-from onnxdc.coders.huffman import HuffmanCoder, decode_many
+from onnxdc.coders import Coder, get_coder
 from onnxdc.coders.zstd import ZstdCoder
 from onnxdc.errors import ConfigError, ContainerError, OnnxdcError
 from onnxdc.format.header import Header, StreamInfo, TensorInfo, parse_header
@@ -171,32 +169,33 @@ class Container:
         return out
 
     def prefetch(self, indices: Iterable[int]) -> None:
-        """Decode streams ahead, Huffman stages of all of them in one pass; the next
-        :meth:`decode_stream` of each returns the result.
+        """Decode streams ahead, those whose coders batch (:meth:`Coder.batch_part`) together, one
+        batch per coder class; the next :meth:`decode_stream` of each returns the result.
 
-        Huffman decoding runs a lock-step loop whose length depends on the block size, not on
-        how many blocks share it (:func:`onnxdc.coders.huffman.decode_many`). Any failure leaves the
-        streams to :meth:`decode_stream`, which raises the error naming the stream.
+        Huffman decoding, for one, runs a lock-step loop whose length depends on the block size,
+        not on how many blocks share it. Any failure leaves the streams to :meth:`decode_stream`,
+        which raises the error naming the stream.
         """
-        batch: list[tuple[int, HuffmanCoder, bytes, int]] = []
+        batches: dict[type[Coder], list[tuple[int, Coder, bytes, int]]] = {}
         for i in indices:
             s = self.header.streams[i]
             coder = get_coder(s.coder)
+            if not coder.can_batch:
+                continue
             try:
-                if isinstance(coder, HuffmanCoder):
-                    batch.append((i, coder, self.stream_bytes(i), s.count))
-                elif isinstance(coder, ChainCoder) and isinstance(coder.stages[0], HuffmanCoder):
-                    batch.append((i, coder.stages[0], coder.decode_to_first(self.stream_bytes(i), count=s.count),
-                                  s.count))
+                part = coder.batch_part(self.stream_bytes(i), count=s.count)
             except OnnxdcError:
                 continue  # decode_stream will report it
-        if len(batch) < 2:
-            return
-        try:
-            out = decode_many([(coder, buf, n) for _, coder, buf, n in batch])
-        except OnnxdcError:
-            return
-        self._prefetched.update((i, symbols) for (i, *_), symbols in zip(batch, out))
+            if part is not None:
+                batches.setdefault(part[0], []).append((i, part[1], part[2], s.count))
+        for cls, batch in batches.items():
+            if len(batch) < 2:
+                continue
+            try:
+                out = cls.decode_batch([(coder, buf, n) for _, coder, buf, n in batch])
+            except OnnxdcError:
+                continue
+            self._prefetched.update((i, symbols) for (i, *_), symbols in zip(batch, out))
 
 
 def output_size(header: Header) -> int:

@@ -18,6 +18,7 @@ import numpy as np
 from onnxdc.coders import get_coder
 from onnxdc.coders.zstd import ZstdCoder
 from onnxdc.errors import ContainerError, OnnxdcError
+from onnxdc.format.registry import validate_tensor
 
 #: Most JSON objects and arrays a header may hold. The 256 MiB cap on the text does not bound the
 #: memory of what it parses into: ``{}`` is 3 bytes of text and a hundred of memory. A header onnxdc
@@ -243,8 +244,6 @@ def _parse_header(obj: Any, payload_size: int, max_tensor_bytes: int) -> Header:
     used = {skeleton}
     tensors = []
     slots: set[int] = set()
-    from onnxdc.format.registry import validate_tensor  # late import: encodings import this module
-
     for i, t in enumerate(obj["tensors"]):
         info = _parse_tensor(i, t, max_tensor_bytes)
         if info.slot in slots:

@@ -1,6 +1,8 @@
 """Tensor encodings: how a stored tensor's streams rebuild its raw bytes.
 
-Each encoding is a module-level pair of functions registered here by name: ``validate(info,
+Each encoding is a module-level pair of functions registered here by name, by the encoding's own
+module in this package (:mod:`onnxdc.format.planes`, :mod:`onnxdc.format.shared`, imported by the
+package so that any use of the format has them); its encoder lives in :mod:`onnxdc.pipeline`: ``validate(info,
 streams)`` checks a header entry before anything is decoded (so declared sizes are consistent with
 the streams before allocation), and ``decode(info, container)`` returns the tensor's raw_data bytes,
 as ``bytes`` or as a C-contiguous numpy array whose memory holds them (no copy into ``bytes`` when a
@@ -19,7 +21,8 @@ import numpy as np
 from onnxdc.errors import ContainerError
 
 if TYPE_CHECKING:
-    from onnxdc.format.container import Container, StreamInfo, TensorInfo
+    from onnxdc.format.container import Container
+    from onnxdc.format.header import StreamInfo, TensorInfo
 
 Validator = Callable[["TensorInfo", "tuple[StreamInfo, ...]"], None]
 Decoder = Callable[["TensorInfo", "Container"], "bytes | np.ndarray"]
@@ -35,7 +38,6 @@ def register_encoding(name: str, validate: Validator, decode: Decoder) -> None:
 
 
 def _lookup(name: str, tensor: str) -> tuple[Validator, Decoder]:
-    _load_builtin()
     try:
         return _ENCODINGS[name]
     except KeyError:
@@ -100,12 +102,6 @@ def batched(container: Container, infos: Sequence[TensorInfo], *, max_symbols: i
         container.prefetch([s for info in infos[i:j] for s in info.streams.values()])
         yield from range(i, j)
         i = j
-
-
-def _load_builtin() -> None:
-    if not _ENCODINGS:
-        import onnxdc.pipeline.planes  # noqa: F401  (registers "planes")
-        import onnxdc.pipeline.shared  # noqa: F401  (registers "shared")
 
 
 def expect_params(info: TensorInfo, allowed: dict[str, type | tuple[type, ...]]) -> None:

@@ -20,65 +20,9 @@ import onnx
 from google.protobuf.message import DecodeError
 from onnx import AttributeProto, GraphProto, NodeProto, TensorProto, numpy_helper
 
+from onnxdc.dtypes import dtype_name, expected_nbytes, plane_itemsize
 from onnxdc.errors import ModelError
 from onnxdc.fileio.oserrors import read_error
-
-#: Tensor element types whose raw bytes are one element of this many bytes (for plane splitting).
-#: Sub-byte types (int4, int2, float6, ...) pack several elements per byte and are coded as plain bytes.
-_ITEMSIZE: dict[int, int] = {
-    TensorProto.FLOAT: 4,
-    TensorProto.UINT8: 1,
-    TensorProto.INT8: 1,
-    TensorProto.UINT16: 2,
-    TensorProto.INT16: 2,
-    TensorProto.INT32: 4,
-    TensorProto.INT64: 8,
-    TensorProto.BOOL: 1,
-    TensorProto.FLOAT16: 2,
-    TensorProto.DOUBLE: 8,
-    TensorProto.UINT32: 4,
-    TensorProto.UINT64: 8,
-    TensorProto.COMPLEX64: 4,
-    TensorProto.COMPLEX128: 8,
-    TensorProto.BFLOAT16: 2,
-}
-#: Bits per element of the sub-byte types, which ONNX packs into raw_data bytes (ceil(numel * bits / 8)
-#: bytes); names this onnx version lacks are skipped.
-_PACKED_BITS: dict[int, int] = {
-    TensorProto.DataType.Value(name): bits
-    for name, bits in (("UINT4", 4), ("INT4", 4), ("FLOAT4E2M1", 4), ("UINT2", 2), ("INT2", 2),
-                       ("FLOAT6E2M3", 6), ("FLOAT6E3M2", 6))
-    if name in TensorProto.DataType.keys()
-}
-
-
-def plane_itemsize(data_type: int) -> int:
-    """Return the width in bytes of one element (or component) of ``data_type`` for plane splitting."""
-    return _ITEMSIZE.get(data_type, 1)
-
-
-def expected_nbytes(data_type: int, numel: int) -> int | None:
-    """Return the raw_data byte length of a tensor of ``numel`` elements, or None if unknown."""
-    if data_type in (TensorProto.COMPLEX64, TensorProto.COMPLEX128):
-        return numel * 2 * _ITEMSIZE[data_type]
-    if data_type in _ITEMSIZE:
-        return numel * _ITEMSIZE[data_type]
-    if data_type in _PACKED_BITS:
-        return (numel * _PACKED_BITS[data_type] + 7) // 8
-    try:
-        np_dtype = onnx.helper.tensor_dtype_to_np_dtype(data_type)
-    except (KeyError, ValueError, TypeError):
-        return None
-    return numel * np_dtype.itemsize
-
-
-def dtype_name(data_type: int) -> str:
-    """Return ONNX's name of a ``TensorProto.DataType`` value (``"FLOAT"``, ...), or its number."""
-    try:
-        return TensorProto.DataType.Name(data_type)
-    except ValueError:
-        return str(data_type)
-
 
 @dataclass(frozen=True)
 class TensorRef:

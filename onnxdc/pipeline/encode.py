@@ -51,7 +51,8 @@ from onnxdc.threads import single_blas_thread
 from onnxdc.onnx_io.candidates import Candidate, find_candidates
 from onnxdc.pipeline.settings import SharingConfig, TensorSettings, resolve
 from onnxdc.pipeline.shared import ENCODING as SHARED
-from onnxdc.pipeline.shared import encode_shared, np_dtype
+from onnxdc.pipeline.shared import encode_shared
+from onnxdc.dtypes import np_dtype
 from onnxdc.pipeline.streams import encode_best
 
 #: Progress callback: (tensors done, tensors total, name of the tensor just done).

@@ -1,4 +1,5 @@
-"""Lossless tensor storage: byte-plane split plus entropy coding (encoding ``"planes"``).
+"""Lossless tensor storage, the encoder: byte-plane split plus entropy coding (encoding ``"planes"``,
+validated and decoded by :mod:`onnxdc.format.planes`).
 
 Float weights look random as a whole, but their bytes do not: the exponent byte of trained weights
 takes a handful of values while the low mantissa bytes are close to uniform. Splitting a tensor's
@@ -13,24 +14,12 @@ plane per byte, each coded with whichever candidate coder is smallest.
 
 from __future__ import annotations
 
-import math
-from typing import TYPE_CHECKING
-
 import numpy as np
-from onnx import TensorProto
 
-from onnxdc.format.registry import expect_params, expect_streams, register_encoding
-from onnxdc.errors import ContainerError
-from onnxdc.onnx_io.tensors import expected_nbytes, plane_itemsize
+from onnxdc.dtypes import UINT_OF_WIDTH, is_float, plane_itemsize
+from onnxdc.format.planes import CHUNK, ENCODING, join_planes
 from onnxdc.pipeline.streams import CodedStream, encode_best, order0_entropy_bits
 
-if TYPE_CHECKING:
-    from onnxdc.format.container import Container, StreamInfo, TensorInfo
-
-ENCODING = "planes"
-_UINT = {1: np.uint8, 2: np.uint16, 4: np.uint32, 8: np.uint64}
-_FLOATS = {TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.BFLOAT16, TensorProto.DOUBLE,
-           TensorProto.COMPLEX64, TensorProto.COMPLEX128}
 #: Above this order-0 entropy (bits/byte) a plane is stored raw without trying other coders.
 _NOISE_BITS = 7.98
 
@@ -53,7 +42,7 @@ def encode_planes(raw: bytes, *, data_type: int, level: int = 19) -> tuple[dict,
     itemsize = plane_itemsize(data_type)
     if len(raw) % itemsize:
         itemsize = 1
-    rotate = 1 if data_type in _FLOATS and itemsize > 1 else 0
+    rotate = 1 if is_float(data_type) and itemsize > 1 else 0
     planes = split_planes(raw, itemsize, rotate)
     streams: dict[str, CodedStream] = {}
     raw_planes: list[int] = []
@@ -97,86 +86,22 @@ def _sample(plane: np.ndarray) -> np.ndarray:
     return plane[starts[:, None] + np.arange(_NOISE_RUN)].reshape(-1)
 
 
-#: Elements rotated and split per step: small temporaries stay in cache, and the only large
-#: allocations are the planes themselves (fresh memory costs page faults on every touch).
-_CHUNK = 1 << 18
-
-
 def split_planes(raw: bytes, itemsize: int, rotate: int) -> np.ndarray:
     """Return the byte planes of ``raw`` (after rotating each element left by ``rotate`` bits) as
     the rows of one ``itemsize × n`` array, so adjacent planes are one contiguous buffer."""
     if itemsize == 1:
         return np.frombuffer(raw, dtype=np.uint8).copy().reshape(1, -1)
-    words = np.frombuffer(raw, dtype=np.dtype(_UINT[itemsize]).newbyteorder("<"))
+    words = np.frombuffer(raw, dtype=np.dtype(UINT_OF_WIDTH[itemsize]).newbyteorder("<"))
     planes = np.empty((itemsize, words.size), dtype=np.uint8)
     nbits = itemsize * 8
-    for start in range(0, words.size, _CHUNK):
-        part = words[start:start + _CHUNK]
+    for start in range(0, words.size, CHUNK):
+        part = words[start:start + CHUNK]
         if rotate:
             part = (part << np.array(rotate, part.dtype)) | (part >> np.array(nbits - rotate, part.dtype))
         as_bytes = part.astype(part.dtype.newbyteorder("<"), copy=False).view(np.uint8).reshape(-1, itemsize)
         for j in range(itemsize):
-            planes[j][start:start + _CHUNK] = as_bytes[:, j]
+            planes[j][start:start + CHUNK] = as_bytes[:, j]
     return planes
 
 
-def join_planes(planes: list[np.ndarray], itemsize: int, rotate: int) -> np.ndarray:
-    """Inverse of :func:`split_planes`: the raw bytes as a flat ``uint8`` array (planes interleaved
-    into one buffer, rotated in place)."""
-    if itemsize == 1:
-        return planes[0]
-    out = np.empty((planes[0].size, itemsize), dtype=np.uint8)
-    words_all = out.view(np.dtype(_UINT[itemsize]).newbyteorder("<")).reshape(-1)
-    nbits = itemsize * 8
-    for start in range(0, out.shape[0], _CHUNK):
-        stop = start + _CHUNK
-        for j, plane in enumerate(planes):
-            out[start:stop, j] = plane[start:stop]
-        if rotate:
-            words = words_all[start:stop]
-            low = words << np.array(nbits - rotate, words.dtype)
-            words >>= np.array(rotate, words.dtype)
-            words |= low
-    return out.reshape(-1)
-
-
-def _validate(info: TensorInfo, streams: tuple[StreamInfo, ...]) -> None:
-    expect_params(info, {"itemsize": int, "rotate": int, "raw_planes": list})
-    itemsize, rotate, raw_planes = info.params["itemsize"], info.params["rotate"], info.params["raw_planes"]
-    if itemsize not in _UINT or not 0 <= rotate < 8 * itemsize or (itemsize == 1 and rotate):
-        raise ContainerError(f"tensor {info.name!r} has invalid planes params {info.params!r}")
-    if (not all(type(j) is int for j in raw_planes) or sorted(set(raw_planes)) != raw_planes
-            or any(not 0 <= j < itemsize for j in raw_planes) or (itemsize == 1 and raw_planes)):
-        raise ContainerError(f"tensor {info.name!r} has invalid raw_planes {raw_planes!r}")
-    coded = [j for j in range(itemsize) if j not in raw_planes]
-    expect_streams(info, [f"plane{j}" for j in coded] + (["raw"] if raw_planes else []))
-    want = expected_nbytes(info.dtype, math.prod(info.shape))
-    if want is not None and want != info.nbytes:
-        raise ContainerError(
-            f"tensor {info.name!r} nbytes ({info.nbytes}) does not match its shape and dtype ({want})"
-        )
-    if info.nbytes % itemsize:
-        raise ContainerError(f"tensor {info.name!r} nbytes ({info.nbytes}) is not a multiple of {itemsize}")
-    per_plane = info.nbytes // itemsize
-    expected = {f"plane{j}": per_plane for j in coded}
-    if raw_planes:
-        expected["raw"] = per_plane * len(raw_planes)
-    for role, want_count in expected.items():
-        count = streams[info.streams[role]].count
-        if count != want_count:
-            raise ContainerError(f"tensor {info.name!r} {role} holds {count} symbols, expected {want_count}")
-
-
-def _decode(info: TensorInfo, container: Container) -> np.ndarray:
-    itemsize, raw_planes = info.params["itemsize"], info.params["raw_planes"]
-    planes: dict[int, np.ndarray] = {}
-    if raw_planes:
-        for j, part in zip(raw_planes, np.split(container.decode_stream(info.streams["raw"]), len(raw_planes))):
-            planes[j] = part
-    for j in range(itemsize):
-        if j not in planes:
-            planes[j] = container.decode_stream(info.streams[f"plane{j}"])
-    return join_planes([planes[j] for j in range(itemsize)], itemsize, info.params["rotate"])
-
-
-register_encoding(ENCODING, _validate, _decode)
+__all__ = ["ENCODING", "encode_planes", "join_planes", "plane_candidates", "split_planes"]

@@ -1,53 +1,23 @@
-"""The ``shared`` encoding: a pruned, weight-shared tensor (Deep Compression stages 1-3).
-
-Streams:
-
-* ``codebook``: the shared values, little-endian ``codebook_dtype``; when ``zero_code`` is true
-  the first entry is an explicit 0.0 (dense layout only);
-* ``indices``: one byte symbol per stored weight, an index into the codebook; ``nnz`` symbols in
-  the sparse layouts, ``numel`` in the dense one;
-* ``positions`` (``relative`` and ``mask`` layouts only): see :mod:`onnxdc.stages.positions`.
-
-Params: ``op``, ``kind``, ``numel``, ``nnz``, ``bits``, ``k`` (codebook entries), ``zero_code``,
-``codebook_dtype``, ``positions`` (scheme), ``position_bits`` (relative layout's gap width, else 0),
-``pruned_bytes`` and ``shared_bytes`` (the report's stage sizes: values + fixed-width positions
-after pruning; fixed-width indices + positions + codebook after sharing).
-
-The tensor decodes to ``numel`` values of its own dtype: ``codebook[index]`` at the stored
-positions, exact zeros elsewhere.
+"""The ``shared`` encoding's encoder: a pruned, weight-shared tensor (Deep Compression stages 1-3)
+coded into codebook, index and position streams. The streams and params are described, validated
+and decoded by :mod:`onnxdc.format.shared`.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
-import onnx
 
-from onnxdc.format.registry import expect_params, expect_streams, register_encoding
-from onnxdc.errors import ContainerError
+from onnxdc.dtypes import CODEBOOK_DTYPES
+from onnxdc.format.shared import ENCODING
 from onnxdc.onnx_io.tensors import le_bytes
-from onnxdc.stages.quantize import CODEBOOK_DTYPES, Clustering, ShareConfig, kmeans_1d
-from onnxdc.stages.positions import (
-    decode_mask,
-    decode_relative,
-    mask_symbols,
-    relative_symbol_count,
-    relative_symbols,
-)
 from onnxdc.pipeline.streams import CodedStream, encode_best
+from onnxdc.stages.positions import mask_symbols, relative_symbol_count, relative_symbols
+from onnxdc.stages.quantize import Clustering, ShareConfig, kmeans_1d
 
-if TYPE_CHECKING:
-    from onnxdc.format.container import Container, StreamInfo, TensorInfo
-
-ENCODING = "shared"
-_PARAMS: dict[str, Any] = {
-    "op": str, "kind": str, "numel": int, "nnz": int, "bits": int, "k": int, "zero_code": bool,
-    "codebook_dtype": str, "positions": str, "position_bits": int, "pruned_bytes": int,
-    "shared_bytes": int,
-}
+__all__ = ["ENCODING", "SharedTensor", "encode_shared"]
 
 
 @dataclass(frozen=True)
@@ -57,11 +27,6 @@ class SharedTensor:
     params: dict[str, Any]
     streams: dict[str, CodedStream]
     values: np.ndarray  # the quantized tensor, in the original dtype and shape
-
-
-def np_dtype(data_type: int) -> np.dtype:
-    """The numpy dtype of an ONNX float type (bfloat16 through ml_dtypes, as onnx does)."""
-    return np.dtype(onnx.helper.tensor_dtype_to_np_dtype(data_type))
 
 
 def encode_shared(w: np.ndarray, keep: np.ndarray, *, share: ShareConfig, index_coders: list[dict],
@@ -178,74 +143,3 @@ def _best_relative(pos: np.ndarray, fixed_bits: int) -> tuple[int, int, CodedStr
                               {"id": "chain", "coders": [{"id": "huffman"}, {"id": "zstd", "level": 19}]}])
     options.append((len(ent.data), 8, ent))
     return min(options, key=lambda o: o[0])
-
-
-# --------------------------------------------------------------------------- decoding
-
-
-def _validate(info: TensorInfo, streams: tuple[StreamInfo, ...]) -> None:
-    expect_params(info, _PARAMS)
-    p = info.params
-    numel = math.prod(info.shape)
-    scheme = p["positions"]
-    if scheme not in ("relative", "mask", "dense"):
-        raise ContainerError(f"tensor {info.name!r} has unknown positions scheme {scheme!r}")
-    expect_streams(info, ["codebook", "indices"] + ([] if scheme == "dense" else ["positions"]))
-    if p["numel"] != numel or not 0 <= p["nnz"] <= numel:
-        raise ContainerError(f"tensor {info.name!r} numel/nnz ({p['numel']}, {p['nnz']}) do not fit shape {info.shape}")
-    if p["codebook_dtype"] not in CODEBOOK_DTYPES or not 1 <= p["bits"] <= 8:
-        raise ContainerError(f"tensor {info.name!r} has invalid bits or codebook dtype")
-    if not 0 <= p["k"] <= 256 or (p["zero_code"] and scheme != "dense"):
-        raise ContainerError(f"tensor {info.name!r} has an invalid codebook size or zero code")
-    if p["pruned_bytes"] < 0 or p["shared_bytes"] < 0:  # shown by the report: never negative
-        raise ContainerError(
-            f"tensor {info.name!r} stage sizes ({p['pruned_bytes']}, {p['shared_bytes']}) must be >= 0"
-        )
-    try:
-        itemsize = np_dtype(info.dtype).itemsize
-    except (KeyError, TypeError, ValueError):
-        raise ContainerError(f"tensor {info.name!r} dtype {info.dtype} cannot be weight-shared") from None
-    if info.dtype not in (1, 10, 11, 16) or info.nbytes != numel * itemsize:
-        raise ContainerError(f"tensor {info.name!r} nbytes ({info.nbytes}) does not match shape and dtype")
-    cb_items = np.dtype(CODEBOOK_DTYPES[p["codebook_dtype"]]).itemsize
-    if streams[info.streams["codebook"]].count != p["k"] * cb_items:
-        raise ContainerError(f"tensor {info.name!r} codebook stream size does not match k={p['k']}")
-    want_idx = numel if scheme == "dense" else p["nnz"]
-    if streams[info.streams["indices"]].count != want_idx:
-        raise ContainerError(f"tensor {info.name!r} index stream holds {streams[info.streams['indices']].count} "
-                             f"symbols, expected {want_idx}")
-    if scheme == "mask" and streams[info.streams["positions"]].count != (numel + 7) // 8:
-        raise ContainerError(f"tensor {info.name!r} mask stream has the wrong size")
-    if scheme == "relative":
-        b = p["position_bits"]
-        if not 1 <= b <= 8:
-            raise ContainerError(f"tensor {info.name!r} position_bits must be in 1..8, found {b}")
-        limit = p["nnz"] + numel // ((1 << b) - 1) + 1
-        if streams[info.streams["positions"]].count > limit:
-            raise ContainerError(f"tensor {info.name!r} position stream is longer than the tensor allows")
-
-
-def _decode(info: TensorInfo, container: Container) -> np.ndarray:
-    p = info.params
-    cb_dtype = np.dtype(CODEBOOK_DTYPES[p["codebook_dtype"]]).newbyteorder("<")
-    codebook = np.frombuffer(container.decode_stream(info.streams["codebook"]).tobytes(), dtype=cb_dtype)
-    idx = container.decode_stream(info.streams["indices"])
-    if idx.size and int(idx.max()) >= codebook.size:
-        raise ContainerError(f"tensor {info.name!r}: index {int(idx.max())} outside codebook of {codebook.size}")
-    out_dtype = np_dtype(info.dtype)
-    cb = codebook.astype(out_dtype)
-    scheme = p["positions"]
-    if scheme == "dense":
-        values = cb[idx]
-    else:
-        syms = container.decode_stream(info.streams["positions"])
-        if scheme == "relative":
-            pos = decode_relative(syms, bits=p["position_bits"], numel=p["numel"], nnz=p["nnz"], name=info.name)
-        else:
-            pos = decode_mask(syms, numel=p["numel"], nnz=p["nnz"], name=info.name)
-        values = np.zeros(p["numel"], dtype=out_dtype)
-        values[pos] = cb[idx]
-    return values.astype(values.dtype.newbyteorder("<"), copy=False).view(np.uint8)
-
-
-register_encoding(ENCODING, _validate, _decode)

@@ -1,4 +1,5 @@
-"""Stage 3a: coding the positions of the surviving weights.
+"""Stage 3a: coding the positions of the surviving weights (the encoder side; the decoders,
+which check what they read, are :mod:`onnxdc.format.positions`).
 
 Schemes (the smallest is chosen per tensor by the caller):
 
@@ -15,8 +16,6 @@ Schemes (the smallest is chosen per tensor by the caller):
 from __future__ import annotations
 
 import numpy as np
-
-from onnxdc.errors import ContainerError
 
 SCHEMES = ("relative", "mask", "dense")
 
@@ -45,42 +44,6 @@ def relative_symbol_count(positions: np.ndarray, *, bits: int) -> int:
     return int(((gaps - 1) // ((1 << bits) - 1)).sum()) + positions.size
 
 
-def decode_relative(symbols: np.ndarray, *, bits: int, numel: int, nnz: int, name: str) -> np.ndarray:
-    """Positions from relative symbols, checked against ``numel`` and ``nnz``.
-
-    Raises:
-        ContainerError: a symbol exceeds ``2**bits - 1``, the count of weights is not ``nnz``,
-            or a position runs past the tensor.
-    """
-    m = (1 << bits) - 1
-    if symbols.size and int(symbols.max()) > m:
-        raise ContainerError(f"tensor {name!r}: position symbol exceeds {m}")
-    is_weight = symbols != 0
-    if int(is_weight.sum()) != nnz:
-        raise ContainerError(f"tensor {name!r}: positions give {int(is_weight.sum())} weights, header says {nnz}")
-    steps = np.where(is_weight, symbols.astype(np.int64), m)
-    pos = np.cumsum(steps) - 1
-    positions = pos[is_weight]
-    if positions.size and positions[-1] >= numel:
-        raise ContainerError(f"tensor {name!r}: position {int(positions[-1])} is outside {numel} elements")
-    if symbols.size and not is_weight[-1]:
-        raise ContainerError(f"tensor {name!r}: position stream ends with a filler")
-    return positions
-
-
 def mask_symbols(mask: np.ndarray) -> np.ndarray:
     """The keep-mask as bytes, eight elements per byte, MSB first."""
     return np.packbits(mask.reshape(-1).astype(bool))
-
-
-def decode_mask(symbols: np.ndarray, *, numel: int, nnz: int, name: str) -> np.ndarray:
-    """Positions from a packed mask, checked against ``numel`` (padding zero) and ``nnz``."""
-    if symbols.size != (numel + 7) // 8:
-        raise ContainerError(f"tensor {name!r}: mask has {symbols.size} bytes, expected {(numel + 7) // 8}")
-    bits = np.unpackbits(symbols)
-    if bits[numel:].any():
-        raise ContainerError(f"tensor {name!r}: mask padding bits are not zero")
-    positions = np.flatnonzero(bits[:numel])
-    if positions.size != nnz:
-        raise ContainerError(f"tensor {name!r}: mask gives {positions.size} weights, header says {nnz}")
-    return positions

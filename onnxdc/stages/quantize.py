@@ -16,10 +16,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from onnxdc.dtypes import CODEBOOK_DTYPES
 from onnxdc.errors import ConfigError
 
 INITS = ("linear", "density", "forgy")
-CODEBOOK_DTYPES = {"float32": np.float32, "float16": np.float16}
 
 
 @dataclass(frozen=True)
