@@ -22,9 +22,7 @@ from pathlib import Path
 from onnx import numpy_helper
 
 from onnxdc import CompressConfig, compress, decompress, load_model
-from onnxdc.auto.search import AUTO_MIN_ELEMENTS, Budget, compress_auto
-from onnxdc.evaluate import evaluate, load_data
-from onnxdc.pipeline.settings import SharingConfig
+from onnxdc.api import AUTO_MIN_ELEMENTS, Budget, SharingConfig, compress_auto, evaluate, load_data
 
 MODELS = Path(__file__).resolve().parent.parent / "models"
 FIXED = ((0.9, 5), (0.92, 4))

@@ -18,8 +18,7 @@ from pathlib import Path
 from onnx import numpy_helper
 
 from onnxdc import CompressConfig, compress, decompress, load_model
-from onnxdc.evaluate import evaluate, load_data
-from onnxdc.pipeline.settings import SharingConfig
+from onnxdc.api import SharingConfig, evaluate, load_data
 
 MODELS = Path(__file__).resolve().parent.parent / "models"
 SPARSITIES = (0.5, 0.7, 0.8, 0.9, 0.95)

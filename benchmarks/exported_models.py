@@ -25,7 +25,7 @@ import tempfile
 import time
 from pathlib import Path
 
-ONNXDC = [sys.executable, "-c", "import sys; from onnxdc.cli.main import main; sys.argv[0] = 'onnxdc'; main()"]
+ONNXDC = [sys.executable, "-c", "import sys; from onnxdc.cli import main; sys.argv[0] = 'onnxdc'; main()"]
 
 
 def export(tmp: Path) -> dict[str, tuple[Path, list[str]]]:

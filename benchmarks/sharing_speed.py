@@ -13,10 +13,7 @@ import time
 
 import numpy as np
 
-from onnxdc.stages.prune import PruneConfig, prune
-from onnxdc.stages.quantize import ShareConfig, kmeans_1d
-from onnxdc.pipeline.settings import AUTO_INDEX_CODERS
-from onnxdc.pipeline.shared import encode_shared
+from onnxdc.api import AUTO_INDEX_CODERS, PruneConfig, ShareConfig, encode_shared, kmeans_1d, prune
 
 
 def timed(label: str, fn, repeat: int = 3):  # noqa: ANN001, ANN201

@@ -57,7 +57,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 import onnxdc
 
-ONNXDC = "import sys; from onnxdc.cli.main import main; sys.argv[0] = 'onnxdc'; main()"
+ONNXDC = "import sys; from onnxdc.cli import main; sys.argv[0] = 'onnxdc'; main()"
 ZSTD_COMPRESS = """
 import sys, zstandard
 level, out, *inputs = sys.argv[1:]
@@ -300,7 +300,7 @@ def same_initializers(a: Path, b: Path) -> bool:
 def profile(model_path: Path, top: int) -> dict[str, list[dict]]:
     """cProfile the fixed-settings and lossless compressions in-process; top functions by tottime."""
     from onnxdc import CompressConfig, compress, load_model
-    from onnxdc.pipeline.settings import SharingConfig
+    from onnxdc.api import SharingConfig
 
     model = load_model(model_path)
     out = {}
@@ -369,8 +369,8 @@ def main() -> None:
         jobs = [] if args.jobs is None else ["-j", str(args.jobs)]
         to = args.timeout
         runs: dict[str, Run] = {}
-        runs["python startup"] = run_child("python startup (import onnxdc.cli.main, onnx)", [
-            py, "-c", "import onnx, numpy, onnxdc.cli.main"], timeout=to)
+        runs["python startup"] = run_child("python startup (import onnxdc.cli, onnx)", [
+            py, "-c", "import onnx, numpy, onnxdc.cli"], timeout=to)
         runs["ort load+run"] = run_child("onnxruntime load + 1 run", [py, "-c", ORT_RUN, str(model)], timeout=to)
         fixed, lossless = tmp / "fixed.onnxdc", tmp / "lossless.onnxdc"
         runs["onnxdc fixed"] = run_child("onnxdc compress -s 0.9 -b 5", [

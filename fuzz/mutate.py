@@ -34,8 +34,8 @@ import numpy as np
 import zstandard
 
 from onnxdc.coders.base import read_varint, write_varint
-from onnxdc.format.container import MAGIC, MAJOR_VERSION, read_container
 from onnxdc.errors import ContainerError
+from onnxdc.format.container import MAGIC, MAJOR_VERSION, read_container
 
 _PREFIX = struct.Struct("<8sHHQI")  # magic, major, minor, header length, header CRC
 _BOUNDARY = [0, 1, 2, 3, 7, 8, 255, 256, 4095, 4096, 65535, 1 << 20, 1 << 31, 1 << 34, 1 << 40, 1 << 62]
@@ -258,7 +258,7 @@ def run(data: bytes, *, count: int, seed: int, max_output_bytes: int | None = No
     must allocate at most ``alloc_factor`` times that plus ``alloc_slack``.
     """
     from onnxdc.format.container import output_size
-    from onnxdc.pipeline.encode import decompress
+    from onnxdc.pipeline.decode import decompress
 
     obj, chunks = unpack(data)
     if max_output_bytes is None:

@@ -1,6 +1,6 @@
 """onnxdc: Deep Compression (pruning, weight sharing, entropy coding) for ONNX models.
 
-The public API is imported on first use, so that ``import onnxdc.console`` (the command's entry
+The public API (:mod:`onnxdc.api`, every name of it available here) is imported on first use, so that ``import onnxdc.console`` (the command's entry
 point) is fast and can install its signal handlers before numpy and onnx load.
 """
 
@@ -21,28 +21,24 @@ from onnxdc.errors import (
     UnknownCoderError,
 )
 
-#: Public names and the module each comes from, imported when first asked for.
-_LAZY = {
-    "Container": "onnxdc.format.container", "read_container": "onnxdc.format.container", "load_model": "onnxdc.onnx_io.tensors",
-    "CompressConfig": "onnxdc.pipeline.encode", "CompressResult": "onnxdc.pipeline.encode", "compress": "onnxdc.pipeline.encode",
-    "decompress": "onnxdc.pipeline.encode",
-}
-
 __all__ = [
     "CoderError", "CompressConfig", "CompressResult", "ConfigError", "Container", "ContainerError", "DataError",
     "ModelError", "OnnxdcError", "OutputError", "UnknownCoderError", "__version__", "compress",
     "decompress", "load_model", "read_container",
 ]
+#: Every other public name lives in :mod:`onnxdc.api`, imported when first asked for.
 
 
 def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
+    if name.startswith("_"):
         raise AttributeError(f"module 'onnxdc' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
+    api = importlib.import_module("onnxdc.api")
+    if name not in api.__all__:
+        raise AttributeError(f"module 'onnxdc' has no attribute {name!r}")
+    value = getattr(api, name)
     globals()[name] = value
     return value
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
+    return sorted(set(globals()) | set(importlib.import_module("onnxdc.api").__all__))

@@ -14,11 +14,11 @@ import numpy as np
 import onnx
 
 from onnxdc.coders import coder_from_spec, get_coder
+from onnxdc.pipeline.settings import SharingConfig
+from onnxdc.pipeline.streams import order0_entropy_bits
+from onnxdc.stages.positions import relative_symbols
 from onnxdc.stages.prune import prune
 from onnxdc.stages.quantize import kmeans_1d
-from onnxdc.pipeline.settings import SharingConfig
-from onnxdc.stages.positions import relative_symbols
-from onnxdc.pipeline.streams import order0_entropy_bits
 
 #: Coders and chains compared; ``raw`` is fixed width (the tensor's bits for indices, the best
 #: gap width for positions), as the paper stores them before Huffman coding.
@@ -67,8 +67,8 @@ def compare_coders(model: onnx.ModelProto, *, sharing: SharingConfig,
 
     The first row is the order-0 entropy bound (``entropy``), not a real coder.
     """
-    from onnxdc.onnx_io.tensors import tensor_raw_bytes
-    from onnxdc.pipeline.encode import plan_sharing, tensor_array
+    from onnxdc.onnx_io.tensors import tensor_array, tensor_raw_bytes
+    from onnxdc.pipeline.plan import plan_sharing
 
     streams: list[_Streams] = []
     codebook_bytes = original = weights = 0

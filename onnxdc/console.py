@@ -48,7 +48,7 @@ def run(argv: Sequence[str] | None = None) -> None:
     """Run the command line (``argv`` or ``sys.argv[1:]``) as the ``onnxdc`` program."""
     install_handlers()
     try:
-        from onnxdc.cli.main import main
+        from onnxdc.cli import main
 
         main.main(args=list(argv) if argv is not None else None, prog_name="onnxdc")
     except Interrupted as exc:

@@ -51,3 +51,6 @@ class DataError(OnnxdcError):
 #: A notice: one lowercase line about something done on the user's behalf that is no error (a cast,
 #: a fallback). Library code never prints; the CLI shows notices as warnings on stderr.
 Notice = Callable[[str], None]
+
+#: A progress callback: (tensors done, tensors total, name of the tensor just done).
+Progress = Callable[[int, int, str], None]

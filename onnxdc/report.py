@@ -11,7 +11,7 @@ import math
 from dataclasses import asdict, dataclass
 
 from onnxdc.format.container import Container, Header
-from onnxdc.onnx_io.tensors import dtype_name
+from onnxdc.dtypes import dtype_name
 
 
 @dataclass(frozen=True)

@@ -24,10 +24,10 @@ from onnxdc.auto.search import (
     split,
     trade_offs,
 )
-from onnxdc.evaluate import EvalResult, OutputMetrics, evaluate
-from onnxdc.pipeline.encode import plan_sharing
-from onnxdc.pipeline.settings import SharingConfig, load_recipe
 from onnxdc.calibration.synthetic import parse_dims, synthetic_inputs
+from onnxdc.evaluate import EvalResult, OutputMetrics, evaluate
+from onnxdc.pipeline.plan import plan_sharing
+from onnxdc.pipeline.settings import SharingConfig, load_recipe
 
 RNG = np.random.default_rng(0)
 

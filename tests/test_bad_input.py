@@ -366,7 +366,7 @@ def test_float16_codebook_keeps_float32_for_weights_beyond_its_range(tmp_path: P
     assert ("onnxdc: warning: tensor 'W' has weights up to 250000, beyond float16's range (65504): "
             "its codebook is stored as float32") in result.stderr
     from onnxdc.format.container import read_container
-    from onnxdc.pipeline.encode import decompress
+    from onnxdc.pipeline.decode import decompress
 
     container = read_container(out.read_bytes())
     assert container.header.tensors[0].params["codebook_dtype"] == "float32"
@@ -405,7 +405,7 @@ def test_non_finite_weights_lossless_exact_lossy_refused(value: float, tmp_path:
     out = tmp_path / "l.onnxdc"
     assert run("compress", path, "--lossless", "-o", out, "-q").exit_code == 0
     from onnxdc.format.container import read_container
-    from onnxdc.pipeline.encode import decompress
+    from onnxdc.pipeline.decode import decompress
 
     back = numpy_helper.to_array(decompress(read_container(out.read_bytes())).graph.initializer[0])
     assert back.tobytes() == w.tobytes()  # bit-exact, NaN payload included

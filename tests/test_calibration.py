@@ -10,11 +10,11 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from onnxdc import CompressConfig, compress, decompress, load_model
-from onnxdc.stages.compensate import _inverse_cholesky, compensate, obs_sweep, output_error, problem, refit_codebook
-from onnxdc.evaluate import evaluate, load_data
 from onnxdc.calibration.linear import input_matrices, linear_form, weight_matrices, weight_tensor
-from onnxdc.stages.quantize import ShareConfig, kmeans_1d
+from onnxdc.evaluate import evaluate, load_data
 from onnxdc.pipeline.settings import SharingConfig
+from onnxdc.stages.compensate import _inverse_cholesky, compensate, obs_sweep, output_error, problem, refit_codebook
+from onnxdc.stages.quantize import ShareConfig, kmeans_1d
 
 MODELS = Path(__file__).resolve().parent.parent / "models"
 
@@ -192,8 +192,8 @@ def test_high_resolution_conv_statistics_use_a_few_evenly_spaced_samples() -> No
     """A 64-channel 3x3 conv unrolls each 64x64 sample into 4096 rows; problem() keeps about 30k
     rows of 576 inputs, so 8 of the 16 samples are enough, and only those are run and unrolled."""
     from onnxdc.calibration.calibrate import _feed, _layer, _layer_feed
+    from onnxdc.pipeline.plan import plan_sharing
     from onnxdc.stages.compensate import max_rows
-    from onnxdc.pipeline.encode import plan_sharing
 
     rng = np.random.default_rng(3)
     w = numpy_helper.from_array((rng.standard_normal((16, 64, 3, 3)) * 0.1).astype(np.float32), "w")

@@ -27,8 +27,8 @@ from onnx import TensorProto, helper, numpy_helper
 
 import onnxdc
 import onnxdc.pipeline.settings
-from onnxdc.format.container import MAGIC, MAJOR_VERSION, MAX_HEADER_BYTES, read_container
 from onnxdc.errors import ContainerError
+from onnxdc.format.container import MAGIC, MAJOR_VERSION, MAX_HEADER_BYTES, read_container
 from onnxdc.onnx_io.tensors import has_data, iter_tensors
 
 FIXTURES = Path(__file__).parent / "fixtures"

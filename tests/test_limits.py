@@ -28,13 +28,13 @@ from onnx import TensorProto, helper, numpy_helper
 
 import onnxdc
 import onnxdc.pipeline.settings
-from onnxdc.format import container as container_mod
 from onnxdc.cli.main import main
 from onnxdc.coders import coder_from_spec, get_coder
 from onnxdc.coders.base import write_varint
 from onnxdc.coders.chain import MAX_CHAIN_STAGES, ChainCoder, intermediate_limit
-from onnxdc.format.container import DEFAULT_MAX_OUTPUT_BYTES, DEFAULT_MAX_RATIO, read_container
 from onnxdc.errors import CoderError, ConfigError, ContainerError
+from onnxdc.format import container as container_mod
+from onnxdc.format.container import DEFAULT_MAX_OUTPUT_BYTES, DEFAULT_MAX_RATIO, read_container
 from onnxdc.format.header import MAX_HEADER_CONTAINERS, MAX_HEADER_DEPTH, MAX_HEADER_VALUES
 from onnxdc.pipeline.paths import decompress_file
 

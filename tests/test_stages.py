@@ -11,13 +11,13 @@ from onnx import TensorProto, helper, numpy_helper
 
 from onnxdc import CompressConfig, ConfigError, compress, decompress, load_model
 from onnxdc.compare import SPECS, compare_coders
-from onnxdc.stages.prune import PruneConfig, prune, prune_global
-from onnxdc.stages.quantize import ShareConfig, inertia, kmeans_1d
-from onnxdc.report import build_report
+from onnxdc.format.positions import decode_mask, decode_relative
 from onnxdc.onnx_io.candidates import find_candidates
 from onnxdc.pipeline.settings import SharingConfig, load_recipe, parse_rules, resolve
-from onnxdc.format.positions import decode_mask, decode_relative
+from onnxdc.report import build_report
 from onnxdc.stages.positions import mask_symbols, relative_symbols
+from onnxdc.stages.prune import PruneConfig, prune, prune_global
+from onnxdc.stages.quantize import ShareConfig, inertia, kmeans_1d
 
 MODELS = Path(__file__).resolve().parent.parent / "models"
 

@@ -21,10 +21,10 @@ import onnx
 from onnxdc.calibration.calibrate import CalibratedTensor, calibrate, compress_alone, quantized_model
 from onnxdc.errors import ConfigError, DataError, Notice
 from onnxdc.evaluate import EvalResult, evaluate_candidate, prepare_reference
-from onnxdc.stages.prune import PruneConfig
 from onnxdc.pipeline.settings import Rule, SharingConfig
-from onnxdc.stages.positions import relative_symbols
 from onnxdc.pipeline.streams import order0_entropy_bits
+from onnxdc.stages.positions import relative_symbols
+from onnxdc.stages.prune import PruneConfig
 from onnxdc.threads import single_blas_thread
 
 if TYPE_CHECKING:
@@ -147,7 +147,7 @@ def sensitivity(model: onnx.ModelProto, plans: dict, fit: dict[str, np.ndarray],
     one scale per tensor, fitted on the measured points, orders all of them; the final choice is
     checked for real anyway (:func:`choose`).
     """
-    from onnxdc.pipeline.encode import tensor_label
+    from onnxdc.pipeline.plan import tensor_label
 
     ref = prepare_reference(model, check)
     grid = [(s, b) for s in sparsities for b in bits]
@@ -328,7 +328,7 @@ def choose(model: onnx.ModelProto, plans: dict, fit: dict[str, np.ndarray], chec
     that a more careful choice never measures worse. Each trial calibrates the whole model layer
     by layer and evaluates it, so the start guess saves most of the cost when it is close.
     """
-    from onnxdc.pipeline.encode import tensor_label
+    from onnxdc.pipeline.plan import tensor_label
 
     ref = prepare_reference(model, check)
     path = trade_offs(points)
@@ -444,7 +444,8 @@ def compress_auto(model: onnx.ModelProto, *, base: SharingConfig, data: dict[str
     ``budget_met`` is False.
     """
     from onnxdc.onnx_io.tensors import check_storable, has_data, iter_tensors
-    from onnxdc.pipeline.encode import CompressConfig, check_finite_weights, compress, plan_sharing
+    from onnxdc.pipeline.encode import CompressConfig, compress
+    from onnxdc.pipeline.plan import check_finite_weights, plan_sharing
 
     for ref in iter_tensors(model):  # refuse what compress() would refuse, before minutes of search
         if has_data(ref.proto):
@@ -480,7 +481,7 @@ def compress_auto(model: onnx.ModelProto, *, base: SharingConfig, data: dict[str
                                                 jobs=jobs),
                    calibrated=choice.calibrated if compensated else None, notice=notice)
     # Verify what was written, decoded from the container bytes, on the held-out samples.
-    from onnxdc.pipeline.encode import decompress
+    from onnxdc.pipeline.decode import decompress
 
     # Our own container: no output/stored ratio ceiling (a large, nearly constant model exceeds it).
     verified = evaluate_candidate(prepare_reference(model, check), decompress(res.data, max_ratio=math.inf))

@@ -17,10 +17,17 @@ import numpy as np
 import onnx
 from onnx import helper
 
-from onnxdc.stages.compensate import Pruned, compensate, max_rows, problem, prune_groups
+from onnxdc.calibration.linear import (
+    LinearForm,
+    conv_output,
+    input_matrices,
+    linear_form,
+    weight_matrices,
+    weight_tensor,
+)
 from onnxdc.evaluate import model_inputs, run_model, session
 from onnxdc.onnx_io.tensors import iter_tensors, le_bytes, set_raw_data
-from onnxdc.calibration.linear import LinearForm, conv_output, input_matrices, linear_form, weight_matrices, weight_tensor
+from onnxdc.stages.compensate import Pruned, compensate, max_rows, problem, prune_groups
 from onnxdc.stages.prune import prune
 from onnxdc.stages.quantize import Clustering
 
@@ -58,8 +65,7 @@ def _layer(model: onnx.ModelProto, plan) -> tuple[int, LinearForm | None]:  # no
 
 
 def _weight(plan) -> np.ndarray:  # noqa: ANN001
-    from onnxdc.onnx_io.tensors import tensor_raw_bytes
-    from onnxdc.pipeline.encode import tensor_array
+    from onnxdc.onnx_io.tensors import tensor_array, tensor_raw_bytes
 
     proto = plan.candidate.ref.proto
     return tensor_array(proto, tensor_raw_bytes(proto))
@@ -72,7 +78,7 @@ def calibrate(model: onnx.ModelProto, plans: dict, data: dict[str, np.ndarray], 
 
     Args:
         model: the input model (not modified).
-        plans: slot -> :class:`onnxdc.pipeline.encode.WeightPlan` of the weights to compress.
+        plans: slot -> :class:`onnxdc.pipeline.plan.WeightPlan` of the weights to compress.
         data: calibration inputs keyed by model input name (``labels`` is ignored).
         max_samples: calibration samples used at most (the first ones).
         compensated: False prunes and shares every weight by magnitude, as without calibration

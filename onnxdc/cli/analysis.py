@@ -1,7 +1,7 @@
 """Analysis commands: ``compare-coders``, ``sensitivity`` and ``eval``.
 
 They measure rather than write containers; the click layer stays thin and every number comes from
-the library. Registered on :data:`onnxdc.cli.main.main` when :mod:`onnxdc.cli.main` is imported.
+the library. Registered on :data:`onnxdc.cli.main.main` when :mod:`onnxdc.cli` is imported.
 """
 
 from __future__ import annotations
@@ -31,9 +31,7 @@ from onnxdc.cli.main import (
 @json_option
 def compare_coders_cmd(model: str, as_json: bool, **kw: Any) -> None:
     """Size MODEL's index and position streams under every coder and two-coder chain."""
-    from onnxdc.compare import compare_coders, format_comparison
-    from onnxdc.onnx_io.tensors import load_model
-    from onnxdc.pipeline.settings import SharingConfig
+    from onnxdc.api import SharingConfig, compare_coders, format_comparison, load_model
 
     sharing = sharing_config(kw)
     if sharing is None:
@@ -58,12 +56,17 @@ def compare_coders_cmd(model: str, as_json: bool, **kw: Any) -> None:
 def sensitivity(model: str, calib: str | None, calib_samples: int, dims: tuple[str, ...], csv_path: str | None,
                 force: bool, as_json: bool, **kw: Any) -> None:
     """Measure each weight tensor alone: output cosine, agreement and size against sparsity and bits."""
-    from onnxdc.auto.search import sensitivity as run_sensitivity
-    from onnxdc.evaluate import load_data
-    from onnxdc.fileio.atomic import check_output_path, model_input_files, write_atomic
-    from onnxdc.onnx_io.tensors import load_model
-    from onnxdc.pipeline.encode import plan_sharing
-    from onnxdc.calibration.synthetic import parse_dims, synthetic_inputs
+    from onnxdc.api import (
+        check_output_path,
+        load_data,
+        load_model,
+        model_input_files,
+        parse_dims,
+        plan_sharing,
+        synthetic_inputs,
+        write_atomic,
+    )
+    from onnxdc.api import sensitivity as run_sensitivity
 
     base = sharing_config(kw)
     csv_out = check_output_path(csv_path, force=force, inputs=model_input_files(model, calib, kw.get("recipe"))) \
@@ -74,7 +77,7 @@ def sensitivity(model: str, calib: str | None, calib_samples: int, dims: tuple[s
     else:
         click.echo("onnxdc: warning: no --calib data: measuring on synthetic inputs", err=True)
         data = synthetic_inputs(loaded, samples=min(calib_samples, 128), dims=parse_dims(dims), seed=base.seed)
-    from onnxdc.auto.search import split
+    from onnxdc.api import split
 
     fit, check = split(data, max_samples=calib_samples)
     with progress_callback(as_json, "measuring") as cb:
@@ -118,9 +121,7 @@ def _csv(v: Any) -> str:
 def eval_cmd(reference: str, candidate: str, data_path: str | None, random_n: int | None, dims: tuple[str, ...],
              seed: int, batch_size: int, max_drop: float | None, as_json: bool) -> None:
     """Compare CANDIDATE (.onnx or .onnxdc) with REFERENCE (.onnx) on --data, with onnxruntime."""
-    from onnxdc.evaluate import evaluate, load_data
-    from onnxdc.onnx_io.tensors import load_model
-    from onnxdc.calibration.synthetic import parse_dims, synthetic_inputs
+    from onnxdc.api import evaluate, load_data, load_model, parse_dims, synthetic_inputs
 
     if (data_path is None) == (random_n is None):
         raise click.UsageError("give exactly one of --data FILE and --random N")
@@ -143,9 +144,8 @@ def eval_cmd(reference: str, candidate: str, data_path: str | None, random_n: in
 
 def _load_any(path: str) -> Any:
     """Load an .onnx model, or decode an .onnxdc container in memory."""
-    from onnxdc.format.container import MAGIC
-    from onnxdc.onnx_io.tensors import load_model
-    from onnxdc.pipeline.encode import decompress as run_decompress
+    from onnxdc.api import MAGIC, load_model
+    from onnxdc.api import decompress as run_decompress
 
     data = read_input(path)
     if data[: len(MAGIC)] == MAGIC:

@@ -127,7 +127,7 @@ def _manual(kw: dict[str, Any]) -> Any:
 
 def sharing_config(kw: dict[str, Any]) -> Any:
     """Build a SharingConfig from the options (validating every one of them)."""
-    from onnxdc.pipeline.settings import SharingConfig, load_recipe
+    from onnxdc.api import SharingConfig, load_recipe
 
     rules = load_recipe(kw["recipe"]) if kw.get("recipe") else ()
     return SharingConfig(sparsity=kw["sparsity"], std_threshold=kw["std_threshold"],
@@ -175,12 +175,17 @@ def compress(model: str, output: str | None, lossless: bool, calib: str | None, 
         _compress_auto(model, output, calib, calib_samples, max_drop, min_cosine, dims, zstd_level, jobs, force,
                        quiet, as_json, kw)
         return
-    from onnxdc.fileio.atomic import check_output_path, model_input_files, write_atomic
-    from onnxdc.onnx_io.tensors import load_model
-    from onnxdc.pipeline.paths import compress_file
-    from onnxdc.pipeline.encode import CompressConfig
-    from onnxdc.pipeline.encode import compress as run_compress
-    from onnxdc.report import build_report, report_for
+    from onnxdc.api import (
+        CompressConfig,
+        build_report,
+        check_output_path,
+        compress_file,
+        load_model,
+        model_input_files,
+        report_for,
+        write_atomic,
+    )
+    from onnxdc.api import compress as run_compress
 
     sharing = _manual(kw)
     if lossless and (sharing is not None or calib or max_drop is not None):
@@ -194,7 +199,7 @@ def compress(model: str, output: str | None, lossless: bool, calib: str | None, 
     calibration = loaded = None
     notice = notice_callback(quiet)
     if calib is not None:
-        from onnxdc.evaluate import load_data
+        from onnxdc.api import load_data
 
         loaded = load_model(model)
         calibration = load_data(calib, model=loaded, max_samples=calib_samples, notice=notice)
@@ -215,13 +220,23 @@ def _compress_auto(model: str, output: str | None, calib: str | None, calib_samp
                    min_cosine: float, dims: tuple[str, ...], zstd_level: int, jobs: int, force: bool, quiet: bool,
                    as_json: bool, kw: dict[str, Any]) -> None:
     """Automatic mode: measure sensitivity, choose settings within the budget, compress, verify."""
-    from onnxdc.auto.search import AUTO_MIN_ELEMENTS, Budget, compress_auto, recipe_toml
+    from onnxdc.api import (
+        AUTO_MIN_ELEMENTS,
+        DEFAULT_DIM,
+        Budget,
+        build_report,
+        check_output_path,
+        compress_auto,
+        defaulted_dims,
+        load_data,
+        load_model,
+        model_input_files,
+        parse_dims,
+        recipe_toml,
+        synthetic_inputs,
+        write_atomic,
+    )
     from onnxdc.errors import ModelError
-    from onnxdc.evaluate import load_data
-    from onnxdc.fileio.atomic import check_output_path, model_input_files, write_atomic
-    from onnxdc.onnx_io.tensors import load_model
-    from onnxdc.report import build_report
-    from onnxdc.calibration.synthetic import DEFAULT_DIM, defaulted_dims, parse_dims, synthetic_inputs
 
     base = sharing_config({**kw, "min_elements": AUTO_MIN_ELEMENTS if kw["min_elements"] is None
                            else kw["min_elements"]})
@@ -303,9 +318,7 @@ def decompress(container: str, output: str | None, force: bool, quiet: bool, che
     A container that declares more output than --max-output-bytes, or more than --max-ratio times
     its own size, is refused before anything is written.
     """
-    from onnxdc.fileio.atomic import check_output_path
-    from onnxdc.pipeline.paths import decompress_file
-    from onnxdc.onnx_io.check import check_model_quietly
+    from onnxdc.api import check_model_quietly, check_output_path, decompress_file
 
     out = check_output_path(output or _default_output(container, ".decompressed.onnx"), force=force,
                             inputs=[container])
@@ -327,8 +340,7 @@ def decompress(container: str, output: str | None, force: bool, quiet: bool, che
 @click.option("--all", "show_all", is_flag=True, help="List every tensor (default: the 30 largest).")
 def inspect(container: str, as_json: bool, show_all: bool) -> None:
     """Show CONTAINER's version, settings, stage sizes and per-tensor table, without decoding it."""
-    from onnxdc.format.container import read_container
-    from onnxdc.report import build_report, printable
+    from onnxdc.api import build_report, printable, read_container
 
     c = read_container(read_input(container))
     info = {"format_version": f"{c.version[0]}.{c.version[1]}", "producer": c.header.producer,
@@ -347,8 +359,7 @@ def inspect(container: str, as_json: bool, show_all: bool) -> None:
 @click.option("--all", "show_all", is_flag=True, help="List every tensor (default: the 30 largest).")
 def report(container: str, as_json: bool, show_all: bool) -> None:
     """Print the stage-by-stage size report of CONTAINER."""
-    from onnxdc.format.container import read_container
-    from onnxdc.report import build_report
+    from onnxdc.api import build_report, read_container
 
     _print_report(build_report(read_container(read_input(container))), quiet=False, as_json=as_json,
                   top=None if show_all else 30)
@@ -371,15 +382,15 @@ def format_eval(r: Any) -> str:
 
 
 def read_input(path: str) -> bytes:
+    from onnxdc.api import read_regular_file
     from onnxdc.errors import ContainerError
-    from onnxdc.fileio.atomic import read_regular_file
 
     return read_regular_file(path, error=ContainerError, what="container")
 
 
 def _print_report(report: Any, *, quiet: bool, as_json: bool, top: int | None = 30,
                   extra: dict[str, Any] | None = None) -> None:
-    from onnxdc.report import format_report
+    from onnxdc.api import format_report
 
     if as_json:
         click.echo(json.dumps({**(extra or {}), **report.to_json()}, indent=2))
@@ -387,12 +398,3 @@ def _print_report(report: Any, *, quiet: bool, as_json: bool, top: int | None = 
         if extra and "output" in extra:
             click.echo(f"wrote {extra['output']}")
         click.echo(format_report(report, top=top))
-
-
-# The analysis commands register themselves on ``main``.
-from onnxdc.cli import analysis as _cli_analysis  # noqa: E402,F401
-
-if __name__ == "__main__":  # pragma: no cover
-    from onnxdc.console import run
-
-    run()

@@ -13,8 +13,8 @@ equal coder, and the container stores that config next to every stream so decodi
 from __future__ import annotations
 
 import operator
-from collections.abc import Sequence
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import numpy as np

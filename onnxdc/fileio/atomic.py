@@ -20,7 +20,6 @@ from typing import BinaryIO
 from onnxdc.errors import OnnxdcError, OutputError, OutputPathError
 from onnxdc.fileio.oserrors import read_error, write_error
 
-
 #: Used when the file system does not say how long a file name may be.
 _NAME_MAX_FALLBACK = 255
 #: ``os.link`` failures that mean "this file system has no hard links" (fall back to O_EXCL).
@@ -309,23 +308,3 @@ def spool_beside(target: Path) -> Iterator[BinaryIO]:
         raise write_error(exc, target) from None
     with fh:
         yield _Spool(fh, target)  # type: ignore[misc]
-
-
-def model_input_files(model: str | os.PathLike[str], *others: str | os.PathLike[str] | None) -> list[Path]:
-    """Every file a command reads, for :func:`check_output_path`: the model, the external data
-    files it refers to, and ``others`` (a calibration file, a recipe; None for one not given).
-
-    A model that cannot be read counts as itself alone: the command reports what is wrong with it.
-    """
-    from onnxdc.errors import OnnxdcError
-    from onnxdc.onnx_io.tensors import external_ref, iter_tensors, load_model_lazy
-
-    files = [Path(model)] + [Path(o) for o in others if o is not None]
-    try:
-        skeleton, _ = load_model_lazy(model)
-        base = Path(model).parent.resolve()
-        files += [external_ref(r.proto, base).path for r in iter_tensors(skeleton)
-                  if r.proto.data_location == r.proto.EXTERNAL]
-    except OnnxdcError:
-        pass
-    return files

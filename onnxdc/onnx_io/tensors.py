@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,9 +21,11 @@ import onnx
 from google.protobuf.message import DecodeError
 from onnx import AttributeProto, GraphProto, NodeProto, TensorProto, numpy_helper
 
-from onnxdc.dtypes import dtype_name, expected_nbytes, plane_itemsize
-from onnxdc.errors import ModelError
+from onnxdc.dtypes import expected_nbytes, np_dtype
+from onnxdc.errors import ModelError, OnnxdcError
+from onnxdc.fileio.atomic import read_regular_file
 from onnxdc.fileio.oserrors import read_error
+
 
 @dataclass(frozen=True)
 class TensorRef:
@@ -205,7 +208,6 @@ def load_model(path: str | os.PathLike[str]) -> onnx.ModelProto:
 
 
 def _read_model_file(p: Path) -> bytes:
-    from onnxdc.fileio.atomic import read_regular_file  # late import: files imports this module
 
     try:
         return read_regular_file(p, error=ModelError, what="model")
@@ -340,3 +342,34 @@ def _stat_size(target: Path, location: str, tensor: str) -> int:
 def _short(text: str, limit: int = 80) -> str:
     """``text`` cut to ``limit`` characters, so that an error about a huge name stays one short line."""
     return text if len(text) <= limit else text[:limit] + f"... ({len(text)} characters)"
+
+
+def model_input_files(model: str | os.PathLike[str], *others: str | os.PathLike[str] | None) -> list[Path]:
+    """Every file a command reads, for :func:`check_output_path`: the model, the external data
+    files it refers to, and ``others`` (a calibration file, a recipe; None for one not given).
+
+    A model that cannot be read counts as itself alone: the command reports what is wrong with it.
+    """
+    files = [Path(model)] + [Path(o) for o in others if o is not None]
+    try:
+        skeleton, _ = load_model_lazy(model)
+        base = Path(model).parent.resolve()
+        files += [external_ref(r.proto, base).path for r in iter_tensors(skeleton)
+                  if r.proto.data_location == r.proto.EXTERNAL]
+    except OnnxdcError:
+        pass
+    return files
+
+
+def tensor_array(t: onnx.TensorProto, raw: bytes) -> np.ndarray:
+    """The tensor's little-endian raw bytes as a native-order array of its shape (a view if possible)."""
+    return raw_array(raw, t.data_type, tuple(t.dims))
+
+
+def raw_array(raw: bytes, data_type: int, dims: tuple[int, ...]) -> np.ndarray:
+    """Little-endian raw bytes of an ONNX float type as a native-order array of shape ``dims``."""
+    native = np_dtype(data_type)
+    arr = np.frombuffer(raw, dtype=native.newbyteorder("<"))
+    # numpy mis-sorts float16 arrays whose dtype is labelled '<' instead of native: relabel.
+    arr = arr.view(native) if sys.byteorder == "little" else arr.astype(native)
+    return arr.reshape(dims)

@@ -17,12 +17,12 @@ from pathlib import Path
 import onnx
 from onnx import TensorProto
 
-from onnxdc.format.registry import RawBuffer, as_bytes
 from onnxdc.errors import OutputError
 from onnxdc.fileio.atomic import check_name_fits, commit, finish, temporary_beside, write_atomic
-from onnxdc.onnx_io.tensors import iter_tensors
 from onnxdc.fileio.oserrors import write_error
+from onnxdc.format.registry import RawBuffer, as_bytes
 from onnxdc.onnx_io.splice import splice_layout
+from onnxdc.onnx_io.tensors import iter_tensors
 
 #: Models whose tensor data exceed this are written with external data (protobuf caps a message at 2 GiB).
 EXTERNAL_DATA_THRESHOLD = 1800 * 1024 * 1024

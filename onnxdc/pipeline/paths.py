@@ -4,7 +4,7 @@ A model over 2 GB cannot even be one protobuf message, and loading it whole (plu
 streams) multiplies its size in memory. These functions keep external data on disk until their
 tensor is coded, spool coded streams to a temporary file, read containers piece by piece, and
 write decoded tensors straight to an external data file — while producing exactly the bytes of
-the in-memory :func:`onnxdc.pipeline.encode.compress` and :func:`onnxdc.pipeline.encode.decompress`.
+the in-memory :func:`onnxdc.pipeline.encode.compress` and :func:`onnxdc.pipeline.decode.decompress`.
 """
 
 from __future__ import annotations
@@ -13,15 +13,16 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
-from onnxdc.format.container import DEFAULT_MAX_OUTPUT_BYTES, DEFAULT_MAX_RATIO, check_output_size, open_container
-from onnxdc.errors import ConfigError, ContainerError, Notice
+from onnxdc.errors import ConfigError, ContainerError, Notice, Progress
 from onnxdc.fileio.atomic import regular_file_size, spool_beside, write_atomic
+from onnxdc.fileio.oserrors import read_error
+from onnxdc.format.container import DEFAULT_MAX_OUTPUT_BYTES, DEFAULT_MAX_RATIO, check_output_size, open_container
+from onnxdc.format.header import Header
 from onnxdc.format.registry import RawBuffer
 from onnxdc.onnx_io.tensors import load_model_lazy
-from onnxdc.format.header import Header
 from onnxdc.onnx_io.write import EXTERNAL_DATA_THRESHOLD, write_model, write_model_inline
-from onnxdc.fileio.oserrors import read_error
-from onnxdc.pipeline.encode import CompressConfig, ContainerWriter, Progress, decode_in_order, encode_model, matched_tensors
+from onnxdc.pipeline.decode import decode_in_order, matched_tensors
+from onnxdc.pipeline.encode import CompressConfig, ContainerWriter, encode_model
 
 #: Coded bytes kept in memory before compress_file spools them to disk.
 SPOOL_ABOVE = 128 << 20

@@ -27,9 +27,10 @@ from typing import Any
 
 from onnxdc.coders import coder_from_spec
 from onnxdc.errors import ConfigError
-from onnxdc.stages.prune import PruneConfig
-from onnxdc.stages.quantize import CODEBOOK_DTYPES, INITS, ShareConfig
 from onnxdc.stages.positions import SCHEMES
+from onnxdc.stages.prune import PruneConfig
+from onnxdc.dtypes import CODEBOOK_DTYPES
+from onnxdc.stages.quantize import INITS, ShareConfig
 
 if sys.version_info >= (3, 11):
     import tomllib

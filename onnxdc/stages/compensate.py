@@ -25,7 +25,8 @@ from functools import cached_property
 
 import numpy as np
 
-from onnxdc.stages.quantize import CODEBOOK_DTYPES, ShareConfig, kmeans_1d
+from onnxdc.dtypes import CODEBOOK_DTYPES
+from onnxdc.stages.quantize import ShareConfig, kmeans_1d
 from onnxdc.threads import one_blas_thread, single_blas_thread
 
 BLOCK = 128

@@ -1,0 +1,187 @@
+"""The public API of onnxdc: everything the command line and the benchmarks use, and nothing else.
+
+In memory (a ``ModelProto``, container bytes):
+
+* :func:`compress` (lossless with ``CompressConfig()``, manual with ``CompressConfig(sharing=...)``,
+  calibrated with ``calibration=`` data) and :func:`decompress`;
+* :func:`compress_auto`: the automatic mode (per-tensor settings chosen within a :class:`Budget`).
+
+On paths (models with external data, containers streamed tensor by tensor):
+
+* :func:`compress_path`, :func:`compress_file`, :func:`decompress_file`,
+  :func:`compress_auto_path`; :func:`inspect_file` reads a container's header only.
+
+Configs are frozen dataclasses: :class:`CompressConfig`, :class:`SharingConfig` (with
+:class:`PruneConfig`, :class:`ShareConfig`, recipe :class:`Rule`), :class:`Budget`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+from onnxdc._version import __version__
+from onnxdc.auto.search import (
+    AUTO_MIN_ELEMENTS,
+    AutoResult,
+    Budget,
+    compress_auto,
+    recipe_toml,
+    sensitivity,
+    split,
+)
+from onnxdc.calibration.synthetic import DEFAULT_DIM, defaulted_dims, parse_dims, synthetic_inputs
+from onnxdc.coders import coder_from_spec, get_coder, registered_coders
+from onnxdc.compare import compare_coders, format_comparison
+from onnxdc.errors import (
+    CoderError,
+    ConfigError,
+    ContainerError,
+    DataError,
+    ModelError,
+    Notice,
+    OnnxdcError,
+    OutputError,
+    Progress,
+    UnknownCoderError,
+)
+from onnxdc.evaluate import EvalResult, evaluate, load_data
+from onnxdc.fileio.atomic import check_output_path, read_regular_file, regular_file_size, write_atomic
+from onnxdc.fileio.oserrors import read_error
+from onnxdc.format.container import MAGIC, Container, open_container, read_container
+from onnxdc.onnx_io.check import check_model_quietly
+from onnxdc.onnx_io.tensors import load_model, model_input_files
+from onnxdc.pipeline.decode import decompress
+from onnxdc.pipeline.encode import CompressConfig, CompressResult, compress
+from onnxdc.pipeline.paths import compress_file, decompress_file
+from onnxdc.pipeline.plan import WeightPlan, plan_sharing
+from onnxdc.pipeline.settings import AUTO_INDEX_CODERS, Rule, SharingConfig, load_recipe
+from onnxdc.report import Report, build_report, format_report, printable, report_for
+from onnxdc.pipeline.shared import encode_shared
+from onnxdc.stages.prune import PruneConfig, prune
+from onnxdc.stages.quantize import ShareConfig, kmeans_1d
+
+__all__ = [
+    "AUTO_INDEX_CODERS", "AUTO_MIN_ELEMENTS", "AutoResult", "Budget", "CoderError", "CompressConfig",
+    "CompressResult", "ConfigError", "Container", "ContainerError", "DEFAULT_DIM", "DataError", "EvalResult",
+    "MAGIC", "ModelError", "Notice", "OnnxdcError", "OutputError", "Progress", "PruneConfig", "Report", "Rule",
+    "ShareConfig", "SharingConfig", "UnknownCoderError", "WeightPlan", "__version__", "auto_inputs",
+    "build_report", "check_model_quietly", "check_output_path", "coder_from_spec", "compare_coders",
+    "compress", "compress_auto", "compress_auto_path", "compress_file", "compress_path", "decompress",
+    "decompress_file", "defaulted_dims", "encode_shared", "kmeans_1d", "prune", "evaluate", "format_comparison", "format_report", "get_coder",
+    "inspect_file", "load_data", "read_container_file", "load_model", "load_recipe", "model_input_files", "open_container",
+    "parse_dims", "plan_sharing", "printable", "read_container", "read_regular_file", "recipe_toml",
+    "registered_coders", "report_for", "sensitivity", "split", "synthetic_inputs", "write_atomic",
+]
+
+
+def compress_path(model: str | os.PathLike[str], out: str | os.PathLike[str], *, config: CompressConfig,
+                  calib: str | os.PathLike[str] | None = None, progress: Progress | None = None,
+                  notice: Notice | None = None, overwrite: bool = False) -> Report:
+    """Compress the model file ``model`` into ``out`` (lossless, manual or calibrated mode).
+
+    Without calibration data the model is read and coded tensor by tensor, straight to the output
+    file (external data never all in memory); with ``calib`` (an .npz of inputs, at most
+    ``config.calib_samples`` used) the model is loaded whole, since calibration runs it.
+    """
+    if calib is None:
+        return report_for(*compress_file(model, out, config=config, progress=progress, notice=notice,
+                                         overwrite=overwrite))
+    from dataclasses import replace
+
+    loaded = load_model(model)
+    data = load_data(calib, model=loaded, max_samples=config.calib_samples, notice=notice)
+    result = compress(loaded, config=replace(config, calibration=data), progress=progress, notice=notice)
+    write_atomic(out, result.data, overwrite=overwrite)
+    return build_report(result.container)
+
+
+@dataclass(frozen=True)
+class AutoInputs:
+    """The inputs the automatic mode measures on, and where they came from."""
+
+    data: dict[str, np.ndarray]
+    source: str
+    synthetic: bool
+
+
+def auto_inputs(model: onnx.ModelProto, *, calib: str | os.PathLike[str] | None, samples: int,
+                dims: dict[str, int], seed: int, notice: Notice | None = None) -> AutoInputs:
+    """Calibration data from ``calib``, or synthetic inputs built from the model's input specs."""
+    if calib is not None:
+        return AutoInputs(load_data(calib, model=model, max_samples=samples, notice=notice),
+                          f"calibration data {str(calib)!r}", False)
+    return AutoInputs(synthetic_inputs(model, samples=min(samples, 128), dims=dims, seed=seed),
+                      "synthetic inputs", True)
+
+
+@dataclass(frozen=True)
+class AutoPathResult:
+    """What :func:`compress_auto_path` wrote: the search's result, and the recipe file (None when
+    no tensor was weight-shared)."""
+
+    auto: AutoResult
+    report: Report
+    recipe: Path | None
+
+
+def compress_auto_path(model: str | os.PathLike[str], out: str | os.PathLike[str], recipe_out: str | os.PathLike[str],
+                       *, base: SharingConfig, budget: Budget, calib: str | os.PathLike[str] | None = None,
+                       dims: dict[str, int] | None = None, max_samples: int = 512, zstd_level: int = 19,
+                       jobs: int = 1, overwrite: bool = False, progress: Progress | None = None,
+                       notice: Notice | None = None,
+                       on_inputs: Callable[[AutoInputs], None] | None = None) -> AutoPathResult:
+    """The automatic mode on files: measure, choose within ``budget``, compress, verify; write the
+    container to ``out`` and the chosen settings as a recipe to ``recipe_out``.
+
+    ``on_inputs`` is told which inputs were chosen before the (long) measurement starts.
+
+    Raises:
+        ModelError: the model cannot run; when synthetic inputs guessed symbolic dimensions, the
+            message says which and how to give them.
+    """
+    dims = dims or {}
+    loaded = load_model(model)
+    inputs = auto_inputs(loaded, calib=calib, samples=max_samples, dims=dims, seed=base.seed, notice=notice)
+    if on_inputs is not None:
+        on_inputs(inputs)
+    try:
+        auto = compress_auto(loaded, base=base, data=inputs.data, budget=budget, max_samples=max_samples,
+                             metadata={"calibration_source": inputs.source}, zstd_level=zstd_level, jobs=jobs,
+                             progress=progress, notice=notice)
+    except ModelError as exc:
+        guessed = defaulted_dims(loaded, dims) if inputs.synthetic else []
+        if not guessed:
+            raise
+        raise ModelError(f"{exc} (synthetic inputs set {', '.join(guessed)} to {DEFAULT_DIM}; give the "
+                         f"model's sizes with --dim NAME=VALUE, or real inputs with --calib)") from None
+    write_atomic(out, auto.result.data, overwrite=overwrite)
+    recipe = None
+    if auto.choice.rules:
+        header = (f"onnxdc automatic settings for {Path(model).name} on {inputs.source}\n"
+                  f"budget: {json.dumps(budget.to_json())}; reuse with: onnxdc compress MODEL --recipe FILE")
+        write_atomic(recipe_out, recipe_toml(auto.choice.rules, header=header).encode(), overwrite=overwrite)
+        recipe = Path(recipe_out)
+    return AutoPathResult(auto, build_report(auto.result.container), recipe)
+
+
+def read_container_file(path: str | os.PathLike[str]) -> Container:
+    """Read and validate a whole container file (every stream's checksum checked)."""
+    return read_container(read_regular_file(path, error=ContainerError, what="container"))
+
+
+def inspect_file(path: str | os.PathLike[str]) -> Container:
+    """A container file's validated header, without reading or checking its payload (the
+    returned container's streams cannot be read: use :func:`read_container_file` to decode)."""
+    regular_file_size(path, error=ContainerError, what="container")
+    try:
+        with open(path, "rb") as fh:
+            return open_container(fh, check_streams=False)
+    except OSError as exc:
+        raise read_error(exc, path, cls=ContainerError, kind="a container") from None
