@@ -15,11 +15,24 @@ class OnnxdcError(Exception):
 
 
 class ContainerError(OnnxdcError):
-    """A ``.onnxdc`` file is malformed, truncated, corrupted or of an unsupported version."""
+    """A ``.onnxdc`` file is malformed, truncated, corrupted or of an unsupported version.
+
+    :attr:`code` names the check that failed, short and stable (``"stream-crc"``,
+    ``"header-crc"``, ``"tensor-crc"``, ``"skeleton-crc"``, ``"stream-decode"``; ``"malformed"``
+    for the rest), so tests and callers assert codes while messages stay free to change.
+    """
+
+    default_code = "malformed"
+
+    def __init__(self, message: str = "", *, code: str | None = None) -> None:
+        super().__init__(message)
+        self.code = code or self.default_code
 
 
 class CoderError(ContainerError):
     """A coded stream cannot be decoded (or a symbol stream cannot be encoded) by its coder."""
+
+    default_code = "stream-decode"
 
 
 class ModelError(OnnxdcError):
@@ -31,7 +44,12 @@ class ConfigError(OnnxdcError, ValueError):
 
 
 class UnknownCoderError(ConfigError):
-    """A coder id (or a coder config) names no registered coder: a bad setting like any other."""
+    """A coder id (or a coder config) names no registered coder: a bad setting like any other.
+    :attr:`coder_id` is the id asked for."""
+
+    def __init__(self, message: str = "", *, coder_id: str | None = None) -> None:
+        super().__init__(message)
+        self.coder_id = coder_id
 
 
 class OutputError(OnnxdcError):

@@ -74,7 +74,8 @@ def work(tmp_path_factory: pytest.TempPathFactory) -> Path:
 # --------------------------------------------------------------------------- success paths
 
 
-@pytest.mark.parametrize("opts", [[], ["--lossless"], ["--sparsity", "0.9", "--bits", "5"]],
+@pytest.mark.parametrize("opts", [pytest.param([], marks=pytest.mark.slow), ["--lossless"],
+                                  ["--sparsity", "0.9", "--bits", "5"]],
                          ids=["default", "lossless", "shared"])
 def test_compress(tmp_path: Path, opts: list[str]) -> None:
     out = tmp_path / "out.onnxdc"
@@ -524,6 +525,7 @@ def test_decompress_with_external_data(work: Path, tmp_path: Path) -> None:
     assert (tmp_path / "third.onnx.data").read_bytes() == b"keep" and (tmp_path / "third.onnx").is_file()
 
 
+@pytest.mark.slow
 def test_automatic_mode_on_lenet300_keeps_test_accuracy(tmp_path: Path) -> None:
     """The issue's command end to end: ``--calib --max-drop 0.5``, then ``eval`` on the test split
     (never seen by compression) with onnxruntime: at least 40x smaller than the float32 weights,

@@ -1025,3 +1025,24 @@ def test_golden_fixtures_cover_every_encoding_and_scheme() -> None:
             seen.add(t.encoding if t.encoding == "planes" else f"shared/{t.params['positions']}")
             seen.update(h.streams[i].coder["id"] for i in t.streams.values())
     assert {"planes", "shared/relative", "shared/mask", "shared/dense", "raw", "zstd", "huffman", "chain"} <= seen
+
+
+def test_container_errors_carry_a_check_code() -> None:
+    """A flipped payload byte fails the stream checksum: the error's code says so."""
+    from onnxdc import CompressConfig, ContainerError, compress, load_model, read_container
+
+    model = load_model(Path(__file__).resolve().parent.parent / "models" / "lenet300.onnx")
+    data = bytearray(compress(model, config=CompressConfig()).data)
+    data[-1] ^= 0xFF
+    with pytest.raises(ContainerError) as info:
+        read_container(bytes(data))
+    assert info.value.code == "stream-crc"
+
+
+def test_unknown_coder_error_carries_the_id() -> None:
+    from onnxdc.coders import get_coder
+    from onnxdc.errors import UnknownCoderError
+
+    with pytest.raises(UnknownCoderError) as info:
+        get_coder({"id": "nope"})
+    assert info.value.coder_id == "nope"

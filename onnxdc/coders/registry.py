@@ -37,7 +37,8 @@ def get_coder(config: dict[str, Any]) -> Coder:
     cls = _REGISTRY.get(config["id"])
     if cls is None:
         raise UnknownCoderError(
-            f"unknown coder {config['id']!r}; known coders: {', '.join(sorted(_REGISTRY))}"
+            f"unknown coder {config['id']!r}; known coders: {', '.join(sorted(_REGISTRY))}",
+            coder_id=config["id"],
         )
     try:
         return cls.from_config(config)

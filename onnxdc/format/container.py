@@ -150,7 +150,7 @@ class Container:
         s = self.header.streams[index]
         data = self.source.read(self.header_size + s.offset, s.length)
         if self.check_on_read and zlib.crc32(data) != s.crc32:
-            raise ContainerError(f"stream {index} checksum mismatch (file corrupted)")
+            raise ContainerError(f"stream {index} checksum mismatch (file corrupted)", code="stream-crc")
         return data
 
     def decode_stream(self, index: int) -> np.ndarray:
@@ -163,7 +163,7 @@ class Container:
             try:
                 out = coder.decode(data, count=s.count)
             except OnnxdcError as exc:
-                raise ContainerError(f"stream {index}: {exc}") from None
+                raise ContainerError(f"stream {index}: {exc}", code="stream-decode") from None
         if out.shape != (s.count,):
             raise ContainerError(f"stream {index}: decoded {out.size} symbols, header says {s.count}")
         return out
@@ -279,7 +279,7 @@ def _read(src: _Source, max_tensor_bytes: int, *, check_streams: bool = True) ->
         raise ContainerError(f"header length ({hlen}) exceeds file size ({src.size})")
     hbytes = src.read(PREFIX_SIZE, hlen)
     if zlib.crc32(hbytes) != hcrc:
-        raise ContainerError("header checksum mismatch (file corrupted)")
+        raise ContainerError("header checksum mismatch (file corrupted)", code="header-crc")
     size = _frame_size(hbytes)
     if size < 0:
         raise ContainerError("header is not a zstd frame with a declared size")
@@ -297,7 +297,7 @@ def _read(src: _Source, max_tensor_bytes: int, *, check_streams: bool = True) ->
     header = parse_header(text, payload_size=src.size - header_size, max_tensor_bytes=max_tensor_bytes)
     for i, s in enumerate(header.streams if check_streams else ()):
         if src.crc32(header_size + s.offset, s.length) != s.crc32:
-            raise ContainerError(f"stream {i} checksum mismatch (file corrupted)")
+            raise ContainerError(f"stream {i} checksum mismatch (file corrupted)", code="stream-crc")
     return Container(header, src, (major, minor), header_size, check_on_read=not check_streams)
 
 

@@ -66,7 +66,7 @@ def decode_tensor(info: TensorInfo, container: Container) -> RawBuffer:
     if len(data) != info.nbytes:
         raise ContainerError(f"tensor {info.name!r} decoded to {len(data)} bytes, header says {info.nbytes}")
     if zlib.crc32(data) != info.crc32:
-        raise ContainerError(f"tensor {info.name!r} checksum mismatch after decoding")
+        raise ContainerError(f"tensor {info.name!r} checksum mismatch after decoding", code="tensor-crc")
     return data
 
 

@@ -79,7 +79,7 @@ def matched_tensors(container: Container) -> tuple[onnx.ModelProto, list[tuple[o
     header = container.header
     skel_bytes = container.decode_stream(header.skeleton).tobytes()
     if zlib.crc32(skel_bytes) != header.skeleton_crc32:
-        raise ContainerError("skeleton checksum mismatch after decoding")
+        raise ContainerError("skeleton checksum mismatch after decoding", code="skeleton-crc")
     try:
         model = parse_model(skel_bytes, name="skeleton")
     except ModelError as exc:
