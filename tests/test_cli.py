@@ -285,6 +285,23 @@ def test_truncated_container(work: Path, tmp_path: Path, keep: int) -> None:
     assert not (tmp_path / "out.onnx").exists()
 
 
+def test_inspect_reads_the_header_only(work: Path, tmp_path: Path) -> None:
+    """inspect and report read the header alone: a corrupted stream is decompress's (and eval's) to
+    find, while a corrupted header is still refused."""
+    data = bytearray((work / "shared.onnxdc").read_bytes())
+    stream_hit = tmp_path / "stream.onnxdc"
+    stream_hit.write_bytes(bytes(data[:-1]) + bytes([data[-1] ^ 0xFF]))
+    for command in ("inspect", "report"):
+        assert run(command, stream_hit).exit_code == 0
+    assert_error(run("decompress", stream_hit, "-o", tmp_path / "out.onnx"), 1, "checksum mismatch")
+    assert_error(run("eval", LENET, stream_hit, "--data", TEST_DATA), 1, "checksum mismatch")
+    header_hit = tmp_path / "header.onnxdc"
+    data[30] ^= 0xFF  # inside the coded header, after the 24-byte prefix
+    header_hit.write_bytes(bytes(data))
+    for command in ("inspect", "report"):
+        assert_error(run(command, header_hit), 1, "header checksum mismatch")
+
+
 def test_input_is_a_directory(tmp_path: Path) -> None:
     for command in ("compress", "decompress", "inspect"):
         assert_usage_error(run(command, tmp_path), "is a directory")

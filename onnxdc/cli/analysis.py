@@ -19,7 +19,6 @@ from onnxdc.cli.main import (
     main,
     notice_callback,
     progress_callback,
-    read_input,
     sharing_config,
     sharing_options,
 )
@@ -151,3 +150,10 @@ def _load_any(path: str) -> Any:
     if data[: len(MAGIC)] == MAGIC:
         return run_decompress(data)
     return load_model(path)
+
+
+def read_input(path: str) -> bytes:
+    """The bytes of a container (or model) file given to ``eval``."""
+    from onnxdc.api import ContainerError, read_regular_file
+
+    return read_regular_file(path, error=ContainerError, what="container")

@@ -1,0 +1,134 @@
+"""The ``compress`` command: options to a :class:`~onnxdc.api.CompressConfig` (or, in automatic mode,
+a base :class:`~onnxdc.api.SharingConfig` and a :class:`~onnxdc.api.Budget`), one API call, the report.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import click
+
+from onnxdc.cli.main import (
+    default_output,
+    force_option,
+    format_eval,
+    json_option,
+    main,
+    notice_callback,
+    output_option,
+    print_report,
+    progress_callback,
+    quiet_option,
+    sharing_config,
+    sharing_options,
+)
+
+
+@main.command()
+@click.argument("model", type=click.Path(dir_okay=False))
+@output_option
+@click.option("--lossless", is_flag=True, help="Store every tensor exactly (no pruning or sharing).")
+@sharing_options
+@click.option("--calib", type=click.Path(dir_okay=False),
+              help=".npz of calibration inputs: prune and share so each layer keeps its outputs.")
+@click.option("--max-drop", type=click.FloatRange(0.0),
+              help="Automatic mode: top-1 drop allowed on the calibration set, in points.")
+@click.option("--min-cosine", type=click.FloatRange(-1.0, 1.0), default=0.999, show_default=True,
+              help="Automatic mode: mean output cosine similarity to keep.")
+@click.option("--dim", "dims", multiple=True, metavar="NAME=VALUE",
+              help="Value of a symbolic input dimension for synthetic calibration inputs.")
+@click.option("--calib-samples", type=click.IntRange(1), default=512, show_default=True,
+              help="Calibration samples used at most.")
+@click.option("--zstd-level", type=click.IntRange(1, 22), default=19, show_default=True,
+              help="zstd level tried on lossless byte planes.")
+@click.option("-j", "--jobs", type=click.IntRange(1), default=os.cpu_count() or 1, show_default="number of cores",
+              help="Tensors coded in parallel; the output is the same for any value.")
+@force_option
+@quiet_option
+@json_option
+def compress(model: str, output: str | None, lossless: bool, calib: str | None, calib_samples: int,
+             max_drop: float | None, min_cosine: float, dims: tuple[str, ...], zstd_level: int, jobs: int,
+             force: bool, quiet: bool, as_json: bool, **kw: Any) -> None:
+    """Compress MODEL (.onnx) into an .onnxdc container.
+
+    Manual mode (--sparsity / --std-threshold / --bits / --recipe): the selected weights are
+    pruned, weight-shared and entropy-coded as told, fitted to --calib data when given.
+    Automatic mode (no such option): per-tensor sparsity and bits are chosen from measured
+    sensitivity on --calib data (or synthetic inputs) so the calibration-set budget holds, and
+    written as a recipe beside the output. --lossless stores every tensor exactly.
+    """
+    manual = any(kw.get(k) is not None for k in ("sparsity", "std_threshold", "bits")) or bool(kw.get("recipe"))
+    if not manual and not lossless:
+        _compress_auto(model, output, calib, calib_samples, max_drop, min_cosine, dims, zstd_level, jobs, force,
+                       quiet, as_json, kw)
+        return
+    from onnxdc.api import CompressConfig, check_output_path, compress_path, model_input_files
+
+    sharing = sharing_config(kw) if manual else None  # the recipe, if any, read here and only here
+    if lossless and (manual or calib or max_drop is not None):
+        raise click.UsageError("--lossless cannot be combined with --sparsity, --std-threshold, --bits, --recipe, "
+                               "--calib or --max-drop")
+    if manual and max_drop is not None:
+        raise click.UsageError("--max-drop chooses settings automatically; drop --sparsity/--std-threshold/--bits/--recipe")
+    if sharing is None:
+        sharing_config(kw)  # validate every option, also the ones lossless mode does not use (no recipe here)
+    out = check_output_path(output or default_output(model, ".onnxdc"), force=force,
+                            inputs=model_input_files(model, calib, kw.get("recipe")))
+    config = CompressConfig(sharing=sharing, calib_samples=calib_samples, zstd_level=zstd_level, jobs=jobs)
+    with progress_callback(quiet or as_json, "compressing") as cb:
+        report = compress_path(model, out, config=config, calib=calib, progress=cb, notice=notice_callback(quiet),
+                               overwrite=force)
+    print_report(report, quiet=quiet, as_json=as_json, extra={"output": str(out)})
+
+
+def _compress_auto(model: str, output: str | None, calib: str | None, calib_samples: int, max_drop: float | None,
+                   min_cosine: float, dims: tuple[str, ...], zstd_level: int, jobs: int, force: bool, quiet: bool,
+                   as_json: bool, kw: dict[str, Any]) -> None:
+    """Automatic mode: options to configs, one call to :func:`onnxdc.api.compress_auto_path`, the report."""
+    from onnxdc.api import (
+        AUTO_MIN_ELEMENTS,
+        Budget,
+        check_output_path,
+        compress_auto_path,
+        model_input_files,
+        parse_dims,
+    )
+
+    base = sharing_config({**kw, "min_elements": AUTO_MIN_ELEMENTS if kw["min_elements"] is None
+                           else kw["min_elements"]})
+    budget = Budget(max_drop=max_drop, min_agreement=None if max_drop is not None else 0.995, min_cosine=min_cosine)
+    inputs = model_input_files(model, calib, kw.get("recipe"))
+    out = check_output_path(output or default_output(model, ".onnxdc"), force=force, inputs=inputs)
+    recipe_out = check_output_path(str(out) + ".recipe.toml", force=force, inputs=inputs)
+    parsed_dims = parse_dims(dims) if calib is None else {}  # --dim only shapes synthetic inputs
+
+    def on_inputs(chosen: Any) -> None:
+        if chosen.synthetic:
+            click.echo("onnxdc: warning: no --calib data: choosing settings on synthetic inputs built from the "
+                       "model's input specs; real data measures accuracy far better", err=True)
+        if not quiet and not as_json:
+            click.echo("onnxdc: automatic mode: measuring every weight tensor's sensitivity; this takes seconds on "
+                       "small models but can take long on large ones (--sparsity/--bits or --lossless skip it)",
+                       err=True)
+
+    with progress_callback(quiet or as_json, "measuring sensitivity") as cb:
+        done = compress_auto_path(model, out, recipe_out, base=base, budget=budget, calib=calib, dims=parsed_dims,
+                                  max_samples=calib_samples, zstd_level=zstd_level, jobs=jobs, overwrite=force,
+                                  progress=cb, notice=notice_callback(quiet), on_inputs=on_inputs)
+    auto = done.auto
+    extra: dict[str, Any] = {"output": str(out), "mode": "auto", "budget_met": auto.budget_met,
+                             "recipe": str(done.recipe) if done.recipe is not None else None}
+    if auto.verified is not None:
+        extra["calibration_eval"] = auto.verified.to_json()
+    if not quiet and not as_json:
+        if not auto.budget_met:
+            click.echo("onnxdc: warning: no setting met the budget on the calibration set; every tensor was "
+                       "stored losslessly", err=True)
+        elif auto.choice.rules:
+            click.echo("automatic settings (sparsity, bits) per tensor, written to " + str(recipe_out) + ":")
+            for r in auto.choice.rules:
+                click.echo(f"  {r.match}: sparsity {r.settings['sparsity']}, bits {r.settings['bits']}")
+            if auto.verified is not None:
+                click.echo("on held-out calibration samples: " + format_eval(auto.verified).replace("\n", "; "))
+    print_report(done.report, quiet=quiet, as_json=as_json, extra=extra)
