@@ -17,8 +17,7 @@ from onnxdc.coders import coder_from_spec, get_coder
 from onnxdc.pipeline.settings import SharingConfig
 from onnxdc.pipeline.streams import order0_entropy_bits
 from onnxdc.stages.positions import relative_symbols
-from onnxdc.stages.prune import prune
-from onnxdc.stages.quantize import kmeans_1d
+from onnxdc.stages.quantize import share_kept
 
 #: Coders and chains compared; ``raw`` is fixed width (the tensor's bits for indices, the best
 #: gap width for positions), as the paper stores them before Huffman coding.
@@ -75,10 +74,7 @@ def compare_coders(model: onnx.ModelProto, *, sharing: SharingConfig,
     for plan in plan_sharing(model, sharing).values():
         proto = plan.candidate.ref.proto
         w = tensor_array(proto, tensor_raw_bytes(proto))
-        keep = plan.keep if plan.keep is not None else prune(w, config=plan.settings.prune)
-        flat = w.reshape(-1)
-        pos = np.flatnonzero(keep.reshape(-1) & (flat != 0))
-        clus = kmeans_1d(flat[pos].astype(np.float32), config=plan.settings.share)
+        pos, clus = share_kept(w, plan.mask(w), config=plan.settings.share)
         codebook_bytes += clus.codebook.nbytes
         original += w.nbytes
         weights += pos.size

@@ -26,9 +26,9 @@ from onnxdc.calibration.linear import (
     weight_tensor,
 )
 from onnxdc.evaluate import model_inputs, run_model, session
+from onnxdc.onnx_io.graphs import node_graphs, walk_graphs
 from onnxdc.onnx_io.tensors import iter_tensors, le_bytes, set_raw_data
 from onnxdc.stages.compensate import Pruned, compensate, max_rows, problem, prune_groups
-from onnxdc.stages.prune import prune
 from onnxdc.stages.quantize import Clustering
 
 #: Progress callback: (layers done, layers total, tensor name).
@@ -201,11 +201,10 @@ def _target_sparsity(w: np.ndarray, plan) -> float:  # noqa: ANN001
 
 
 def _magnitude(w: np.ndarray, plan, reason: str) -> CalibratedTensor:  # noqa: ANN001
-    from onnxdc.stages.quantize import kmeans_1d
+    from onnxdc.stages.quantize import share_kept
 
-    keep = plan.keep if plan.keep is not None else prune(w, config=plan.settings.prune)
-    keep = keep & (w != 0)
-    clus = kmeans_1d(w[keep], config=plan.settings.share)
+    keep = plan.mask(w) & (w != 0)
+    _, clus = share_kept(w, keep, config=plan.settings.share)
     w64 = w.astype(np.float64)
     energy = float(np.sum(w64 * w64))
     err = energy - float(np.sum(w64[keep] ** 2)) + float(np.sum((w64[keep] - clus.values()) ** 2))
@@ -298,10 +297,9 @@ def _needed(nodes: list[onnx.NodeProto], outputs: list[str]) -> list[onnx.NodePr
 
 def _subgraph_reads(node: onnx.NodeProto) -> set[str]:
     names: set[str] = set()
-    for attr in node.attribute:
-        for g in [attr.g] if attr.HasField("g") else list(attr.graphs):
+    for body in node_graphs(node):
+        for g in walk_graphs(body):
             names.update(o.name for o in g.output)  # a body may return an outer value as is
             for sub in g.node:
                 names.update(sub.input)
-                names.update(_subgraph_reads(sub))
     return names

@@ -9,12 +9,12 @@ Weights held in Constant nodes count as well as initializers, in subgraphs too.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 import onnx
 from onnx import AttributeProto, GraphProto, TensorProto
 
+from onnxdc.onnx_io.graphs import node_graphs, walk_graphs
 from onnxdc.onnx_io.tensors import TensorRef, iter_tensors
 
 FLOAT_TYPES = {TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.BFLOAT16, TensorProto.DOUBLE}
@@ -48,20 +48,9 @@ def find_candidates(model: onnx.ModelProto) -> dict[int, Candidate]:
     """Map slot -> :class:`Candidate` for every float tensor used only as a weight or bias."""
     refs = {id(r.proto): r for r in iter_tensors(model)}
     found: dict[int, Candidate] = {}
-    for graph in _graphs(model.graph):
+    for graph in walk_graphs(model.graph):
         found.update(_candidates_in(graph, refs))
     return found
-
-
-def _graphs(graph: GraphProto) -> Iterator[GraphProto]:
-    yield graph
-    for node in graph.node:
-        for attr in node.attribute:
-            if attr.type == AttributeProto.GRAPH:
-                yield from _graphs(attr.g)
-            elif attr.type == AttributeProto.GRAPHS:
-                for g in attr.graphs:
-                    yield from _graphs(g)
 
 
 def _candidates_in(graph: GraphProto, refs: dict[int, TensorRef]) -> dict[int, Candidate]:
@@ -119,10 +108,8 @@ def _roles(name: str, consumers: dict, outputs: set[str], inner: set[str],
 def _subgraph_uses(graph: GraphProto) -> set[str]:
     names: set[str] = set()
     for node in graph.node:
-        for attr in node.attribute:
-            subs = [attr.g] if attr.type == AttributeProto.GRAPH else list(attr.graphs)
-            for g in subs:
-                for inner in _graphs(g):
-                    for n in inner.node:
-                        names.update(n.input)
+        for g in node_graphs(node):
+            for inner in walk_graphs(g):
+                for n in inner.node:
+                    names.update(n.input)
     return names

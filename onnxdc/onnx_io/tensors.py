@@ -25,6 +25,7 @@ from onnxdc.dtypes import expected_nbytes, np_dtype
 from onnxdc.errors import ModelError, OnnxdcError
 from onnxdc.fileio.atomic import read_regular_file
 from onnxdc.fileio.oserrors import read_error
+from onnxdc.onnx_io.graphs import attribute_graphs
 
 
 @dataclass(frozen=True)
@@ -92,11 +93,9 @@ def _walk_node(node: NodeProto, where: str, counter: Iterator[int]) -> Iterator[
             for j, st in enumerate(attr.sparse_tensors):
                 yield TensorRef(next(counter), f"{at}[{j}].values", st.values)
                 yield TensorRef(next(counter), f"{at}[{j}].indices", st.indices)
-        elif attr.type == AttributeProto.GRAPH:
-            yield from _walk_graph(attr.g, f"{at}.g", counter)
-        elif attr.type == AttributeProto.GRAPHS:
-            for j, g in enumerate(attr.graphs):
-                yield from _walk_graph(g, f"{at}.graphs[{j}]", counter)
+        else:
+            for suffix, g in attribute_graphs(attr):
+                yield from _walk_graph(g, at + suffix, counter)
 
 
 # --------------------------------------------------------------------------- tensor data

@@ -43,7 +43,6 @@ from onnxdc.pipeline.settings import SharingConfig
 from onnxdc.pipeline.shared import ENCODING as SHARED
 from onnxdc.pipeline.shared import encode_shared
 from onnxdc.pipeline.streams import encode_best
-from onnxdc.stages.prune import prune
 from onnxdc.threads import single_blas_thread
 
 SKELETON_LEVEL = 19
@@ -231,7 +230,7 @@ def _encode_tensor(job: _Job, config: CompressConfig) -> _Encoded | None:
         if cal is not None:
             keep, clustering = cal.keep, cal.clustering
         else:
-            keep = plan.keep if plan.keep is not None else prune(w, config=plan.settings.prune)
+            keep = plan.mask(w)
             clustering = None
         st = encode_shared(w, keep, share=plan.settings.share, index_coders=plan.settings.coders,
                            positions=plan.settings.positions, op=plan.candidate.op,

@@ -14,7 +14,7 @@ from onnxdc.errors import ModelError
 from onnxdc.onnx_io.candidates import Candidate, find_candidates
 from onnxdc.onnx_io.tensors import TensorRef, has_data, tensor_array, tensor_numel, tensor_raw_bytes
 from onnxdc.pipeline.settings import SharingConfig, TensorSettings, resolve
-from onnxdc.stages.prune import prune_global
+from onnxdc.stages.prune import prune, prune_global
 
 #: The smallest magnitude float16 rounds to infinity (its largest finite value is 65504).
 FLOAT16_OVERFLOW = 65520.0
@@ -30,6 +30,11 @@ class WeightPlan:
     #: Largest weight magnitude when it overflowed the float16 codebook asked for, so the tensor
     #: keeps a float32 codebook (its params record it); None otherwise.
     codebook_overflow: float | None = None
+
+    def mask(self, w: np.ndarray) -> np.ndarray:
+        """The surviving weights of ``w``: the precomputed mask, else magnitude pruning by the
+        tensor's own rule."""
+        return self.keep if self.keep is not None else prune(w, config=self.settings.prune)
 
 
 def tensor_label(ref: TensorRef) -> str:

@@ -18,7 +18,7 @@ import numpy as np
 
 from onnxdc.dtypes import UINT_OF_WIDTH, is_float, plane_itemsize
 from onnxdc.format.planes import CHUNK, ENCODING, join_planes
-from onnxdc.pipeline.streams import CodedStream, encode_best, order0_entropy_bits
+from onnxdc.pipeline.streams import CodedStream, candidate_coders, encode_best, order0_entropy_bits
 
 #: Above this order-0 entropy (bits/byte) a plane is stored raw without trying other coders.
 _NOISE_BITS = 7.98
@@ -29,7 +29,7 @@ RAW = {"id": "raw", "bits": 8}
 
 def plane_candidates(level: int) -> list[dict]:
     """Candidate coders for a byte plane (raw first: it wins ties; then the fast order-0 coder)."""
-    return [RAW, {"id": "zstd-literals"}, {"id": "huffman"}, {"id": "zstd", "level": level}]
+    return candidate_coders(raw_bits=8, level=level, chain=False)
 
 
 def encode_planes(raw: bytes, *, data_type: int, level: int = 19) -> tuple[dict, dict[str, CodedStream]]:

@@ -27,6 +27,7 @@ from typing import Any
 
 from onnxdc.coders import coder_from_spec
 from onnxdc.errors import ConfigError
+from onnxdc.pipeline.streams import candidate_coders
 from onnxdc.stages.positions import SCHEMES
 from onnxdc.stages.prune import PruneConfig
 from onnxdc.dtypes import CODEBOOK_DTYPES
@@ -41,10 +42,7 @@ DEFAULT_BITS = {"conv": 8, "fc": 5, "rnn": 8, "embedding": 8, "bias": 8}
 RULE_KEYS = {"match", "sparsity", "std_threshold", "bits", "init", "coder", "positions",
              "codebook_dtype", "lossless"}
 #: Candidate coders for index streams under ``coder = "auto"`` (raw takes the tensor's bits).
-AUTO_INDEX_CODERS: list[dict[str, Any]] = [
-    {"id": "raw"}, {"id": "zstd-literals"}, {"id": "huffman"}, {"id": "zstd", "level": 19},
-    {"id": "chain", "coders": [{"id": "huffman"}, {"id": "zstd", "level": 19}]},
-]
+AUTO_INDEX_CODERS: list[dict[str, Any]] = candidate_coders()
 
 
 @dataclass(frozen=True)

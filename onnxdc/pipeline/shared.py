@@ -13,9 +13,9 @@ import numpy as np
 from onnxdc.dtypes import CODEBOOK_DTYPES
 from onnxdc.format.shared import ENCODING
 from onnxdc.onnx_io.tensors import le_bytes
-from onnxdc.pipeline.streams import CodedStream, encode_best
+from onnxdc.pipeline.streams import CodedStream, candidate_coders, encode_best
 from onnxdc.stages.positions import mask_symbols, relative_symbol_count, relative_symbols
-from onnxdc.stages.quantize import Clustering, ShareConfig, kmeans_1d
+from onnxdc.stages.quantize import Clustering, ShareConfig, kmeans_1d, share_kept
 
 __all__ = ["ENCODING", "SharedTensor", "encode_shared"]
 
@@ -45,10 +45,13 @@ def encode_shared(w: np.ndarray, keep: np.ndarray, *, share: ShareConfig, index_
             order), e.g. by calibration-aware compression; k-means is then skipped.
     """
     flat = w.reshape(-1)
-    keep = keep.reshape(-1) & (flat != 0) if clustering is None else keep.reshape(-1)
-    pos = np.flatnonzero(keep)
+    if clustering is None:
+        pos, clus = share_kept(w, keep, config=share)
+        keep = keep.reshape(-1) & (flat != 0)
+    else:
+        keep = keep.reshape(-1)
+        pos, clus = np.flatnonzero(keep), clustering
     nnz, numel = int(pos.size), int(flat.size)
-    clus = clustering if clustering is not None else kmeans_1d(flat[pos].astype(np.float32), config=share)
     cb_dtype = CODEBOOK_DTYPES[share.codebook_dtype]
     out_dtype = flat.dtype
     itemsize = out_dtype.itemsize
@@ -64,8 +67,7 @@ def encode_shared(w: np.ndarray, keep: np.ndarray, *, share: ShareConfig, index_
             size, pbits, stream = _best_relative(pos, fixed_bits)
             layouts.append(_Layout("relative", pbits, stream, sparse_idx, cb_sparse, clus.indices, False))
         if positions in ("auto", "mask"):
-            m = encode_best(mask_symbols(keep), [{"id": "raw", "bits": 8}, {"id": "zstd-literals"},
-                                                 {"id": "zstd", "level": 19}, {"id": "huffman"}])
+            m = encode_best(mask_symbols(keep), candidate_coders(raw_bits=8, chain=False, zstd_before_huffman=True))
             layouts.append(_Layout("mask", 0, m, sparse_idx, cb_sparse, clus.indices, False))
     if positions == "dense" and clustering is not None and nnz < numel and clus.codebook.size >= (1 << share.bits):
         positions = "mask"  # a given full codebook leaves no code for zero
@@ -139,7 +141,6 @@ def _best_relative(pos: np.ndarray, fixed_bits: int) -> tuple[int, int, CodedStr
     fixed = encode_best(fixed_syms, [{"id": "raw", "bits": fixed_bits}])
     options = [(len(fixed.data), fixed_bits, fixed)]
     syms8 = relative_symbols(pos, bits=8)
-    ent = encode_best(syms8, [{"id": "zstd-literals"}, {"id": "huffman"}, {"id": "zstd", "level": 19},
-                              {"id": "chain", "coders": [{"id": "huffman"}, {"id": "zstd", "level": 19}]}])
+    ent = encode_best(syms8, candidate_coders(raw=False))
     options.append((len(ent.data), 8, ent))
     return min(options, key=lambda o: o[0])

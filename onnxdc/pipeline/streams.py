@@ -55,6 +55,27 @@ _FAST_LEVEL = 1
 SLOW_DECODE_MARGIN = 0.01
 
 
+def candidate_coders(*, raw: bool = True, raw_bits: int | None = None, level: int = 19, chain: bool = True,
+                     zstd_before_huffman: bool = False) -> list[dict[str, Any]]:
+    """The one list of candidate coders :func:`encode_best` chooses among, in tie-breaking order:
+    raw (cheapest to decode), zstd-literals, Huffman, zstd at ``level``, and the Huffman+zstd chain.
+
+    Each kind of stream takes what it can use: ``raw=False`` leaves raw out (8-bit gaps never fit
+    fewer bits), ``raw_bits`` fixes raw's width (None: the stream's own bits, filled in later),
+    ``chain=False`` leaves the chain out. ``zstd_before_huffman`` is the order position masks have
+    always been tried in; kept, since the order decides ties and which slow zstd levels are probed.
+    """
+    out: list[dict[str, Any]] = []
+    if raw:
+        out.append({"id": "raw"} if raw_bits is None else {"id": "raw", "bits": raw_bits})
+    out.append({"id": "zstd-literals"})
+    pair = [{"id": "huffman"}, {"id": "zstd", "level": level}]
+    out += pair[::-1] if zstd_before_huffman else pair
+    if chain:
+        out.append({"id": "chain", "coders": [{"id": "huffman"}, {"id": "zstd", "level": level}]})
+    return out
+
+
 def encode_best(symbols: np.ndarray, candidates: Sequence[Coder | dict[str, Any]], *,
                 counts: np.ndarray | None = None) -> CodedStream:
     """Encode ``symbols`` with every candidate and keep the smallest output.

@@ -131,6 +131,15 @@ def _relocate_empty(sorted_w: np.ndarray, c: np.ndarray, sizes: np.ndarray, sums
         sizes[new_id] = 1
 
 
+def share_kept(w: np.ndarray, keep: np.ndarray, *, config: ShareConfig) -> tuple[np.ndarray, Clustering]:
+    """Weight-share the kept non-zero entries of ``w``: their flat positions (C order) and their
+    k-means clustering. Zeros are never kept, whatever ``keep`` says.
+    """
+    flat = w.reshape(-1)
+    pos = np.flatnonzero(keep.reshape(-1) & (flat != 0))
+    return pos, kmeans_1d(flat[pos], config=config)
+
+
 def kmeans_1d(values: np.ndarray, *, config: ShareConfig, k: int | None = None) -> Clustering:
     """Cluster non-zero ``values`` into at most ``k`` (default ``2**bits``) shared values.
 
