@@ -15,6 +15,8 @@ from onnxdc.errors import (
     ConfigError,
     ContainerError,
     DataError,
+    DecodeError,
+    EncodeError,
     ModelError,
     OnnxdcError,
     OutputError,
@@ -23,7 +25,7 @@ from onnxdc.errors import (
 
 __all__ = [
     "CoderError", "CompressConfig", "CompressResult", "ConfigError", "Container", "ContainerError", "DataError",
-    "ModelError", "OnnxdcError", "OutputError", "UnknownCoderError", "__version__", "compress",
+    "DecodeError", "EncodeError", "ModelError", "OnnxdcError", "OutputError", "UnknownCoderError", "__version__", "compress",
     "decompress", "load_model", "read_container",
 ]
 #: Every other public name lives in :mod:`onnxdc.api`, imported when first asked for.

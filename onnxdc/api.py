@@ -44,6 +44,8 @@ from onnxdc.errors import (
     ConfigError,
     ContainerError,
     DataError,
+    DecodeError,
+    EncodeError,
     ModelError,
     Notice,
     OnnxdcError,
@@ -69,7 +71,7 @@ from onnxdc.stages.quantize import ShareConfig, kmeans_1d
 
 __all__ = [
     "AUTO_INDEX_CODERS", "AUTO_MIN_ELEMENTS", "AutoResult", "Budget", "CoderError", "CompressConfig",
-    "CompressResult", "ConfigError", "Container", "ContainerError", "DEFAULT_DIM", "DataError", "EvalResult",
+    "CompressResult", "ConfigError", "Container", "ContainerError", "DEFAULT_DIM", "DataError", "DecodeError", "EncodeError", "EvalResult",
     "MAGIC", "ModelError", "Notice", "OnnxdcError", "OutputError", "Progress", "PruneConfig", "Report", "Rule",
     "ShareConfig", "SharingConfig", "UnknownCoderError", "WeightPlan", "__version__", "auto_inputs",
     "build_report", "check_model_quietly", "check_output_path", "coder_from_spec", "compare_coders",

@@ -17,9 +17,14 @@ class OnnxdcError(Exception):
 class ContainerError(OnnxdcError):
     """A ``.onnxdc`` file is malformed, truncated, corrupted or of an unsupported version.
 
-    :attr:`code` names the check that failed, short and stable (``"stream-crc"``,
-    ``"header-crc"``, ``"tensor-crc"``, ``"skeleton-crc"``, ``"stream-decode"``; ``"malformed"``
-    for the rest), so tests and callers assert codes while messages stay free to change.
+    :attr:`code` names the check that failed, short and stable, so tests and callers assert codes
+    while messages stay free to change. In the reader's order: ``"too-short"``, ``"bad-magic"``,
+    ``"version"``, ``"header-size"``, ``"header-crc"``, ``"header-zstd"``, ``"header-utf8"``,
+    ``"header-json"``, ``"limits"`` (JSON, tensor and output ceilings), ``"schema"``,
+    ``"coder-config"``, ``"offsets"`` (streams back to back, payload covered), ``"references"``
+    (skeleton, slots, stream ownership), ``"stream-crc"``, ``"short-read"``, ``"stream-decode"``,
+    ``"stream-count"``, ``"tensor-crc"``, ``"skeleton-crc"``; ``"malformed"`` for the rest (an
+    encoding's own parameter checks).
     """
 
     default_code = "malformed"
@@ -29,8 +34,17 @@ class ContainerError(OnnxdcError):
         self.code = code or self.default_code
 
 
-class CoderError(ContainerError):
-    """A coded stream cannot be decoded (or a symbol stream cannot be encoded) by its coder."""
+class CoderError(OnnxdcError):
+    """A coder cannot do its job: the base of :class:`EncodeError` and :class:`DecodeError`."""
+
+
+class EncodeError(CoderError):
+    """Symbols cannot be encoded with a coder's settings (a symbol too wide for raw's bits, more
+    distinct symbols than Huffman's ``max_bits`` allow): a failure while writing, no container error."""
+
+
+class DecodeError(CoderError, ContainerError):
+    """A coded stream cannot be decoded by its coder: the stream (so the container) is malformed."""
 
     default_code = "stream-decode"
 

@@ -30,7 +30,7 @@ from onnxdc.coders.chain import ChainCoder
 from onnxdc.coders.huffman import HuffmanCoder, decode_many, huffman_code_lengths, payload_bits
 from onnxdc.coders.raw import RawCoder
 from onnxdc.coders.zstd import ZstdCoder, ZstdLiteralsCoder
-from onnxdc.errors import CoderError, ConfigError, UnknownCoderError
+from onnxdc.errors import CoderError, ConfigError, ContainerError, DecodeError, EncodeError, UnknownCoderError
 
 HUFF = {"id": "huffman"}
 ZSTD = {"id": "zstd"}
@@ -461,3 +461,15 @@ def test_huffman_size_floor_never_exceeds_the_encoded_size(data: bytes, alphabet
     symbols = (np.frombuffer(data, dtype=np.uint8).astype(np.int64) % alphabet).astype(np.uint8)
     coder = HuffmanCoder(max_bits=max_bits)
     assert coder.size_floor(np.bincount(symbols, minlength=256)) <= len(coder.encode(symbols))
+
+
+def test_errors_by_cause() -> None:
+    """An encode failure is no container error; a decode failure is one, with the stream-decode code."""
+    with pytest.raises(EncodeError) as enc:
+        RawCoder(bits=2).encode(np.array([7], dtype=np.uint8))
+    assert isinstance(enc.value, CoderError) and not isinstance(enc.value, ContainerError)
+    with pytest.raises(EncodeError):
+        huffman_code_lengths(np.ones(256, dtype=np.int64), 7)
+    with pytest.raises(DecodeError) as dec:
+        RawCoder(bits=8).decode(b"\0\0", count=3)
+    assert isinstance(dec.value, ContainerError) and dec.value.code == "stream-decode"

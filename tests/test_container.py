@@ -124,13 +124,16 @@ def with_skeleton(data: bytes, change: Callable[[onnx.ModelProto], object]) -> b
     return pack(obj, chunks)
 
 
-def refused(data: bytes, match: str, *, decode: bool = False) -> str:
-    """Assert that reading (or, with ``decode``, decompressing) ``data`` raises one one-line ContainerError."""
+def refused(data: bytes, match: str, *, decode: bool = False, code: str | None = None) -> str:
+    """Assert that reading (or, with ``decode``, decompressing) ``data`` raises one one-line ContainerError
+    (with check ``code``, when given)."""
     if decode:
         read_container(data)  # the header passes every check: the error only shows when decoding
     with pytest.raises(ContainerError, match=match) as info:
         onnxdc.decompress(data) if decode else read_container(data)
     message = str(info.value)
+    if code is not None:
+        assert info.value.code == code, (info.value.code, message)
     assert message and "\n" not in message, message
     assert message == message.strip()
     return message
@@ -162,13 +165,13 @@ def test_helpers_round_trip() -> None:
 
 @pytest.mark.parametrize("data", [b"", b"\x89", MAGIC, LOSSLESS[:23]], ids=["empty", "1", "magic", "23"])
 def test_too_short(data: bytes) -> None:
-    msg = refused(data, r"too short")
+    msg = refused(data, r"too short", code="too-short")
     assert f"({len(data)} bytes)" in msg
 
 
 @pytest.mark.parametrize("magic", [b"PK\x03\x04\x14\x00\x00\x00", b"\x08\x07\x12\x0bpytorch", b"\x89ONNXDC\r"])
 def test_bad_magic(magic: bytes) -> None:
-    refused(magic[:8] + LOSSLESS[8:], r"^not an onnxdc container \(bad magic")
+    refused(magic[:8] + LOSSLESS[8:], r"^not an onnxdc container \(bad magic", code="bad-magic")
 
 
 def test_onnx_file_is_not_a_container() -> None:
@@ -178,7 +181,7 @@ def test_onnx_file_is_not_a_container() -> None:
 @pytest.mark.parametrize("major", [0, 2, 65535])
 def test_unsupported_major_version(major: int) -> None:
     data = LOSSLESS[:8] + struct.pack("<HH", major, 3) + LOSSLESS[12:]
-    msg = refused(data, r"unsupported container version")
+    msg = refused(data, r"unsupported container version", code="version")
     assert f"{major}.3" in msg and f"{MAJOR_VERSION}.x" in msg
 
 
@@ -190,13 +193,14 @@ def test_newer_minor_version_is_readable() -> None:
 
 @pytest.mark.parametrize("hlen", [MAX_HEADER_BYTES + 1, 2**64 - 1])
 def test_header_length_over_cap(hlen: int) -> None:
-    msg = refused(prefix(b"", hlen=hlen), r"header length .* exceeds the cap")
+    msg = refused(prefix(b"", hlen=hlen), r"header length .* exceeds the cap", code="header-size")
     assert str(hlen) in msg
 
 
 def test_header_length_past_file_end() -> None:
     stored = zframe(b"{}")
-    msg = refused(prefix(stored, hlen=len(stored) + 1) + stored, r"header length .* exceeds file size")
+    msg = refused(prefix(stored, hlen=len(stored) + 1) + stored, r"header length .* exceeds file size",
+                  code="header-size")
     assert str(len(stored) + 1) in msg
 
 
@@ -260,7 +264,7 @@ def test_header_surrogate_pair_escape_is_fine() -> None:
 
 @pytest.mark.parametrize("text", [b"{", b" ", b"{'a': 1}", b'{"a": 1} x', b"\xef\xbb\xbf{}", b"[" * 100000])
 def test_header_not_json(text: bytes) -> None:
-    refused(with_header_text(text), r"header is not valid JSON")
+    refused(with_header_text(text), r"header is not valid JSON", code="header-json")
 
 
 @pytest.mark.parametrize("text", [
@@ -415,7 +419,8 @@ def test_stream_past_payload_end() -> None:
         obj["streams"][-1]["length"] += 1
     obj, chunks = unpack(LOSSLESS)
     size = sum(map(len, chunks))
-    msg = refused(edited(LOSSLESS, longer, fix=False), r"stream \d+ end \(\d+\) exceeds payload size \(\d+\)")
+    msg = refused(edited(LOSSLESS, longer, fix=False), r"stream \d+ end \(\d+\) exceeds payload size \(\d+\)",
+                  code="offsets")
     assert f"end ({size + 1})" in msg and f"payload size ({size})" in msg
 
     def huge(obj: dict[str, Any], chunks: list[bytes]) -> None:
@@ -425,7 +430,8 @@ def test_stream_past_payload_end() -> None:
 
 @pytest.mark.parametrize("extra", [b"\0", b"PK\x05\x06" + bytes(18), LOSSLESS])
 def test_trailing_data(extra: bytes) -> None:
-    msg = refused(LOSSLESS + extra, r"streams cover \d+ bytes but the payload holds \d+ \(trailing data\)")
+    msg = refused(LOSSLESS + extra, r"streams cover \d+ bytes but the payload holds \d+ \(trailing data\)",
+                  code="offsets")
     assert str(len(LOSSLESS) - read_container(LOSSLESS).header_size + len(extra)) in msg
 
 
@@ -532,8 +538,9 @@ def test_element_count_over_limit_is_refused_before_allocation(shape: list[int])
     data = edited(LOSSLESS, bomb)
     tracemalloc.start()
     try:
-        with pytest.raises(ContainerError, match=r"tensor 'w' (declares \d+ elements, over the limit|dim must be)"):
+        with pytest.raises(ContainerError, match=r"tensor 'w' (declares \d+ elements, over the limit|dim must be)") as info:
             onnxdc.decompress(data)
+        assert info.value.code in ("limits", "schema")
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()

@@ -19,7 +19,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from onnxdc.errors import CoderError, ConfigError
+from onnxdc.errors import ConfigError, DecodeError, EncodeError
 
 #: Longest varint :func:`read_varint` accepts: 9 bytes hold 63 bits, enough for any size.
 _VARINT_MAX_BYTES = 9
@@ -123,9 +123,9 @@ def check_symbols(symbols: np.ndarray) -> np.ndarray:
         CoderError: ``symbols`` is not a 1-D ``uint8`` numpy array.
     """
     if not isinstance(symbols, np.ndarray):
-        raise CoderError(f"symbols must be a 1-D uint8 array, got {type(symbols).__name__}")
+        raise EncodeError(f"symbols must be a 1-D uint8 array, got {type(symbols).__name__}")
     if symbols.dtype != np.uint8 or symbols.ndim != 1:
-        raise CoderError(
+        raise EncodeError(
             f"symbols must be a 1-D uint8 array, got a {symbols.ndim}-D {symbols.dtype} array"
         )
     return np.ascontiguousarray(symbols)
@@ -138,13 +138,13 @@ def check_count(count: int) -> int:
         CoderError: ``count`` is not a non-negative integer.
     """
     if isinstance(count, bool):
-        raise CoderError(f"symbol count must be an integer, got {count!r}")
+        raise DecodeError(f"symbol count must be an integer, got {count!r}")
     try:
         value = operator.index(count)
     except TypeError:
-        raise CoderError(f"symbol count must be an integer, got {count!r}") from None
+        raise DecodeError(f"symbol count must be an integer, got {count!r}") from None
     if value < 0:
-        raise CoderError(f"symbol count must be >= 0, got {value}")
+        raise DecodeError(f"symbol count must be >= 0, got {value}")
     return value
 
 
@@ -172,14 +172,14 @@ def read_varint(buf: bytes, pos: int) -> tuple[int, int]:
     value = 0
     for i in range(_VARINT_MAX_BYTES):
         if pos + i >= len(buf):
-            raise CoderError(f"truncated varint at offset {pos}")
+            raise DecodeError(f"truncated varint at offset {pos}")
         byte = buf[pos + i]
         value |= (byte & 0x7F) << (7 * i)
         if byte < 0x80:
             if byte == 0 and i > 0:
-                raise CoderError(f"non-minimal varint at offset {pos}")
+                raise DecodeError(f"non-minimal varint at offset {pos}")
             return value, pos + i + 1
-    raise CoderError(f"varint at offset {pos} is longer than {_VARINT_MAX_BYTES} bytes")
+    raise DecodeError(f"varint at offset {pos} is longer than {_VARINT_MAX_BYTES} bytes")
 
 
 _HISTOGRAM_CHUNK = 1 << 20

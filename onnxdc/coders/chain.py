@@ -28,7 +28,7 @@ import numpy as np
 
 from onnxdc.coders.base import Coder, check_count, check_symbols, read_varint, write_varint
 from onnxdc.coders.registry import get_coder, register_coder
-from onnxdc.errors import CoderError, ConfigError
+from onnxdc.errors import ConfigError, DecodeError
 
 #: Most stages a chain may have, nested chains' stages included (onnxdc writes two).
 MAX_CHAIN_STAGES = 4
@@ -123,7 +123,7 @@ class ChainCoder(Coder):
             size, pos = read_varint(buf, pos)
             bound = min(stage.max_encoded_size(counts[-1]), limit)
             if size > bound:
-                raise CoderError(
+                raise DecodeError(
                     f"chain stage {stage.coder_id!r} output of {size} bytes exceeds its bound "
                     f"{bound} for {counts[-1]} symbols"
                 )

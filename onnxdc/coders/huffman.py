@@ -43,7 +43,7 @@ from onnxdc.coders.base import (
 )
 from onnxdc.coders.raw import RawCoder, packed_size
 from onnxdc.coders.registry import register_coder
-from onnxdc.errors import CoderError
+from onnxdc.errors import DecodeError, EncodeError
 
 #: Largest automatic block size (symbols).
 _AUTO_BLOCK_MAX = 16 * 1024
@@ -80,7 +80,7 @@ def huffman_code_lengths(counts: np.ndarray, max_bits: int) -> np.ndarray:
     if n <= 1:
         return lengths
     if n > 1 << max_bits:
-        raise CoderError(f"{n} distinct symbols need codes longer than max_bits={max_bits}")
+        raise EncodeError(f"{n} distinct symbols need codes longer than max_bits={max_bits}")
     order = used[np.argsort(counts[used], kind="stable")]  # ascending count, ties by symbol
     leaves = counts[order]
     leaf_flags = [np.ones(n, dtype=bool)]  # per level, deepest first: which items are leaves
@@ -254,29 +254,29 @@ class HuffmanCoder(Coder):
         count = check_count(count)
         if count == 0:
             if len(buf):
-                raise CoderError(f"huffman stream of 0 symbols must be empty, got {len(buf)} bytes")
+                raise DecodeError(f"huffman stream of 0 symbols must be empty, got {len(buf)} bytes")
             return np.zeros(0, dtype=np.uint8)
         if len(buf) < 2:
-            raise CoderError(f"huffman stream of {len(buf)} bytes is too short for its header")
+            raise DecodeError(f"huffman stream of {len(buf)} bytes is too short for its header")
         longest, max_symbol = buf[0], buf[1]
         if longest > self.max_bits:
-            raise CoderError(f"huffman code length {longest} exceeds max_bits={self.max_bits}")
+            raise DecodeError(f"huffman code length {longest} exceeds max_bits={self.max_bits}")
         if longest == 0:
             if len(buf) != 2:
-                raise CoderError(f"one-symbol huffman stream has {len(buf) - 2} trailing bytes")
+                raise DecodeError(f"one-symbol huffman stream has {len(buf) - 2} trailing bytes")
             return np.full(count, max_symbol, dtype=np.uint8)
         lengths, pos = _read_lengths(buf, 2, longest, max_symbol)
         block, pos = read_varint(buf, pos)
         if not 1 <= block <= count:
-            raise CoderError(f"huffman block size {block} is outside 1..{count}")
+            raise DecodeError(f"huffman block size {block} is outside 1..{count}")
         sizes, pos = _read_block_sizes(buf, pos, nblocks=-(-count // block))
         payload = np.frombuffer(buf, dtype=np.uint8)[pos:]
         if count * int(lengths[lengths > 0].min()) > 8 * payload.size:
-            raise CoderError(
+            raise DecodeError(
                 f"huffman payload of {payload.size} bytes is too short for {count} symbols"
             )
         if int(sizes.sum()) > payload.size:
-            raise CoderError(
+            raise DecodeError(
                 f"huffman block sizes add up to {int(sizes.sum())} bytes, payload has {payload.size}"
             )
         sizes = np.append(sizes, payload.size - sizes.sum())
@@ -428,31 +428,31 @@ def _read_lengths(buf: bytes, pos: int, longest: int, max_symbol: int) -> tuple[
     width = 5 if longest == _LIMIT_BITS else 4
     nbytes = packed_size(max_symbol + 1, width)
     if pos + nbytes > len(buf):
-        raise CoderError(f"huffman code-length table needs {nbytes} bytes, {len(buf) - pos} left")
+        raise DecodeError(f"huffman code-length table needs {nbytes} bytes, {len(buf) - pos} left")
     lengths = RawCoder(width).decode(buf[pos : pos + nbytes], count=max_symbol + 1)
     if int(lengths.max()) != longest:
-        raise CoderError(
+        raise DecodeError(
             f"huffman header says the longest code is {longest} bits, table has {int(lengths.max())}"
         )
     if lengths[max_symbol] == 0:
-        raise CoderError(f"huffman max_symbol {max_symbol} has no code")
+        raise DecodeError(f"huffman max_symbol {max_symbol} has no code")
     used = lengths[lengths > 0].astype(np.int64)
     if int(np.left_shift(1, longest - used).sum()) != 1 << longest:
-        raise CoderError("huffman code lengths do not form a complete prefix code")
+        raise DecodeError("huffman code lengths do not form a complete prefix code")
     return lengths, pos + nbytes
 
 
 def _read_block_sizes(buf: bytes, pos: int, nblocks: int) -> tuple[np.ndarray, int]:
     """Read the sizes of all blocks but the last; return them and the position after them."""
     if pos >= len(buf):
-        raise CoderError("huffman stream ends before its block-size width")
+        raise DecodeError("huffman stream ends before its block-size width")
     width = buf[pos]
     pos += 1
     if width not in _SIZE_WIDTHS:
-        raise CoderError(f"huffman block-size width must be one of {_SIZE_WIDTHS}, got {width}")
+        raise DecodeError(f"huffman block-size width must be one of {_SIZE_WIDTHS}, got {width}")
     nbytes = (nblocks - 1) * width
     if nbytes > len(buf) - pos:
-        raise CoderError(
+        raise DecodeError(
             f"huffman stream has {len(buf) - pos} bytes left, {nblocks - 1} block sizes need {nbytes}"
         )
     if nblocks == 1:
@@ -461,9 +461,9 @@ def _read_block_sizes(buf: bytes, pos: int, nblocks: int) -> tuple[np.ndarray, i
         sizes = np.frombuffer(buf, dtype=f"<u{width}", count=nblocks - 1, offset=pos)
     top = int(sizes.max()) if sizes.size else 0
     if _size_width(top) != width:
-        raise CoderError(f"huffman block sizes use {width} bytes where {_size_width(top)} suffice")
+        raise DecodeError(f"huffman block sizes use {width} bytes where {_size_width(top)} suffice")
     if top > len(buf):  # also keeps the int64 sums of the sizes from overflowing
-        raise CoderError(f"huffman block size {top} exceeds the stream size {len(buf)}")
+        raise DecodeError(f"huffman block size {top} exceeds the stream size {len(buf)}")
     return sizes.astype(np.int64), pos + nbytes
 
 
@@ -590,11 +590,11 @@ def _lockstep(
         done = stop
         short = got < want
         if (pos[short] > end[short]).any():
-            raise CoderError("huffman block runs past its end")
+            raise DecodeError("huffman block runs past its end")
         if not short.any():
             return entries[:done]
         np.minimum(pos, np.where(short, pos, end), out=pos)
-    raise CoderError("huffman block runs past its end")  # unreachable: every step decodes a symbol
+    raise DecodeError("huffman block runs past its end")  # unreachable: every step decodes a symbol
 
 
 def _finish_blocks(
@@ -630,12 +630,12 @@ def _finish_blocks(
     bad = np.flatnonzero((slack < 0) | (slack >= 8))
     if bad.size:
         i = int(bad[0])
-        raise CoderError(
+        raise DecodeError(
             f"huffman block {i} has {int(sizes[i])} bytes but its codes take {int(pos[i] - start[i])} bits"
         )
     last_byte = payload[(end >> 3) - 1].astype(np.int64)
     if (last_byte & ((1 << slack) - 1)).any():
-        raise CoderError("huffman block has non-zero padding bits")
+        raise DecodeError("huffman block has non-zero padding bits")
     # Rows of 8 bytes move as one uint64; so do the masks of the first n bytes of a row.
     symbols = table.symbols.view(np.uint64).reshape(-1)[by_block].view(np.uint8)
     first_n = (np.arange(_GROUP_MAX) < np.arange(_GROUP_MAX + 1)[:, None]).view(np.uint64).reshape(-1)

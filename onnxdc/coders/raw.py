@@ -14,7 +14,7 @@ import numpy as np
 
 from onnxdc.coders.base import Coder, check_count, check_int_param, check_symbols
 from onnxdc.coders.registry import register_coder
-from onnxdc.errors import CoderError
+from onnxdc.errors import DecodeError, EncodeError
 
 
 @register_coder
@@ -48,7 +48,7 @@ class RawCoder(Coder):
             return symbols.tobytes()
         top = int(symbols.max()) if symbols.size else 0
         if top >> self.bits:
-            raise CoderError(f"symbol {top} does not fit in {self.bits} bits")
+            raise EncodeError(f"symbol {top} does not fit in {self.bits} bits")
         # Shifted to the top of its byte, each symbol unpacks to a row whose first ``bits``
         # columns are its code; packbits concatenates those rows MSB first.
         bit_rows = np.unpackbits((symbols << (8 - self.bits))[:, None], axis=1)[:, : self.bits]
@@ -64,7 +64,7 @@ class RawCoder(Coder):
         count = check_count(count)
         expected = packed_size(count, self.bits)
         if len(buf) != expected:
-            raise CoderError(
+            raise DecodeError(
                 f"raw stream of {count} symbols at {self.bits} bits must be {expected} bytes, "
                 f"got {len(buf)}"
             )
@@ -74,7 +74,7 @@ class RawCoder(Coder):
         bits = np.unpackbits(data)
         used = count * self.bits
         if bits[used:].any():
-            raise CoderError("raw stream has non-zero padding bits")
+            raise DecodeError("raw stream has non-zero padding bits")
         # packbits pads each ``bits``-bit row on the right to a byte; shifting undoes that.
         rows = np.packbits(bits[:used].reshape(count, self.bits), axis=1).reshape(count)
         return rows >> (8 - self.bits)

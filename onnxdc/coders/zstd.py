@@ -21,7 +21,7 @@ import zstandard
 
 from onnxdc.coders.base import Coder, check_count, check_int_param, check_symbols
 from onnxdc.coders.registry import register_coder
-from onnxdc.errors import CoderError
+from onnxdc.errors import DecodeError
 
 _MIN_LEVEL = 1
 _MAX_LEVEL = 22
@@ -76,24 +76,24 @@ class ZstdCoder(Coder):
         count = check_count(count)
         if count == 0:
             if len(buf):
-                raise CoderError(f"zstd stream of 0 symbols must be empty, got {len(buf)} bytes")
+                raise DecodeError(f"zstd stream of 0 symbols must be empty, got {len(buf)} bytes")
             return np.zeros(0, dtype=np.uint8)
         try:
             declared = zstandard.frame_content_size(buf)
         except zstandard.ZstdError as exc:
-            raise CoderError(f"invalid zstd frame header: {exc}") from None
+            raise DecodeError(f"invalid zstd frame header: {exc}") from None
         if declared < 0:
-            raise CoderError("zstd frame does not declare its content size")
+            raise DecodeError("zstd frame does not declare its content size")
         if declared != count:
-            raise CoderError(f"zstd frame declares {declared} bytes, expected {count}")
+            raise DecodeError(f"zstd frame declares {declared} bytes, expected {count}")
         if count <= _ONE_CALL_RATIO * len(buf):
             try:
                 # The declared size is the output buffer: a frame that decodes to more fails.
                 out = zstandard.ZstdDecompressor().decompress(buf, allow_extra_data=False)
             except zstandard.ZstdError as exc:
-                raise CoderError(f"corrupt zstd stream: {exc}") from None
+                raise DecodeError(f"corrupt zstd stream: {exc}") from None
             if len(out) != count:
-                raise CoderError(f"zstd stream decoded to {len(out)} bytes, expected {count}")
+                raise DecodeError(f"zstd stream decoded to {len(out)} bytes, expected {count}")
             return np.frombuffer(out, dtype=np.uint8)
         out = bytearray()
         dobj = zstandard.ZstdDecompressor().decompressobj()
@@ -105,15 +105,15 @@ class ZstdCoder(Coder):
             for start in range(0, len(view), _SLICE):
                 out += dobj.decompress(view[start:start + _SLICE])
                 if len(out) > count:
-                    raise CoderError(f"zstd stream decodes to more than {count} bytes")
+                    raise DecodeError(f"zstd stream decodes to more than {count} bytes")
                 if dobj.eof and start + _SLICE < len(view):
-                    raise CoderError("zstd stream has trailing bytes after its frame")
+                    raise DecodeError("zstd stream has trailing bytes after its frame")
         except zstandard.ZstdError as exc:
-            raise CoderError(f"corrupt zstd stream: {exc}") from None
+            raise DecodeError(f"corrupt zstd stream: {exc}") from None
         if not dobj.eof or dobj.unused_data:
-            raise CoderError("zstd stream is truncated or has trailing bytes")
+            raise DecodeError("zstd stream is truncated or has trailing bytes")
         if len(out) != count:
-            raise CoderError(f"zstd stream decoded to {len(out)} bytes, expected {count}")
+            raise DecodeError(f"zstd stream decoded to {len(out)} bytes, expected {count}")
         return np.frombuffer(out, dtype=np.uint8)
 
 

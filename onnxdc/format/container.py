@@ -125,7 +125,10 @@ class _Source:
             self._file.seek(offset)
             data = self._file.read(length)
         if len(data) != length:
-            raise ContainerError(f"file shrank while reading ({len(data)} of {length} bytes at offset {offset})")
+            raise ContainerError(
+                f"file shrank while reading ({len(data)} of {length} bytes at offset {offset})",
+                code="short-read",
+            )
         return data
 
     def crc32(self, offset: int, length: int, *, chunk: int = 1 << 24) -> int:
@@ -165,7 +168,10 @@ class Container:
             except OnnxdcError as exc:
                 raise ContainerError(f"stream {index}: {exc}", code="stream-decode") from None
         if out.shape != (s.count,):
-            raise ContainerError(f"stream {index}: decoded {out.size} symbols, header says {s.count}")
+            raise ContainerError(
+                f"stream {index}: decoded {out.size} symbols, header says {s.count}",
+                code="stream-count",
+            )
         return out
 
     def prefetch(self, indices: Iterable[int]) -> None:
@@ -225,12 +231,14 @@ def check_output_size(container: Container, *, max_output_bytes: int = DEFAULT_M
     if out > max_output_bytes:
         raise ContainerError(
             f"container declares {out} bytes of output, over the limit of {max_output_bytes} "
-            f"(--max-output-bytes / max_output_bytes raises it)"
+            f"(--max-output-bytes / max_output_bytes raises it)",
+            code="limits",
         )
     if out > RATIO_FREE_BYTES and out > max_ratio * size:
         raise ContainerError(
             f"container of {size} bytes declares {out} bytes of output, {out / size:.0f} times its size, "
-            f"over the limit of {max_ratio:g} times (--max-ratio / max_ratio raises it)"
+            f"over the limit of {max_ratio:g} times (--max-ratio / max_ratio raises it)",
+            code="limits",
         )
     return out
 
@@ -265,34 +273,38 @@ def open_container(file: BinaryIO, *, max_tensor_bytes: int = DEFAULT_MAX_TENSOR
 
 def _read(src: _Source, max_tensor_bytes: int, *, check_streams: bool = True) -> Container:
     if src.size < PREFIX_SIZE:
-        raise ContainerError(f"file too short ({src.size} bytes) to be an onnxdc container (needs {PREFIX_SIZE})")
+        raise ContainerError(
+            f"file too short ({src.size} bytes) to be an onnxdc container (needs {PREFIX_SIZE})",
+            code="too-short",
+        )
     magic, major, minor, hlen, hcrc = _PREFIX.unpack(src.read(0, PREFIX_SIZE))
     if magic != MAGIC:
-        raise ContainerError(f"not an onnxdc container (bad magic {bytes(magic)!r})")
+        raise ContainerError(f"not an onnxdc container (bad magic {bytes(magic)!r})", code="bad-magic")
     if major != MAJOR_VERSION:
         raise ContainerError(
-            f"unsupported container version {major}.{minor}; this onnxdc reads up to {MAJOR_VERSION}.x"
+            f"unsupported container version {major}.{minor}; this onnxdc reads up to {MAJOR_VERSION}.x",
+            code="version",
         )
     if hlen > MAX_HEADER_BYTES:
-        raise ContainerError(f"header length ({hlen}) exceeds the cap ({MAX_HEADER_BYTES})")
+        raise ContainerError(f"header length ({hlen}) exceeds the cap ({MAX_HEADER_BYTES})", code="header-size")
     if PREFIX_SIZE + hlen > src.size:
-        raise ContainerError(f"header length ({hlen}) exceeds file size ({src.size})")
+        raise ContainerError(f"header length ({hlen}) exceeds file size ({src.size})", code="header-size")
     hbytes = src.read(PREFIX_SIZE, hlen)
     if zlib.crc32(hbytes) != hcrc:
         raise ContainerError("header checksum mismatch (file corrupted)", code="header-crc")
     size = _frame_size(hbytes)
     if size < 0:
-        raise ContainerError("header is not a zstd frame with a declared size")
+        raise ContainerError("header is not a zstd frame with a declared size", code="header-zstd")
     if size > MAX_HEADER_BYTES:
-        raise ContainerError(f"decoded header size ({size}) exceeds the cap ({MAX_HEADER_BYTES})")
+        raise ContainerError(f"decoded header size ({size}) exceeds the cap ({MAX_HEADER_BYTES})", code="header-size")
     try:
         raw_header = ZstdCoder().decode(hbytes, count=size).tobytes()
     except OnnxdcError as exc:
-        raise ContainerError(f"header does not decompress ({exc})") from None
+        raise ContainerError(f"header does not decompress ({exc})", code="header-zstd") from None
     try:
         text = raw_header.decode("utf-8")
     except UnicodeDecodeError:
-        raise ContainerError("header is not valid UTF-8") from None
+        raise ContainerError("header is not valid UTF-8", code="header-utf8") from None
     header_size = PREFIX_SIZE + hlen
     header = parse_header(text, payload_size=src.size - header_size, max_tensor_bytes=max_tensor_bytes)
     for i, s in enumerate(header.streams if check_streams else ()):

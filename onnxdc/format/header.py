@@ -119,17 +119,20 @@ def parse_header(text: str, *, payload_size: int, max_tensor_bytes: int) -> Head
         obj = json.loads(text, object_pairs_hook=_no_duplicate_keys, parse_constant=_no_constant,
                          parse_float=_finite_float)
     except (ValueError, RecursionError) as exc:
-        raise ContainerError(f"header is not valid JSON ({exc})") from None
+        raise ContainerError(f"header is not valid JSON ({exc})", code="header-json") from None
     depth, surrogate = _walk(obj)
     _check_depth(depth)
     if surrogate:
-        raise ContainerError("header is not valid UTF-8 (a string escape holds a lone surrogate)")
+        raise ContainerError("header is not valid UTF-8 (a string escape holds a lone surrogate)", code="header-utf8")
     return _parse_header(obj, payload_size, max_tensor_bytes)
 
 
 def _check_depth(depth: int) -> None:
     if depth > MAX_HEADER_DEPTH:
-        raise ContainerError(f"header nests JSON {depth} levels deep, more than the limit ({MAX_HEADER_DEPTH})")
+        raise ContainerError(
+            f"header nests JSON {depth} levels deep, more than the limit ({MAX_HEADER_DEPTH})",
+            code="limits",
+        )
 
 
 def check_json_size(text: str) -> None:
@@ -142,11 +145,15 @@ def check_json_size(text: str) -> None:
     containers = text.count("{") + text.count("[")
     if containers > MAX_HEADER_CONTAINERS:
         raise ContainerError(
-            f"header holds up to {containers} JSON objects and arrays, more than the limit ({MAX_HEADER_CONTAINERS})"
+            f"header holds up to {containers} JSON objects and arrays, more than the limit ({MAX_HEADER_CONTAINERS})",
+            code="limits",
         )
     values = containers + text.count(",") + 1
     if values > MAX_HEADER_VALUES:
-        raise ContainerError(f"header holds up to {values} JSON values, more than the limit ({MAX_HEADER_VALUES})")
+        raise ContainerError(
+            f"header holds up to {values} JSON values, more than the limit ({MAX_HEADER_VALUES})",
+            code="limits",
+        )
 
 
 def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -203,62 +210,68 @@ def _is_int(v: Any) -> bool:
 
 def _check_keys(obj: Any, allowed: set[str], what: str) -> dict[str, Any]:
     if not isinstance(obj, dict):
-        raise ContainerError(f"{what} must be a JSON object, found {type(obj).__name__}")
+        raise ContainerError(f"{what} must be a JSON object, found {type(obj).__name__}", code="schema")
     missing = allowed - obj.keys()
     if missing:
-        raise ContainerError(f"{what} lacks key(s) {', '.join(sorted(missing))}")
+        raise ContainerError(f"{what} lacks key(s) {', '.join(sorted(missing))}", code="schema")
     unknown = obj.keys() - allowed
     if unknown:
-        raise ContainerError(f"{what} has unknown key(s) {', '.join(sorted(unknown))}")
+        raise ContainerError(f"{what} has unknown key(s) {', '.join(sorted(unknown))}", code="schema")
     return obj
 
 
 def _nonneg_int(v: Any, what: str, cap: int = 1 << 62) -> int:
     if not _is_int(v) or v < 0 or v > cap:
-        raise ContainerError(f"{what} must be an integer in [0, {cap}], found {v!r}")
+        raise ContainerError(f"{what} must be an integer in [0, {cap}], found {v!r}", code="schema")
     return v
 
 
 def _parse_header(obj: Any, payload_size: int, max_tensor_bytes: int) -> Header:
     _check_keys(obj, _HEADER_KEYS, "header")
     if not isinstance(obj["producer"], str):
-        raise ContainerError("header.producer must be a string")
+        raise ContainerError("header.producer must be a string", code="schema")
     if not isinstance(obj["metadata"], dict):
-        raise ContainerError("header.metadata must be an object")
+        raise ContainerError("header.metadata must be an object", code="schema")
     if not isinstance(obj["streams"], list) or not isinstance(obj["tensors"], list):
-        raise ContainerError("header.streams and header.tensors must be arrays")
+        raise ContainerError("header.streams and header.tensors must be arrays", code="schema")
     streams = []
     end = 0
     for i, s in enumerate(obj["streams"]):
         info = _parse_stream(i, s, end, max_tensor_bytes)
         end += info.length
         if end > payload_size:
-            raise ContainerError(f"stream {i} end ({end}) exceeds payload size ({payload_size})")
+            raise ContainerError(f"stream {i} end ({end}) exceeds payload size ({payload_size})", code="offsets")
         streams.append(info)
     streams = tuple(streams)
     if end != payload_size:
-        raise ContainerError(f"streams cover {end} bytes but the payload holds {payload_size} (trailing data)")
+        raise ContainerError(
+            f"streams cover {end} bytes but the payload holds {payload_size} (trailing data)",
+            code="offsets",
+        )
     skeleton = _nonneg_int(obj["skeleton"], "header.skeleton")
     if skeleton >= len(streams):
-        raise ContainerError(f"skeleton stream {skeleton} does not exist ({len(streams)} streams)")
+        raise ContainerError(f"skeleton stream {skeleton} does not exist ({len(streams)} streams)", code="references")
     used = {skeleton}
     tensors = []
     slots: set[int] = set()
     for i, t in enumerate(obj["tensors"]):
         info = _parse_tensor(i, t, max_tensor_bytes)
         if info.slot in slots:
-            raise ContainerError(f"tensor {i} ({info.name!r}) reuses slot {info.slot}")
+            raise ContainerError(f"tensor {i} ({info.name!r}) reuses slot {info.slot}", code="references")
         slots.add(info.slot)
         for role, idx in info.streams.items():
             if idx >= len(streams):
-                raise ContainerError(f"tensor {info.name!r} stream {role!r} refers to missing stream {idx}")
+                raise ContainerError(
+                    f"tensor {info.name!r} stream {role!r} refers to missing stream {idx}",
+                    code="references",
+                )
             if idx in used:
-                raise ContainerError(f"tensor {info.name!r} stream {role!r} reuses stream {idx}")
+                raise ContainerError(f"tensor {info.name!r} stream {role!r} reuses stream {idx}", code="references")
             used.add(idx)
         validate_tensor(info, streams)
         tensors.append(info)
     if len(used) != len(streams):
-        raise ContainerError(f"{len(streams) - len(used)} stream(s) belong to no tensor")
+        raise ContainerError(f"{len(streams) - len(used)} stream(s) belong to no tensor", code="references")
     skeleton_crc = _nonneg_int(obj["skeleton_crc32"], "header.skeleton_crc32", 0xFFFFFFFF)
     return Header(obj["producer"], obj["metadata"], skeleton, streams, tuple(tensors), skeleton_crc)
 
@@ -275,26 +288,27 @@ def _parse_stream(i: int, s: Any, offset: int, max_bytes: int) -> StreamInfo:
     try:
         get_coder(info.coder)
     except (OnnxdcError, RecursionError) as exc:
-        raise ContainerError(f"stream {i} has a bad coder config: {exc}") from None
+        raise ContainerError(f"stream {i} has a bad coder config: {exc}", code="coder-config") from None
     return info
 
 
 def _parse_tensor(i: int, t: Any, max_bytes: int) -> TensorInfo:
     _check_keys(t, _TENSOR_KEYS, f"tensor {i}")
     if not isinstance(t["name"], str) or not isinstance(t["path"], str):
-        raise ContainerError(f"tensor {i} name and path must be strings")
+        raise ContainerError(f"tensor {i} name and path must be strings", code="schema")
     shape = t["shape"]
     if not isinstance(shape, list) or len(shape) > 64:
-        raise ContainerError(f"tensor {t['name']!r} shape must be an array of at most 64 dims")
+        raise ContainerError(f"tensor {t['name']!r} shape must be an array of at most 64 dims", code="schema")
     dims = tuple(_nonneg_int(d, f"tensor {t['name']!r} dim", max_bytes) for d in shape)
     if math.prod(dims) > max_bytes:
         raise ContainerError(
-            f"tensor {t['name']!r} declares {math.prod(dims)} elements, over the limit ({max_bytes})"
+            f"tensor {t['name']!r} declares {math.prod(dims)} elements, over the limit ({max_bytes})",
+            code="limits",
         )
     if not isinstance(t["params"], dict) or not isinstance(t["streams"], dict):
-        raise ContainerError(f"tensor {t['name']!r} params and streams must be objects")
+        raise ContainerError(f"tensor {t['name']!r} params and streams must be objects", code="schema")
     if not isinstance(t["encoding"], str):
-        raise ContainerError(f"tensor {t['name']!r} encoding must be a string")
+        raise ContainerError(f"tensor {t['name']!r} encoding must be a string", code="schema")
     streams = {str(k): _nonneg_int(v, f"tensor {t['name']!r} stream {k!r}") for k, v in t["streams"].items()}
     return TensorInfo(
         slot=_nonneg_int(t["slot"], f"tensor {t['name']!r} slot"),
