@@ -74,12 +74,30 @@ def work(tmp_path_factory: pytest.TempPathFactory) -> Path:
 # --------------------------------------------------------------------------- success paths
 
 
-@pytest.mark.parametrize("opts", [pytest.param([], marks=pytest.mark.slow), ["--lossless"],
-                                  ["--sparsity", "0.9", "--bits", "5"]],
+def small_mlp(path: Path) -> Path:
+    """A two-layer perceptron (64 -> 48 -> 10, tensors named like lenet300's) the automatic mode
+    measures in a second or two; lenet300's 784x300 layer takes it twenty."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    inits = [numpy_helper.from_array((rng.standard_normal(shape) * 0.2).astype(np.float32), name)
+             for name, shape in (("fc1.weight", (48, 64)), ("fc1.bias", (48,)), ("fc2.weight", (10, 48)),
+                                 ("fc2.bias", (10,)))]
+    nodes = [helper.make_node("Gemm", ["input", "fc1.weight", "fc1.bias"], ["h"], transB=1),
+             helper.make_node("Relu", ["h"], ["r"]),
+             helper.make_node("Gemm", ["r", "fc2.weight", "fc2.bias"], ["logits"], transB=1)]
+    g = helper.make_graph(nodes, "mlp", [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 64])],
+                          [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 10])], inits)
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    return path
+
+
+@pytest.mark.parametrize("opts", [[], ["--lossless"], ["--sparsity", "0.9", "--bits", "5"]],
                          ids=["default", "lossless", "shared"])
 def test_compress(tmp_path: Path, opts: list[str]) -> None:
     out = tmp_path / "out.onnxdc"
-    result = run("compress", LENET, "-o", out, *opts)
+    model = LENET if opts else small_mlp(tmp_path / "mlp.onnx")  # default: the automatic mode
+    result = run("compress", model, "-o", out, *opts)
     assert result.exit_code == 0, result.output
     assert out.is_file()
     lines = result.stdout.splitlines()
@@ -91,6 +109,8 @@ def test_compress(tmp_path: Path, opts: list[str]) -> None:
         assert result.stderr == ""
     else:  # automatic mode without --calib: it says the settings come from synthetic inputs
         assert result.stderr.startswith("onnxdc: warning: no --calib data")
+        assert "onnxdc: automatic mode: measuring" in result.stderr
+        assert (tmp_path / "out.onnxdc.recipe.toml").is_file()  # fc1.weight was weight-shared
     if "--sparsity" in opts:
         row = next(line for line in lines if line.startswith("fc1.weight"))
         assert " shared " in row and "90.0%" in row
