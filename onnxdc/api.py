@@ -79,7 +79,7 @@ __all__ = [
     "decompress_file", "defaulted_dims", "encode_shared", "kmeans_1d", "prune", "evaluate", "format_comparison", "format_report", "get_coder",
     "inspect_file", "load_data", "read_container_file", "load_model", "load_recipe", "model_input_files", "open_container",
     "parse_dims", "plan_sharing", "printable", "read_container", "read_regular_file", "recipe_toml",
-    "registered_coders", "report_for", "sensitivity", "split", "synthetic_inputs", "write_atomic",
+    "registered_coders", "report_for", "sensitivity", "sensitivity_path", "split", "synthetic_inputs", "write_atomic",
 ]
 
 
@@ -171,6 +171,25 @@ def compress_auto_path(model: str | os.PathLike[str], out: str | os.PathLike[str
         write_atomic(recipe_out, recipe_toml(auto.choice.rules, header=header).encode(), overwrite=overwrite)
         recipe = Path(recipe_out)
     return AutoPathResult(auto, build_report(auto.result.container), recipe)
+
+
+def sensitivity_path(model: str | os.PathLike[str], *, base: SharingConfig, calib: str | os.PathLike[str] | None = None,
+                     dims: dict[str, int] | None = None, max_samples: int = 512, progress: Progress | None = None,
+                     notice: Notice | None = None,
+                     on_inputs: Callable[[AutoInputs], None] | None = None) -> list[dict]:
+    """Measure each weight tensor of the model file ``model`` alone against sparsity and bits, on
+    ``calib`` data or synthetic inputs (``on_inputs`` is told which, before the measurement).
+
+    Returns:
+        One row per measured point (:meth:`onnxdc.auto.search.Point.to_json`), tensor by tensor.
+    """
+    loaded = load_model(model)
+    inputs = auto_inputs(loaded, calib=calib, samples=max_samples, dims=dims or {}, seed=base.seed, notice=notice)
+    if on_inputs is not None:
+        on_inputs(inputs)
+    fit, check = split(inputs.data, max_samples=max_samples)
+    points = sensitivity(loaded, plan_sharing(loaded, base), fit, check, progress=progress)
+    return [p.to_json() for pts in points.values() for p in pts]
 
 
 def read_container_file(path: str | os.PathLike[str]) -> Container:

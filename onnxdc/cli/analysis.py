@@ -30,13 +30,9 @@ from onnxdc.cli.main import (
 @json_option
 def compare_coders_cmd(model: str, as_json: bool, **kw: Any) -> None:
     """Size MODEL's index and position streams under every coder and two-coder chain."""
-    from onnxdc.api import SharingConfig, compare_coders, format_comparison, load_model
+    from onnxdc.api import compare_coders, format_comparison, load_model
 
-    sharing = sharing_config(kw)
-    if sharing is None:
-        sharing = SharingConfig(min_elements=1024 if kw["min_elements"] is None else kw["min_elements"],
-                                seed=kw["seed"])
-    rows = compare_coders(load_model(model), sharing=sharing)
+    rows = compare_coders(load_model(model), sharing=sharing_config(kw))
     if as_json:
         click.echo(json.dumps([r.to_json() for r in rows], indent=2))
     else:
@@ -55,33 +51,20 @@ def compare_coders_cmd(model: str, as_json: bool, **kw: Any) -> None:
 def sensitivity(model: str, calib: str | None, calib_samples: int, dims: tuple[str, ...], csv_path: str | None,
                 force: bool, as_json: bool, **kw: Any) -> None:
     """Measure each weight tensor alone: output cosine, agreement and size against sparsity and bits."""
-    from onnxdc.api import (
-        check_output_path,
-        load_data,
-        load_model,
-        model_input_files,
-        parse_dims,
-        plan_sharing,
-        synthetic_inputs,
-        write_atomic,
-    )
-    from onnxdc.api import sensitivity as run_sensitivity
+    from onnxdc.api import check_output_path, model_input_files, parse_dims, sensitivity_path, write_atomic
 
     base = sharing_config(kw)
     csv_out = check_output_path(csv_path, force=force, inputs=model_input_files(model, calib, kw.get("recipe"))) \
         if csv_path else None
-    loaded = load_model(model)
-    if calib is not None:
-        data = load_data(calib, model=loaded, max_samples=calib_samples, notice=notice_callback(False))
-    else:
-        click.echo("onnxdc: warning: no --calib data: measuring on synthetic inputs", err=True)
-        data = synthetic_inputs(loaded, samples=min(calib_samples, 128), dims=parse_dims(dims), seed=base.seed)
-    from onnxdc.api import split
 
-    fit, check = split(data, max_samples=calib_samples)
+    def on_inputs(chosen: Any) -> None:
+        if chosen.synthetic:
+            click.echo("onnxdc: warning: no --calib data: measuring on synthetic inputs", err=True)
+
     with progress_callback(as_json, "measuring") as cb:
-        points = run_sensitivity(loaded, plan_sharing(loaded, base), fit, check, progress=cb)
-    rows = [p.to_json() for pts in points.values() for p in pts]
+        rows = sensitivity_path(model, base=base, calib=calib, dims=parse_dims(dims) if calib is None else {},
+                                max_samples=calib_samples, progress=cb, notice=notice_callback(False),
+                                on_inputs=on_inputs)
     if csv_out is not None:
         cols = ["tensor", "sparsity", "bits", "est_bytes", "cosine", "agreement", "top1", "rel_error"]
         text = ",".join(cols) + "\n" + "".join(",".join(_csv(r[c]) for c in cols) + "\n" for r in rows)
