@@ -64,8 +64,8 @@ from onnxdc.pipeline.encode import CompressConfig, CompressResult, compress
 from onnxdc.pipeline.paths import compress_file, decompress_file
 from onnxdc.pipeline.plan import WeightPlan, plan_sharing
 from onnxdc.pipeline.settings import AUTO_INDEX_CODERS, Rule, SharingConfig, load_recipe
-from onnxdc.report import Report, build_report, format_report, printable, report_for
 from onnxdc.pipeline.shared import encode_shared
+from onnxdc.report import Report, build_report, format_report, printable, report_for
 from onnxdc.stages.prune import PruneConfig, prune
 from onnxdc.stages.quantize import ShareConfig, kmeans_1d
 

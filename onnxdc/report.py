@@ -10,8 +10,8 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 
-from onnxdc.format.container import Container, Header
 from onnxdc.dtypes import dtype_name
+from onnxdc.format.container import Container, Header
 
 
 @dataclass(frozen=True)

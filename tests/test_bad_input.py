@@ -19,10 +19,10 @@ from typing import Any
 import numpy as np
 import onnx
 import pytest
-from click.testing import CliRunner, Result
+from cli_helpers import assert_error as assert_one_line_error
+from cli_helpers import run
 from onnx import TensorProto, helper, numpy_helper
 
-from onnxdc.cli.main import main
 from onnxdc.errors import DataError
 from onnxdc.evaluate import load_data
 
@@ -30,20 +30,8 @@ FEATURES, CLASSES = 64, 32
 LOSSY = ["--sparsity", "0.5", "--bits", "4"]
 
 
-def run(*args: Any) -> Result:
-    return CliRunner().invoke(main, [str(a) for a in args])
 
 
-def assert_one_line_error(result: Result, code: int, *fragments: str) -> str:
-    assert result.exit_code == code, (result.exit_code, result.output)
-    assert isinstance(result.exception, SystemExit), result.exception
-    assert "Traceback" not in result.output
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("onnxdc: error: "), lines[0]
-    for fragment in fragments:
-        assert fragment in lines[0], (fragment, lines[0])
-    return lines[0]
 
 
 def linear_model(w: np.ndarray | None = None, *, inputs: int = 1) -> onnx.ModelProto:

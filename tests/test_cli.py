@@ -14,11 +14,11 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import onnx
 import pytest
+from cli_helpers import FullDisk, assert_error, run
 from click.testing import CliRunner, Result
 
 from onnxdc import __version__
@@ -32,22 +32,8 @@ REPORT_LINES = ("original weights", "after pruning (values + positions)", "after
                 "= file")
 
 
-def run(*args: Any) -> Result:
-    return CliRunner().invoke(main, [str(a) for a in args])
 
 
-def assert_error(result: Result, code: int, *fragments: str) -> str:
-    """The command failed with ``code`` and one 'onnxdc: error:' line naming each fragment."""
-    assert result.exit_code == code, (result.exit_code, result.output)
-    assert isinstance(result.exception, SystemExit), result.exception  # no escaped exception
-    assert "Traceback" not in result.output
-    assert result.stdout == ""
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("onnxdc: error: "), lines[0]
-    for fragment in fragments:
-        assert fragment in lines[0], (fragment, lines[0])
-    return lines[0]
 
 
 def assert_usage_error(result: Result, *fragments: str) -> None:
@@ -389,25 +375,6 @@ def test_interrupt(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert list(tmp_path.iterdir()) == []
 
 
-class _FullDisk:
-    """A file object that takes the first bytes written, then fails like a full disk."""
-
-    def __init__(self, fh: Any) -> None:
-        self.fh = fh
-
-    def write(self, data: bytes) -> int:
-        self.fh.write(bytes(data)[:1000])
-        self.fh.flush()
-        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.fh, name)
-
-    def __enter__(self) -> _FullDisk:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.fh.close()
 
 
 @pytest.mark.parametrize("command", ["compress", "decompress"])
@@ -416,7 +383,7 @@ def test_full_disk_leaves_nothing_behind(work: Path, tmp_path: Path, monkeypatch
     import onnxdc.fileio.atomic
 
     real_fdopen = os.fdopen
-    monkeypatch.setattr(onnxdc.fileio.atomic.os, "fdopen", lambda fd, *a, **k: _FullDisk(real_fdopen(fd, *a, **k)))
+    monkeypatch.setattr(onnxdc.fileio.atomic.os, "fdopen", lambda fd, *a, **k: FullDisk(real_fdopen(fd, *a, **k)))
     out = tmp_path / ("out.onnxdc" if command == "compress" else "out.onnx")
     source = LENET if command == "compress" else work / "shared.onnxdc"
     result = run(command, source, "-o", out, "--force", *(["--lossless"] if command == "compress" else []))
@@ -431,7 +398,7 @@ def test_full_disk_keeps_the_old_output(tmp_path: Path, monkeypatch: pytest.Monk
     out = tmp_path / "out.onnxdc"
     out.write_bytes(b"old")
     real_fdopen = os.fdopen
-    monkeypatch.setattr(onnxdc.fileio.atomic.os, "fdopen", lambda fd, *a, **k: _FullDisk(real_fdopen(fd, *a, **k)))
+    monkeypatch.setattr(onnxdc.fileio.atomic.os, "fdopen", lambda fd, *a, **k: FullDisk(real_fdopen(fd, *a, **k)))
     result = run("compress", LENET, "-o", out, "--lossless", "--force")
     monkeypatch.undo()
     assert_error(result, 1, "No space left")

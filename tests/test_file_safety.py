@@ -21,18 +21,16 @@ from typing import Any
 import numpy as np
 import onnx
 import pytest
-from click.testing import CliRunner, Result
+from cli_helpers import FullDisk, run
+from click.testing import Result
 from onnx import TensorProto, helper, numpy_helper
 
 import onnxdc
-from onnxdc.cli.main import main
 
 #: The directory holding the ``onnxdc`` package under test, for subprocesses to import the same one.
 SOURCE_ROOT = str(Path(onnxdc.__file__).resolve().parent.parent)
 
 
-def run(*args: Any) -> Result:
-    return CliRunner().invoke(main, [str(a) for a in args])
 
 
 def one_error_line(result: Result, code: int, *fragments: str) -> str:
@@ -384,24 +382,6 @@ def test_without_force_a_path_taken_meanwhile_is_not_overwritten(tmp_path: Path,
 # --------------------------------------------------------------------------- full disk, long names
 
 
-class _FullDisk:
-    """A file object that takes the first bytes written, then fails like a full disk."""
-
-    def __init__(self, fh: Any) -> None:
-        self.fh = fh
-
-    def write(self, data: bytes) -> int:
-        self.fh.write(bytes(data)[:100])
-        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.fh, name)
-
-    def __enter__(self) -> _FullDisk:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.fh.close()
 
 
 def test_full_disk_while_writing_the_model_keeps_the_old_model_and_data(tmp_path: Path,
@@ -416,7 +396,7 @@ def test_full_disk_while_writing_the_model_keeps_the_old_model_and_data(tmp_path
     def second_write_fails(fd: int, *args: Any, **kwargs: Any) -> Any:
         opened.append(fd)
         fh = real_fdopen(fd, *args, **kwargs)
-        return _FullDisk(fh) if len(opened) == 2 else fh  # the data file goes through, the model does not
+        return FullDisk(fh, keep=100) if len(opened) == 2 else fh  # the data file goes through, the model does not
 
     monkeypatch.setattr(os, "fdopen", second_write_fails)
     result = run("decompress", containers[2], "-o", out, "--external-data", "--force")
@@ -435,7 +415,7 @@ def test_full_disk_in_the_compress_spool(tmp_path: Path, model_file: Path, monke
     before = snapshot(tmp_path)
     monkeypatch.setattr("onnxdc.pipeline.paths.SPOOL_ABOVE", 0)
     real = tempfile.TemporaryFile
-    monkeypatch.setattr(tempfile, "TemporaryFile", lambda *a, **k: _FullDisk(real(*a, **k)))
+    monkeypatch.setattr(tempfile, "TemporaryFile", lambda *a, **k: FullDisk(real(*a, **k), keep=100))
     result = run("compress", model_file, "-o", out, "--lossless", "--force")
     monkeypatch.undo()
     one_error_line(result, 1, "cannot write", "out.onnxdc", os.strerror(errno.ENOSPC))

@@ -23,12 +23,13 @@ from typing import Any
 import numpy as np
 import onnx
 import pytest
-from click.testing import CliRunner, Result
+from cli_helpers import assert_error as assert_one_line_error
+from cli_helpers import run
+from click.testing import Result
 from onnx import TensorProto, helper, numpy_helper
 
 import onnxdc
 import onnxdc.pipeline.settings
-from onnxdc.cli.main import main
 from onnxdc.coders import coder_from_spec, get_coder
 from onnxdc.coders.base import write_varint
 from onnxdc.coders.chain import MAX_CHAIN_STAGES, ChainCoder, intermediate_limit
@@ -80,18 +81,8 @@ def with_metadata_text(data: bytes, metadata: str) -> bytes:
     return mutate._PREFIX.pack(container_mod.MAGIC, 1, 0, len(stored), zlib.crc32(stored)) + stored + b"".join(chunks)
 
 
-def run(*args: Any) -> Result:
-    return CliRunner().invoke(main, [str(a) for a in args])
 
 
-def assert_one_line_error(result: Result, code: int, *needles: str) -> str:
-    assert result.exit_code == code, (result.exit_code, result.output, result.exception)
-    assert result.stdout == ""
-    lines = result.stderr.splitlines()
-    assert len(lines) == 1 and lines[0].startswith("onnxdc: error: "), result.stderr
-    for needle in needles:
-        assert needle in lines[0], lines[0]
-    return lines[0]
 
 
 def peak_of(fn: Callable[[], object]) -> int:
@@ -379,7 +370,7 @@ def test_dev_zero_input_is_refused_without_reading(tmp_path: Path, alarm: None) 
     cont.write_bytes(LOSSLESS)
     for args, code, what in _commands(Path("/dev/zero"), model, cont, tmp_path / "out"):
         box: dict[str, Result] = {}
-        peak = peak_of(lambda a=args: box.setdefault("r", run(*a)))
+        peak = peak_of(lambda a=args, box=box: box.setdefault("r", run(*a)))
         assert_one_line_error(box["r"], code, f"{what} '/dev/zero' is a character device, expected a regular file")
         assert peak < 64 << 20
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx", "m.onnxdc"]

@@ -63,7 +63,7 @@ def external_data_files(model_path: str | os.PathLike[str]) -> list[Path]:
         model.ParseFromString(path.read_bytes())
     except Exception:  # noqa: BLE001 - not a model we wrote: nothing of ours to find
         return []
-    ours = re.compile(re.escape(path.name) + r"(\.[0-9a-f]{%d})?\.data" % _DIGEST_CHARS)
+    ours = re.compile(re.escape(path.name) + rf"(\.[0-9a-f]{{{_DIGEST_CHARS}}})?\.data")
     found: list[Path] = []
     for ref in iter_tensors(model):
         location = {e.key: e.value for e in ref.proto.external_data}.get("location", "")

@@ -26,11 +26,11 @@ from pathlib import Path
 from typing import Any
 
 from onnxdc.coders import coder_from_spec
+from onnxdc.dtypes import CODEBOOK_DTYPES
 from onnxdc.errors import ConfigError
 from onnxdc.pipeline.streams import candidate_coders
 from onnxdc.stages.positions import SCHEMES
 from onnxdc.stages.prune import PruneConfig
-from onnxdc.dtypes import CODEBOOK_DTYPES
 from onnxdc.stages.quantize import INITS, ShareConfig
 
 if sys.version_info >= (3, 11):
