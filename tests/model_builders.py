@@ -275,3 +275,17 @@ def training_info_model(seed: int = 6) -> onnx.ModelProto:
     info.initialization_binding.add(key="w1", value="w1_init")
     info.update_binding.add(key="w1", value="w1_step")
     return model
+
+
+def few_samples_model(seed: int = 1) -> tuple[onnx.ModelProto, dict[str, np.ndarray], np.random.Generator]:
+    """One 64 × 8 MatMul and 16 samples of its input: too few for least squares to generalize.
+
+    Returns the model, the samples and the generator (for fresh inputs drawn after them).
+    """
+    rng = np.random.default_rng(seed)
+    w = numpy_helper.from_array((rng.standard_normal((64, 8)) * 0.2).astype(np.float32), "w")
+    g = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])], "few",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 64])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 8])], [w])
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    return model, {"x": rng.standard_normal((16, 64)).astype(np.float32)}, rng

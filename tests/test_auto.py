@@ -9,6 +9,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
+from model_builders import few_samples_model
 from onnx import TensorProto, helper, numpy_helper
 
 from onnxdc import CompressConfig, ConfigError, compress, decompress
@@ -214,13 +215,7 @@ def test_automatic_mode_falls_back_to_plain_sharing_when_fitting_overfits() -> N
     """12 fitting samples for a 64-input layer: the least-squares refit zeroes every direction the
     samples do not span, so new inputs come out wrong; plain magnitude + k-means still meets the
     budget and is used instead of storing everything losslessly."""
-    rng = np.random.default_rng(1)
-    w = numpy_helper.from_array((rng.standard_normal((64, 8)) * 0.2).astype(np.float32), "w")
-    g = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])], "few",
-                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 64])],
-                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 8])], [w])
-    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
-    data = {"x": rng.standard_normal((16, 64)).astype(np.float32)}
+    model, data, rng = few_samples_model()
     auto = compress_auto(model, base=SharingConfig(min_elements=256), data=data, budget=Budget())
     meta = auto.result.container.header.metadata
     assert auto.budget_met and meta["auto"]["compensated"] is False

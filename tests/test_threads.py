@@ -21,18 +21,12 @@ from onnxdc.threads import one_blas_thread
 
 MODELS = Path(__file__).resolve().parent.parent / "models"
 
-_AUTO = """
-import hashlib, numpy as np
-from onnx import TensorProto, helper, numpy_helper
-from onnxdc.auto.search import Budget, compress_auto
-from onnxdc.pipeline.settings import SharingConfig
-rng = np.random.default_rng(1)
-w = numpy_helper.from_array((rng.standard_normal((64, 8)) * 0.2).astype(np.float32), "w")
-g = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])], "few",
-                      [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 64])],
-                      [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 8])], [w])
-model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
-data = {"x": rng.standard_normal((16, 64)).astype(np.float32)}
+_AUTO = f"""
+import hashlib, sys
+sys.path.insert(0, {str(Path(__file__).resolve().parent)!r})
+from model_builders import few_samples_model
+from onnxdc.api import Budget, SharingConfig, compress_auto
+model, data, _ = few_samples_model()
 auto = compress_auto(model, base=SharingConfig(min_elements=256), data=data, budget=Budget())
 print(hashlib.sha256(auto.result.data).hexdigest(), auto.budget_met)
 """
