@@ -170,6 +170,8 @@ def compress_auto_path(model: str | os.PathLike[str], out: str | os.PathLike[str
                   f"budget: {json.dumps(budget.to_json())}; reuse with: onnxdc compress MODEL --recipe FILE")
         write_atomic(recipe_out, recipe_toml(auto.choice.rules, header=header).encode(), overwrite=overwrite)
         recipe = Path(recipe_out)
+    elif overwrite and os.path.lexists(recipe_out):
+        os.unlink(recipe_out)  # an earlier run's recipe would describe settings this container does not use
     return AutoPathResult(auto, build_report(auto.result.container), recipe)
 
 

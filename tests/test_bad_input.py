@@ -106,6 +106,9 @@ BAD_DATA: dict[str, tuple[Any, tuple[str, ...]]] = {
     "malformed header": (lambda p: zip_members(p, {"x.npy": b"\x93NUMPY\x01\x00\x10\x00{'descr': <f4}  \n"}),
                          ("malformed .npy header", "'x'")),
     "garbage member": (lambda p: zip_members(p, {"x.npy": b"PK not numpy at all"}), ("malformed .npy header",)),
+    "header text cut mid-dict": (lambda p: zip_members(p, {"x.npy": b"\x93NUMPY\x01\x00\x20\x00"
+                                                                 b"{'descr': '<f4', 'fortran_order'"}),
+                                 ("malformed .npy header", "'x'")),
     "10**12 declared rows": (lambda p: zip_members(p, {"x.npy": npy_header((10**12, FEATURES)) + bytes(256)}),
                              ("declares shape (1000000000000, 64)", "holds 256 bytes")),
     "negative dim": (lambda p: zip_members(p, {"x.npy": npy_header((-3, FEATURES))}), ("negative dimension",)),

@@ -227,6 +227,32 @@ def test_overwrite_leaves_data_files_that_are_not_ours(tmp_path: Path, container
     np.testing.assert_array_equal(loaded_weight(out), weight(2))
 
 
+def test_overwrite_leaves_an_onnx_saved_data_file_named_like_earlier_onnxdc_ones(
+        tmp_path: Path, containers: dict[int, Path]) -> None:
+    """``OUT.data`` is what onnx users call their data file, and another model may share it:
+    --force replaces the model, never that file (earlier onnxdc versions used the same name)."""
+    out = tmp_path / "out.onnx"
+    onnx.save_model(tiny_model(1), str(out), save_as_external_data=True, location="out.onnx.data", size_threshold=0)
+    other = tmp_path / "other.onnx"
+    other.write_bytes(out.read_bytes())  # a second model naming the same data file
+    weights = (tmp_path / "out.onnx.data").read_bytes()
+    decompress_external(containers[2], out, "--force")
+    assert (tmp_path / "out.onnx.data").read_bytes() == weights
+    onnx.checker.check_model(str(other))
+    np.testing.assert_array_equal(loaded_weight(out), weight(2))
+
+
+def test_automatic_run_without_rules_removes_the_stale_recipe_with_force(tmp_path: Path, model_file: Path) -> None:
+    """No tensor shared, no recipe: one left by an earlier run at OUT.recipe.toml would describe
+    settings the new container does not use, so --force removes it with the rest of the output."""
+    out = tmp_path / "out.onnxdc"
+    recipe = tmp_path / "out.onnxdc.recipe.toml"
+    recipe.write_text("# an earlier run's settings\n")
+    result = run("compress", model_file, "-o", out, "--min-elements", "100000", "--force", "-q")
+    assert result.exit_code == 0, result.output
+    assert out.is_file() and not recipe.exists()
+
+
 def test_sigterm_while_writing_removes_the_temporary_file(tmp_path: Path, model_file: Path) -> None:
     out = tmp_path / "out.onnxdc"
     out.write_bytes(b"precious")

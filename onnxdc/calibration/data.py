@@ -14,6 +14,7 @@ from __future__ import annotations
 import lzma
 import math
 import os
+import tokenize
 import zipfile
 import zlib
 from collections.abc import Iterator
@@ -167,7 +168,7 @@ def _parse_header(fh: IO[bytes], what: str) -> NpyHeader:
             shape, fortran, dtype = fmt.read_array_header_2_0(fh)
         else:
             raise DataError(f"{what} is .npy format {version[0]}.{version[1]}; onnxdc reads 1.0 and 2.0")
-    except (ValueError, TypeError, SyntaxError, EOFError, UnicodeDecodeError) as exc:
+    except (ValueError, TypeError, SyntaxError, EOFError, UnicodeDecodeError, tokenize.TokenError) as exc:
         raise DataError(f"{what} has a malformed .npy header ({str(exc).splitlines()[0]})") from None
     if dtype.hasobject:
         raise DataError(f"{what} holds Python objects; onnxdc never unpickles data, save plain numeric arrays")

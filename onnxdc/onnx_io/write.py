@@ -50,9 +50,10 @@ def external_data_name(out: str | os.PathLike[str], digest: str) -> str:
 def external_data_files(model_path: str | os.PathLike[str]) -> list[Path]:
     """The external data files a model file refers to that onnxdc wrote for it (beside it).
 
-    That is ``<name>.<digest>.data`` as :func:`write_model` writes, or ``<name>.data`` as earlier
-    versions did, and only plain regular files in the model's directory. A missing, unparsable or
-    large file yields none.
+    That is ``<name>.<digest>.data`` as :func:`write_model` writes, and only plain regular files in
+    the model's directory. ``<name>.data`` (what earlier versions wrote) is not counted: it is also
+    the name onnx users give their own data files, which other models may share. A missing,
+    unparsable or large file yields none.
     """
     path = Path(model_path)
     try:
@@ -63,7 +64,7 @@ def external_data_files(model_path: str | os.PathLike[str]) -> list[Path]:
         model.ParseFromString(path.read_bytes())
     except Exception:  # noqa: BLE001 - not a model we wrote: nothing of ours to find
         return []
-    ours = re.compile(re.escape(path.name) + rf"(\.[0-9a-f]{{{_DIGEST_CHARS}}})?\.data")
+    ours = re.compile(re.escape(path.name) + rf"\.[0-9a-f]{{{_DIGEST_CHARS}}}\.data")
     found: list[Path] = []
     for ref in iter_tensors(model):
         location = {e.key: e.value for e in ref.proto.external_data}.get("location", "")
