@@ -27,10 +27,10 @@ import numpy as np
 import onnx
 
 from onnxdc._version import __version__
+from onnxdc.auto.budget import Budget
 from onnxdc.auto.search import (
     AUTO_MIN_ELEMENTS,
     AutoResult,
-    Budget,
     compress_auto,
     recipe_toml,
     sensitivity,
