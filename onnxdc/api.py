@@ -28,10 +28,10 @@ import onnx
 
 from onnxdc._version import __version__
 from onnxdc.auto.budget import Budget
+from onnxdc.auto.engine import compress_rd as compress_auto
 from onnxdc.auto.search import (
     AUTO_MIN_ELEMENTS,
     AutoResult,
-    compress_auto,
     recipe_toml,
     sensitivity,
     split,

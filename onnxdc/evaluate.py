@@ -121,10 +121,10 @@ def run_model(sess, inputs: dict[str, np.ndarray], *, batch_size: int = 256) -> 
             outs = [[] for _ in res]
         for acc, r in zip(outs, res):
             acc.append(np.asarray(r))
-    return [_concat(o) for o in outs]
+    return [concat_batches(o) for o in outs]
 
 
-def _concat(parts: list[np.ndarray]) -> np.ndarray:
+def concat_batches(parts: list[np.ndarray]) -> np.ndarray:
     """Join per-batch outputs along their batch axis: the one axis whose size differs, else axis 0."""
     if len(parts) == 1:
         return parts[0]
@@ -185,6 +185,13 @@ def evaluate_candidate(ref: Reference, candidate: onnx.ModelProto, *, batch_size
     cand_sess = session(candidate)
     cand_out = run_model(cand_sess, model_inputs(ref.data, [i.name for i in cand_sess.get_inputs()]),
                          batch_size=batch_size)
+    return compare(ref, cand_out)
+
+
+@single_blas_thread
+def compare(ref: Reference, cand_out: list[np.ndarray]) -> EvalResult:
+    """The :class:`EvalResult` of a candidate's outputs on the reference's data, however they were
+    computed (an engine may run its own session)."""
     metrics = [output_metrics(n, r, c) for n, r, c in zip(ref.names, ref.outputs, cand_out)]
     r0, c0 = ref.outputs[0], cand_out[0]
     classify = r0.ndim == 2 and r0.shape[1] > 1 and c0.shape == r0.shape

@@ -83,10 +83,10 @@ def test_load_data_refuses_pickles_and_garbage(tmp_path) -> None:  # noqa: ANN00
 
 
 def test_batches_join_along_their_batch_axis() -> None:
-    from onnxdc.evaluate import _concat
+    from onnxdc.evaluate import concat_batches
 
     time_major = [np.zeros((7, 256, 3)), np.ones((7, 44, 3))]  # e.g. a GRU's [seq, batch, hidden]
-    joined = _concat(time_major)
+    joined = concat_batches(time_major)
     assert joined.shape == (7, 300, 3) and joined[:, 256:].all()
-    assert _concat([np.zeros((4, 2)), np.zeros((4, 2))]).shape == (8, 2)
-    assert _concat([np.float32(1), np.float32(2)]).shape == (2,)
+    assert concat_batches([np.zeros((4, 2)), np.zeros((4, 2))]).shape == (8, 2)
+    assert concat_batches([np.float32(1), np.float32(2)]).shape == (2,)

@@ -397,10 +397,13 @@ class AutoResult:
 
 
 @single_blas_thread
-def compress_auto(model: onnx.ModelProto, *, base: SharingConfig, data: dict[str, np.ndarray], budget: Budget,
+def compress_grid(model: onnx.ModelProto, *, base: SharingConfig, data: dict[str, np.ndarray], budget: Budget,
                   max_samples: int = 512, metadata: dict | None = None, zstd_level: int = 19, jobs: int = 1,
                   progress: Progress | None = None, notice: Notice | None = None) -> AutoResult:
-    """Measure sensitivity, choose per-tensor settings within ``budget``, and compress with them.
+    """The grid engine (before the rate–distortion engine of :mod:`onnxdc.auto.engine` replaced it as
+    the automatic mode): measure sensitivity over sparsity × bits, choose per-tensor settings within
+    ``budget`` by real layer-by-layer trials, and compress with them. Kept for benchmarks that
+    compare the two.
 
     If no compensated setting meets the budget, the search is run again with plain magnitude
     pruning and k-means (layers fitted to the calibration samples may generalize worse); if none

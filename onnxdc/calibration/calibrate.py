@@ -55,7 +55,7 @@ def _consumer(model: onnx.ModelProto, name: str) -> tuple[onnx.NodeProto, int] |
     return uses[0] if len(uses) == 1 else None
 
 
-def _layer(model: onnx.ModelProto, plan) -> tuple[int, LinearForm | None]:  # noqa: ANN001
+def layer_of(model: onnx.ModelProto, plan) -> tuple[int, LinearForm | None]:  # noqa: ANN001
     """(graph position, linear form or None) of a planned weight."""
     ref = plan.candidate.ref
     use = _consumer(model, ref.proto.name) if ref.path.startswith("graph.initializer") and ref.proto.name else None
@@ -64,7 +64,7 @@ def _layer(model: onnx.ModelProto, plan) -> tuple[int, LinearForm | None]:  # no
     return list(model.graph.node).index(use[0]), linear_form(use[0], use[1], tuple(ref.proto.dims))
 
 
-def _weight(plan) -> np.ndarray:  # noqa: ANN001
+def weight_of(plan) -> np.ndarray:  # noqa: ANN001
     from onnxdc.onnx_io.tensors import tensor_array, tensor_raw_bytes
 
     proto = plan.candidate.ref.proto
@@ -90,12 +90,12 @@ def calibrate(model: onnx.ModelProto, plans: dict, data: dict[str, np.ndarray], 
     work = onnx.ModelProto()
     work.CopyFrom(model)
     work_refs = {r.slot: r for r in iter_tensors(work)}
-    layers = sorted(((*_layer(model, plan), slot) for slot, plan in plans.items()), key=lambda t: (t[0], t[2]))
+    layers = sorted(((*layer_of(model, plan), slot) for slot, plan in plans.items()), key=lambda t: (t[0], t[2]))
     feed = _feed(model, data, max_samples)
     out: dict[int, CalibratedTensor] = {}
     for done, (_, form, slot) in enumerate(layers, 1):
         plan = plans[slot]
-        orig = _weight(plan)
+        orig = weight_of(plan)
         w = orig.astype(np.float32)
         if form is None or not compensated:
             out[slot] = _magnitude(w, plan, "no linear form for this use" if compensated else "not compensated")
@@ -119,8 +119,8 @@ def compress_alone(model: onnx.ModelProto, plan, feed: dict[str, np.ndarray]) ->
     The layer's least-squares problem is built once from the original model's activations, so
     each setting costs only the pruning and sharing sweeps.
     """
-    _, form = _layer(model, plan)
-    w = _weight(plan).astype(np.float32)
+    _, form = layer_of(model, plan)
+    w = weight_of(plan).astype(np.float32)
     if form is None:
         return lambda p: _magnitude(w, p, "no linear form for this use")
     got = _collect(model, list(form.sources), _layer_feed(model, form, w, _feed(model, feed, None)))
@@ -144,12 +144,12 @@ def quantized_model(model: onnx.ModelProto, tensors: dict) -> onnx.ModelProto:
     work.CopyFrom(model)
     refs = {r.slot: r for r in iter_tensors(work)}
     for slot, (plan, ct) in tensors.items():
-        _store(refs[slot].proto, ct, _weight(plan))
+        _store(refs[slot].proto, ct, weight_of(plan))
     return work
 
 
 def _store(target: onnx.TensorProto, ct: CalibratedTensor, orig: np.ndarray) -> None:
-    quantized = _values(ct, orig.shape).astype(orig.dtype)
+    quantized = dense_values(ct, orig.shape).astype(orig.dtype)
     set_raw_data(target, le_bytes(quantized))
 
 
@@ -184,7 +184,7 @@ def _layer_feed(model: onnx.ModelProto, form: LinearForm, w: np.ndarray,
     return {k: v[keep] for k, v in feed.items()}
 
 
-def _values(ct: CalibratedTensor, shape: tuple[int, ...]) -> np.ndarray:
+def dense_values(ct: CalibratedTensor, shape: tuple[int, ...]) -> np.ndarray:
     flat = np.zeros(int(np.prod(shape)), dtype=np.float32)
     flat[np.flatnonzero(ct.keep.reshape(-1))] = ct.clustering.values()
     return flat.reshape(shape)
@@ -242,16 +242,7 @@ def _collect(model: onnx.ModelProto, names: list[str], feed: dict[str, np.ndarra
     if not names:
         return {}
     graph_inputs = {i.name for i in model.graph.input}
-    wanted = [n for n in dict.fromkeys(names) if n not in graph_inputs]
-    # Only the needed nodes and initializers are copied: the model is copied for every layer.
-    m = _copy_without(model, {"graph"})
-    m.graph.CopyFrom(_copy_without(model.graph, {"node", "initializer", "output"}))
-    nodes = _needed(list(model.graph.node), wanted)
-    m.graph.node.extend(nodes)
-    # Less to serialize for onnxruntime; initializers that are also graph inputs (IR < 4) stay.
-    reads = {x for node in nodes for x in (*node.input, *_subgraph_reads(node))} | graph_inputs | set(wanted)
-    m.graph.initializer.extend(t for t in model.graph.initializer if t.name in reads)
-    m.graph.output.extend(helper.make_empty_tensor_value_info(n) for n in wanted)
+    m, wanted = exposing(model, names)
     result: dict[str, np.ndarray] = {}
     if wanted:
         sess = session(m)
@@ -262,6 +253,25 @@ def _collect(model: onnx.ModelProto, names: list[str], feed: dict[str, np.ndarra
         if n in graph_inputs:
             result[n] = feed[n]
     return result
+
+
+def exposing(model: onnx.ModelProto, names: list[str]) -> tuple[onnx.ModelProto, list[str]]:
+    """A copy of ``model`` whose only outputs are the values ``names`` that are not graph inputs
+    (returned second, in order), without the nodes and initializers those values do not depend
+    on: onnxruntime runs every node of a graph.
+    """
+    graph_inputs = {i.name for i in model.graph.input}
+    wanted = [n for n in dict.fromkeys(names) if n not in graph_inputs]
+    # Only the needed nodes and initializers are copied: the model may be copied for every layer.
+    m = _copy_without(model, {"graph"})
+    m.graph.CopyFrom(_copy_without(model.graph, {"node", "initializer", "output"}))
+    nodes = _needed(list(model.graph.node), wanted)
+    m.graph.node.extend(nodes)
+    # Less to serialize for onnxruntime; initializers that are also graph inputs (IR < 4) stay.
+    reads = {x for node in nodes for x in (*node.input, *_subgraph_reads(node))} | graph_inputs | set(wanted)
+    m.graph.initializer.extend(t for t in model.graph.initializer if t.name in reads)
+    m.graph.output.extend(helper.make_empty_tensor_value_info(n) for n in wanted)
+    return m, wanted
 
 
 def _copy_without(msg, skip: set[str]):  # noqa: ANN001, ANN202 - any protobuf message, same type back

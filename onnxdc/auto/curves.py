@@ -1,0 +1,154 @@
+"""Per-tensor rate–distortion curves: the candidates the allocation chooses from.
+
+Every compressible tensor gets a curve of points, each an entropy-constrained uniform
+quantization (:mod:`onnxdc.stages.ecq`) at one step, from steps so coarse that nearly every weight
+is zero down to 127 levels a side, half an octave apart, plus the exact tensor (stored losslessly)
+as the most careful point. A point's distortion is the closed-form layer error ``tr(ΔWᵀ H ΔW)``
+against the input statistics of :mod:`onnxdc.calibration.stats` (plain squared error for weights
+without a linear form), and its rate the bytes the container's layouts would take, estimated from
+the levels' histogram: Huffman over all levels (the ``dense`` layout, zero coded jointly) or
+entropy-coded position gaps plus Huffman over the non-zero levels, whichever is smaller.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from onnxdc.calibration.linear import weight_matrices, weight_tensor
+from onnxdc.calibration.stats import LayerStats
+from onnxdc.coders.huffman import huffman_code_lengths, payload_bits
+from onnxdc.pipeline.streams import order0_entropy_bits
+from onnxdc.stages.compensate import LayerProblem
+from onnxdc.stages.ecq import MAX_LEVEL, code_lengths, ec_round, ec_sweep, initial_lengths, lam_for, layer_error
+from onnxdc.stages.positions import relative_symbols
+from onnxdc.threads import single_blas_thread
+
+#: Curve points per octave of the step.
+STEPS_PER_OCTAVE = 2
+#: Octaves below the largest weight the coarsest step starts at.
+FIRST_OCTAVE = 0.5
+#: Dead-zone widths (κ) tried besides 1 at the WIDE_STEPS coarsest steps.
+WIDE_KAPPAS = (16.0, 4.0)
+WIDE_STEPS = 4
+#: Bytes a stream's header entry and coder table cost on top of its payload (rate estimate only).
+STREAM_OVERHEAD = 12
+
+
+@dataclass(frozen=True, eq=False)
+class CurvePoint:
+    """One candidate for a tensor.
+
+    Attributes:
+        step: the quantizer step, 0 for the exact (lossless) point.
+        est_bytes: estimated container bytes of the tensor.
+        distortion: closed-form layer error of the point.
+        levels: integer levels in the tensor's shape (int8), None for the exact point.
+    """
+
+    step: float
+    est_bytes: int
+    distortion: float
+    levels: np.ndarray | None
+    kappa: float = 1.0
+
+    @property
+    def exact(self) -> bool:
+        return self.levels is None
+
+
+@dataclass(frozen=True, eq=False)
+class Curve:
+    """A tensor's points, from the smallest to the exact one, and its output energy."""
+
+    slot: int
+    name: str
+    energy: float
+    points: list[CurvePoint]
+    has_stats: bool = True
+
+
+def level_bytes(levels: np.ndarray, *, codebook_itemsize: int = 4) -> int:
+    """Estimated container bytes of a tensor quantized to ``levels`` (any shape, int8)."""
+    flat = levels.reshape(-1)
+    counts = np.bincount(flat.astype(np.int64) + MAX_LEVEL, minlength=2 * MAX_LEVEL + 1)
+    nz = flat.size - int(counts[MAX_LEVEL])
+    k = int(np.count_nonzero(counts)) - (1 if counts[MAX_LEVEL] else 0)
+    codebook = k * codebook_itemsize
+    if nz == 0:
+        return STREAM_OVERHEAD + codebook
+
+    def huff(c: np.ndarray) -> int:
+        c = c[c > 0]
+        if c.size <= 1:
+            return 0
+        return (payload_bits(c, huffman_code_lengths(c, 16)) + 7) // 8 + c.size
+
+    dense = huff(counts)
+    nz_counts = counts.copy()
+    nz_counts[MAX_LEVEL] = 0
+    pos = np.flatnonzero(flat)
+    gaps = math.ceil(order0_entropy_bits(relative_symbols(pos, bits=8)) / 8) + 256 // 8
+    sparse = gaps + huff(nz_counts) + STREAM_OVERHEAD
+    return STREAM_OVERHEAD + codebook + min(dense, sparse)
+
+
+def exact_bytes(w: np.ndarray) -> int:
+    """Bytes of a tensor stored losslessly (an upper bound: the byte planes usually code smaller)."""
+    return int(w.nbytes) + STREAM_OVERHEAD
+
+
+def steps_for(w: np.ndarray) -> list[tuple[float, float]]:
+    """The curve's (step, κ) pairs, coarsest first: steps half an octave apart down to 127 levels a
+    side at ECSQ's slope (κ = 1), and wider dead zones (larger κ) at the coarsest steps, where
+    most weights become zero and the rate is mostly where the non-zero ones sit."""
+    amax = float(np.max(np.abs(w))) if w.size else 0.0
+    if amax == 0 or not math.isfinite(amax):
+        return []
+    out, k = [], 0
+    while True:
+        step = amax / 2 ** (FIRST_OCTAVE + k / STEPS_PER_OCTAVE)
+        if amax / step > MAX_LEVEL:
+            return out
+        out.extend((step, kappa) for kappa in (WIDE_KAPPAS if k < WIDE_STEPS else ()) + (1.0,))
+        k += 1
+
+
+@single_blas_thread
+def tensor_curve(slot: int, name: str, w: np.ndarray, stats: LayerStats | None) -> Curve:
+    """The rate–distortion curve of one tensor (``w`` in its own shape and dtype)."""
+    w32 = w.astype(np.float32)
+    if stats is None:
+        w0 = w32.astype(np.float64)
+        energy = float(np.sum(w0 * w0))
+        pts = []
+        for step, kappa in steps_for(w32):
+            lam = lam_for(step, None, kappa)
+            lengths = code_lengths(np.bincount(ec_round(w0, step=step, lam=lam, lengths=initial_lengths([w0], step))
+                                               .reshape(-1).astype(np.int64) + MAX_LEVEL,
+                                               minlength=2 * MAX_LEVEL + 1))
+            lv = ec_round(w0, step=step, lam=lam, lengths=lengths)
+            pts.append(CurvePoint(step, level_bytes(lv), layer_error(step * lv, w0, None), lv, kappa))
+    else:
+        form = stats.form
+        w0s = [m.astype(np.float64) for m in weight_matrices(form, w32)]
+        probs = [LayerProblem(h, w0) for h, w0 in zip(stats.h, w0s)]
+        energy = sum(p.energy for p in probs)
+        u_diag = np.concatenate([np.diag(p.u) for p in probs])
+        pts = []
+        for step, kappa in steps_for(w32):
+            lam = lam_for(step, u_diag, kappa)
+            # Code lengths of rounding without feedback, then one GPTQ sweep with them.
+            first = [ec_round(w0, step=step, lam=lam_for(step, None, kappa), lengths=initial_lengths(w0s, step))
+                     for w0 in w0s]
+            lengths = code_lengths(sum(np.bincount(f.reshape(-1).astype(np.int64) + MAX_LEVEL,
+                                                   minlength=2 * MAX_LEVEL + 1) for f in first))
+            lv_g = [ec_sweep(p.w_star, p.u, step=step, lam=lam, lengths=lengths) for p in probs]
+            dist = sum(layer_error(step * lv.astype(np.float64), p.w_star, p.h) for lv, p in zip(lv_g, probs))
+            lv = weight_tensor(form, [x.astype(np.int8) for x in lv_g], w32.shape).astype(np.int8)
+            pts.append(CurvePoint(step, level_bytes(lv), dist, lv, kappa))
+    pts.append(CurvePoint(0.0, exact_bytes(w), 0.0, None))
+    pts.sort(key=lambda p: (p.est_bytes, p.distortion))
+    return Curve(slot, name, energy, pts, stats is not None)

@@ -1,0 +1,443 @@
+"""The automatic mode: a rate–distortion allocation over every tensor, checked on held-out samples.
+
+1. **Statistics**, one pass: every layer's input second moment ``H`` on the fitting samples
+   (:mod:`onnxdc.calibration.stats`).
+2. **Curves**: per tensor, entropy-constrained uniform quantizations at steps half an octave
+   apart, GPTQ-rounded against ``H``, each with its closed-form layer error ``D`` and estimated
+   bytes (:mod:`onnxdc.auto.curves`).
+3. **Sensitivities**: one whole-model run per tensor (that tensor alone quantized, on the fitting
+   samples) maps layer error to output fidelity: the outputs' cosine deficit is ``s · D`` for
+   small errors (both are quadratic in the weight error).
+4. **Allocation**: each tensor takes the point minimizing ``bytes + λ · s · D``; λ moves along the
+   distinct choices (each tensor stepping along the lower convex hull of its curve) from the
+   choice whose predicted deficit meets the budget, and real runs on the checking samples, which
+   fitting never saw, gallop and bisect to the smallest choice that meets the budget.
+5. **Encoding and verification**: the container is decoded and checked once more on the checking
+   samples; should it miss, the allocation steps back to more careful choices until it holds.
+
+Deterministic: the same model, data and settings give the same bytes, whatever the thread counts.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+
+from onnxdc.auto.budget import Budget
+from onnxdc.auto.curves import Curve, tensor_curve
+from onnxdc.auto.search import AutoResult, Choice, Progress, _escape_glob, auto_sharing, split
+from onnxdc.auto.trials import TrialRunner
+from onnxdc.calibration.calibrate import CalibratedTensor, weight_of
+from onnxdc.calibration.stats import collect_stats
+from onnxdc.errors import Notice
+from onnxdc.evaluate import EvalResult, compare, output_metrics, prepare_reference
+from onnxdc.pipeline.settings import Rule, SharingConfig
+from onnxdc.stages.ecq import MAX_LEVEL
+from onnxdc.stages.quantize import Clustering
+from onnxdc.threads import single_blas_thread
+
+#: Relative layer error at which a tensor's sensitivity is first probed.
+PROBE_ERROR = 1e-3
+#: Real trials of the allocation at most (each is one run over the checking samples).
+MAX_TRIALS = 12
+#: Refresh passes of a refreshed trial (see :func:`refresh`).
+REFRESH_PASSES = 2
+#: Real trials with refreshed layers at most, after the plain search.
+MAX_REFRESHED_TRIALS = 6
+#: Samples of the fitting split the sensitivities are measured on, at most.
+SENSITIVITY_SAMPLES = 128
+
+
+def deficit(ref_outputs: list[np.ndarray], outputs: list[np.ndarray]) -> float:
+    """``1 - cosine`` of the outputs, averaged over outputs: the fidelity loss the allocation adds up."""
+    cos = [output_metrics("", r, c).cosine for r, c in zip(ref_outputs, outputs)]
+    return float(1.0 - np.mean(cos)) if cos else 0.0
+
+
+def dequantized(curve: Curve, i: int, dtype: np.dtype) -> np.ndarray | None:
+    """Point ``i``'s weights (None for the exact point)."""
+    p = curve.points[i]
+    return None if p.exact else (p.step * p.levels.astype(np.float64)).astype(dtype)
+
+
+@single_blas_thread
+def sensitivities(curves: dict[int, Curve], runner: TrialRunner, ref_outputs: list[np.ndarray],
+                  dtypes: dict[int, np.dtype], progress: Progress | None = None) -> dict[int, float]:
+    """Cosine deficit per unit of layer error, per tensor, from one or a few whole-model runs."""
+    out = {}
+    for done, (slot, c) in enumerate(curves.items(), 1):
+        lossy = [i for i, p in enumerate(c.points) if not p.exact and p.distortion > 0]
+        if not lossy or c.energy <= 0:
+            out[slot] = 0.0
+            continue
+        rel = np.array([c.points[i].distortion / c.energy for i in lossy])
+        j = int(np.argmin(np.abs(np.log(rel) - math.log(PROBE_ERROR))))
+        s = 0.0
+        for _ in range(4):  # coarser while the outputs do not move measurably
+            i = lossy[j]
+            d = deficit(ref_outputs, runner.outputs({slot: dequantized(c, i, dtypes[slot])}))
+            s = max(d, 0.0) / c.points[i].distortion
+            if d > 1e-7 or j == 0:
+                break
+            j = max(0, j - 2)
+        out[slot] = s
+        if progress:
+            progress(done, len(curves), "sensitivity")
+    return out
+
+
+@dataclass(frozen=True)
+class Path:
+    """The distinct allocations along λ, from the most careful (0) to the smallest.
+
+    Each tensor walks the lower convex hull of its (bytes, s·D) points; the allocations are the
+    most careful picks plus one step of one tensor per event, in decreasing λ.
+    """
+
+    careful: dict[int, int]
+    events: tuple[tuple[float, int, int], ...]  # (λ, slot, point taken below λ)
+
+    def __len__(self) -> int:
+        return len(self.events) + 1
+
+    def picks(self, k: int) -> dict[int, int]:
+        idx = dict(self.careful)
+        for _, slot, j in self.events[:k]:
+            idx[slot] = j
+        return idx
+
+    def lam(self, k: int) -> float:
+        return self.events[k - 1][0] if k else math.inf
+
+
+def hull(bytes_: list[int], loss: list[float]) -> tuple[list[int], list[float]]:
+    """Indices of the lower convex hull of (bytes, loss), from the smallest to the most careful,
+    and the λ at which each next one takes over (``bytes + λ·loss`` minimized)."""
+    order = sorted(range(len(bytes_)), key=lambda i: (bytes_[i], loss[i]))
+    cur = order[0]
+    chain, lams = [cur], []
+    while True:
+        best, best_lam = None, math.inf
+        for i in order:
+            dl = loss[cur] - loss[i]
+            if dl <= 0:
+                continue
+            lam = max(0.0, (bytes_[i] - bytes_[cur]) / dl)
+            if lam < best_lam or (lam == best_lam and loss[i] < loss[best]):
+                best, best_lam = i, lam
+        if best is None:
+            return chain, lams
+        chain.append(best)
+        lams.append(best_lam)
+        cur = best
+
+
+def lagrangian_path(curves: dict[int, Curve], sens: dict[int, float]) -> tuple[Path, dict[int, list[float]]]:
+    """The :class:`Path` of the curves under the sensitivities, and every point's predicted loss."""
+    careful, events, losses = {}, [], {}
+    for slot, c in curves.items():
+        loss = [sens[slot] * p.distortion for p in c.points]
+        losses[slot] = loss
+        chain, lams = hull([p.est_bytes for p in c.points], loss)
+        careful[slot] = chain[-1]
+        events.extend((lam, slot, j) for lam, j in zip(lams, chain[:-1]))
+    events.sort(key=lambda e: (-e[0], e[1], e[2]))
+    return Path(careful, tuple(events)), losses
+
+
+def predicted(path: Path, losses: dict[int, list[float]]) -> list[float]:
+    """Summed predicted loss of every allocation along the path."""
+    idx = dict(path.careful)
+    total = sum(losses[s][j] for s, j in idx.items())
+    out = [total]
+    for _, slot, j in path.events:
+        total += losses[slot][j] - losses[slot][idx[slot]]
+        idx[slot] = j
+        out.append(total)
+    return out
+
+
+def search(path: Path, pred: list[float], trial, *, budget: Budget, max_trials: int = MAX_TRIALS) -> tuple[int, int]:  # noqa: ANN001
+    """The largest allocation index that meets the budget in real trials (gallop, then bisect),
+    assuming a more careful allocation never measures worse; returns (index, trials)."""
+    results: dict[int, bool] = {}
+
+    def ok(k: int) -> bool:
+        if k not in results:
+            results[k] = trial(k)
+        return results[k]
+
+    n = len(path)
+    if budget.min_cosine is not None:
+        fits = [k for k, loss in enumerate(pred) if loss <= 1.0 - budget.min_cosine]
+        start = fits[-1] if fits else 0
+    else:
+        start = n // 2
+    good, bad = -1, n
+    if ok(start):
+        good, step = start, 1
+        while good + step < bad and len(results) < max_trials - 1:
+            if not ok(good + step):
+                bad = good + step
+                break
+            good, step = good + step, step * 2
+        else:
+            if good + step >= bad and good + 1 < bad and len(results) < max_trials - 1 and ok(bad - 1):
+                good = bad - 1
+    else:
+        bad, step = start, 1
+        while bad > 0 and len(results) < max_trials - 1:
+            k = max(0, bad - step)
+            if ok(k):
+                good = k
+                break
+            bad, step = k, step * 2
+    while good >= 0 and bad - good > 1 and len(results) < max_trials:
+        mid = (good + bad) // 2
+        if ok(mid):
+            good = mid
+        else:
+            bad = mid
+    return max(good, 0), len(results)
+
+
+@dataclass(frozen=True, eq=False)
+class Quantized:
+    """One tensor's final levels and step (after the refresh), and its relative layer error."""
+
+    levels: np.ndarray
+    step: float
+    rel_error: float
+    kappa: float = 1.0
+
+    def weights(self, dtype: np.dtype) -> np.ndarray:
+        return (self.step * self.levels.astype(np.float64)).astype(dtype)
+
+
+@single_blas_thread
+def refresh(model: onnx.ModelProto, plans: dict, curves: dict[int, Curve], picks: dict[int, int],
+            fit: dict[str, np.ndarray], weights: dict[int, np.ndarray], *, passes: int = REFRESH_PASSES,
+            seed: int = 0) -> dict[int, Quantized]:
+    """Requantize the picked points so that each layer absorbs the error of those before it.
+
+    The curves' points are quantizations of the original weights against the original model's
+    inputs; once every layer is compressed, a layer sees other inputs. A pass collects, on the
+    fitting samples and with every picked layer compressed, each layer's ``H`` and its cross
+    moment ``G`` with the original inputs, refits ``W* = H⁻¹ G W0`` (the least-squares weights
+    that map the inputs it now sees to the outputs the original layer gave) and GPTQ-rounds ``W*``
+    at the point's step and code lengths. Each pass sees the previous pass's layers; two passes
+    come close to a sequential, layer-by-layer sweep at a fraction of its sessions.
+    """
+    from onnxdc.calibration.linear import weight_matrices, weight_tensor
+    from onnxdc.stages.compensate import LayerProblem, _damped
+    from onnxdc.stages.ecq import code_lengths, ec_sweep, lam_for, layer_error
+
+    out: dict[int, Quantized] = {}
+    for s, j in picks.items():
+        p = curves[s].points[j]
+        if not p.exact:
+            out[s] = Quantized(p.levels, p.step, p.distortion / curves[s].energy if curves[s].energy else 0.0, p.kappa)
+    todo = {s: plans[s] for s in out if curves[s].has_stats}
+    if not todo:
+        return out
+    from onnxdc.auto.trials import replaced_model
+
+    for _ in range(passes):
+        current = {s: q.weights(weights[s].dtype) for s, q in out.items()}
+        stats = collect_stats(replaced_model(model, current), todo, fit, seed=seed, reference=model)
+        for s, st in stats.items():
+            q = out[s]
+            w0s = [m.astype(np.float64) for m in weight_matrices(st.form, weights[s].astype(np.float32))]
+            lengths = code_lengths(np.bincount(q.levels.reshape(-1).astype(np.int64) + MAX_LEVEL,
+                                               minlength=2 * MAX_LEVEL + 1))
+            lv_g, err, energy = [], 0.0, 0.0
+            for h, g, w0 in zip(st.h, st.g, w0s):
+                target = g @ w0
+                try:
+                    w_star = np.linalg.solve(_damped(h), target)
+                except np.linalg.LinAlgError:
+                    w_star = w0
+                prob = LayerProblem(h, w_star)
+                lam = lam_for(q.step, np.diag(prob.u), q.kappa)
+                lv = ec_sweep(w_star, prob.u, step=q.step, lam=lam, lengths=lengths)
+                lv_g.append(lv)
+                err += layer_error(q.step * lv.astype(np.float64), w_star, h)
+                energy += prob.energy
+            levels = weight_tensor(st.form, lv_g, weights[s].shape).astype(np.int8)
+            out[s] = Quantized(levels, q.step, err / energy if energy > 0 else 0.0, q.kappa)
+    return out
+
+
+def calibrated_tensor(q: Quantized, *, has_stats: bool) -> CalibratedTensor:
+    """A quantized tensor as the container's shared form: a keep-mask, a codebook of the used
+    non-zero levels times the step, and each kept weight's codebook index."""
+    lv = q.levels
+    keep = lv != 0
+    used = np.flatnonzero(np.bincount(lv[keep].astype(np.int64) + MAX_LEVEL, minlength=2 * MAX_LEVEL + 1))
+    levels = used - MAX_LEVEL
+    codebook = (q.step * levels.astype(np.float64)).astype(np.float32)
+    index_of = np.zeros(2 * MAX_LEVEL + 1, dtype=np.uint8)
+    index_of[used] = np.arange(used.size, dtype=np.uint8)
+    indices = index_of[lv.reshape(-1)[keep.reshape(-1)].astype(np.int64) + MAX_LEVEL]
+    how = "" if has_stats else ", no layer statistics"
+    return CalibratedTensor(keep, Clustering(codebook, indices), f"rd: step {q.step:.6g}{how}",
+                            rel_error=q.rel_error)
+
+
+def _rules(plans: dict, curves: dict[int, Curve], picks: dict[int, int], qs: dict[int, Quantized]) -> tuple[Rule, ...]:
+    """Recipe rules recording each tensor's pick: ``lossless`` for exact points, else the zero
+    fraction and the index width of its levels (a manual re-run with them is Deep Compression at
+    those settings, not the same quantizer)."""
+    from onnxdc.pipeline.plan import tensor_label
+
+    rules = []
+    for slot in sorted(picks):
+        name = _escape_glob(tensor_label(plans[slot].candidate.ref))
+        if slot not in qs:
+            rules.append(Rule(name, {"lossless": True}))
+            continue
+        lv = qs[slot].levels
+        nz = int(np.count_nonzero(lv))
+        k = int(np.unique(lv[lv != 0]).size)
+        rules.append(Rule(name, {"sparsity": round(1.0 - nz / lv.size, 4),
+                                 "bits": max(1, math.ceil(math.log2(k + 1)))}))
+    return tuple(rules)
+
+
+@single_blas_thread
+def compress_rd(model: onnx.ModelProto, *, base: SharingConfig, data: dict[str, np.ndarray], budget: Budget,
+                max_samples: int = 512, metadata: dict | None = None, zstd_level: int = 19, jobs: int = 1,
+                progress: Progress | None = None, notice: Notice | None = None) -> AutoResult:
+    """Compress ``model`` with per-tensor quantizers chosen within ``budget`` (see the module doc)."""
+    from onnxdc.onnx_io.tensors import check_storable, has_data, iter_tensors
+    from onnxdc.pipeline.decode import decompress
+    from onnxdc.pipeline.encode import CompressConfig, compress
+    from onnxdc.pipeline.plan import check_finite_weights, plan_sharing, tensor_label
+
+    for ref in iter_tensors(model):  # refuse what compress() would refuse, before any search
+        if has_data(ref.proto):
+            check_storable(ref.proto)
+    plans = plan_sharing(model, base)
+    check_finite_weights(plans)
+    meta = dict(metadata or {})
+    if not plans:
+        res = compress(model, config=CompressConfig(metadata=meta, zstd_level=zstd_level, jobs=jobs))
+        return AutoResult(res, Choice({}, (), {}, None, 0.0, 0), {}, base, True)
+    fit, check = split(data, max_samples=max_samples)
+    stats = collect_stats(model, plans, fit, seed=base.seed, progress=progress)
+    weights = {slot: weight_of(plan) for slot, plan in plans.items()}
+    curves = {}
+    for done, (slot, plan) in enumerate(plans.items(), 1):
+        curves[slot] = tensor_curve(slot, tensor_label(plan.candidate.ref), weights[slot], stats.get(slot))
+        if progress:
+            progress(done, len(plans), "curves")
+    del stats
+    dtypes = {slot: w.dtype for slot, w in weights.items()}
+    n_sens = min(SENSITIVITY_SAMPLES, len(next(iter(fit.values()))))
+    sens_data = {k: v[:n_sens] for k, v in fit.items()}
+    sens_runner = TrialRunner(model, list(plans), sens_data)
+    sens = sensitivities(curves, sens_runner, sens_runner.outputs({}), dtypes, progress=progress)
+    del sens_runner
+    path, losses = lagrangian_path(curves, sens)
+    pred = predicted(path, losses)
+    ref = prepare_reference(model, check)
+    runner = TrialRunner(model, list(plans), check)
+    evals: dict[int, EvalResult] = {}
+
+    def weights_at(k: int) -> dict[int, np.ndarray]:
+        picks = path.picks(k)
+        return {s: w for s, j in picks.items() if (w := dequantized(curves[s], j, dtypes[s])) is not None}
+
+    def trial(k: int) -> bool:
+        evals[k] = compare(ref, runner.outputs(weights_at(k)))
+        if progress:
+            progress(len(evals), MAX_TRIALS, "allocation")
+        return budget.met(evals[k])
+
+    k, tried = search(path, pred, trial, budget=budget)
+    plain = {s: Quantized(p.levels, p.step, p.distortion / curves[s].energy if curves[s].energy else 0.0)
+             for s, j in path.picks(k).items() if not (p := curves[s].points[j]).exact}
+    options: list[tuple[int, dict[int, Quantized]]] = [(k, plain)]  # the most careful last
+    if budget.met(evals[k]) or k == 0:
+        found: dict[int, dict[int, Quantized]] = {}
+
+        def refreshed(i: int) -> bool:
+            qs = refresh(model, plans, curves, path.picks(i), fit, weights, seed=base.seed)
+            ev = compare(ref, runner.outputs({s: q.weights(dtypes[s]) for s, q in qs.items()}))
+            if progress:
+                progress(len(found) + 1, MAX_REFRESHED_TRIALS, "refresh")
+            import os
+            if os.environ.get("RD_DEBUG"):
+                from onnxdc.auto.curves import level_bytes
+                print("refreshed", i, "plain", sum(curves[s].points[j].est_bytes for s, j in path.picks(i).items()),
+                      "refreshed", sum(level_bytes(q.levels) for q in qs.values()), 1 - ev.outputs[0].cosine, budget.met(ev))
+            if budget.met(ev):
+                found[i] = qs
+                evals[i] = ev
+                return True
+            return False
+
+        best, more = climb(k, len(path) - 1, refreshed, max_trials=MAX_REFRESHED_TRIALS)
+        tried += more
+        if best is not None:
+            options.append((best, found[best]))
+    n_fit = len(next(iter(fit.values())))
+    while True:
+        k, qs = options.pop()
+        picks = path.picks(k)
+        rules = _rules(plans, curves, picks, qs)
+        sharing = auto_sharing(base, Choice({}, rules, {}, None, 0.0, 0))
+        lossy = {s: calibrated_tensor(q, has_stats=curves[s].has_stats) for s, q in qs.items()}
+        auto_meta = {"engine": "rd", "budget": budget.to_json(), "trials": tried, "refreshed": len(options) > 0,
+                     "fit_samples": n_fit, "check_samples": len(next(iter(check.values())))}
+        res = compress(model, config=CompressConfig(sharing=sharing, calibration=fit, calib_samples=n_fit,
+                                                    metadata={**meta, "auto": auto_meta}, zstd_level=zstd_level,
+                                                    jobs=jobs),
+                       calibrated=lossy, notice=notice)
+        verified = compare(ref, runner.outputs({}) if not lossy else _decoded_outputs(runner, res.data, decompress))
+        if budget.met(verified) or not options:
+            break
+    choice = Choice({s: (r.settings.get("sparsity", 0.0), r.settings.get("bits", 0)) for s, r in zip(sorted(picks), rules)},
+                    rules, lossy, evals.get(k, verified), _finite(path.lam(k)) or 0.0, tried)
+    return AutoResult(res, choice, {}, sharing if lossy else base, budget.met(verified), verified)
+
+
+def climb(lo: int, hi: int, ok, *, max_trials: int) -> tuple[int | None, int]:  # noqa: ANN001
+    """The largest ``i`` in ``lo..hi`` with ``ok(i)``, galloping up from ``lo`` and bisecting,
+    assuming ``ok`` holds below some threshold only; (None, trials) if ``ok(lo)`` fails."""
+    trials = 1
+    if not ok(lo):
+        return None, trials
+    good, bad, step = lo, hi + 1, 1
+    while good + step < bad and trials < max_trials:
+        trials += 1
+        if ok(good + step):
+            good, step = good + step, step * 2
+        else:
+            bad = good + step
+            break
+    else:
+        if good + step >= bad and good < hi and trials < max_trials:
+            bad = min(bad, hi + 1)
+    while bad - good > 1 and trials < max_trials:
+        mid = (good + bad) // 2
+        trials += 1
+        if ok(mid):
+            good = mid
+        else:
+            bad = mid
+    return good, trials
+
+
+def _decoded_outputs(runner: TrialRunner, data: bytes, decompress) -> list[np.ndarray]:  # noqa: ANN001
+    """The outputs of the container's own decoded model on the runner's samples."""
+    from onnxdc.evaluate import run_model, session
+
+    return run_model(session(decompress(data, max_ratio=math.inf)), runner.feed)
+
+
+def _finite(x: float) -> float | None:
+    return x if math.isfinite(x) else None

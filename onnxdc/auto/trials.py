@@ -1,0 +1,88 @@
+"""Whole-model runs with some weights replaced, in one onnxruntime session.
+
+The automatic mode measures dozens of candidate models: one per tensor for its sensitivity, then
+the allocation's trials. Building a graph and a session for each costs more than running it, so
+the weights it varies become graph inputs of one session, fed with each run. Weights that cannot
+become inputs (Constant nodes, initializers of subgraphs) are set in a copy of the model instead,
+with a session per run.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+from onnx import helper
+
+from onnxdc.calibration.stats import model_feed
+from onnxdc.errors import ModelError
+from onnxdc.evaluate import concat_batches, run_model, session
+from onnxdc.onnx_io.tensors import iter_tensors, le_bytes, set_raw_data
+from onnxdc.threads import single_blas_thread
+
+
+class TrialRunner:
+    """Runs ``model`` on ``data`` with any of the ``slots``' weights replaced."""
+
+    def __init__(self, model: onnx.ModelProto, slots: list[int], data: dict[str, np.ndarray]) -> None:
+        self.model = model
+        self.feed = model_feed(model, data)
+        refs = {r.slot: r for r in iter_tensors(model)}
+        main = {t.name for t in model.graph.initializer}
+        self.names = {s: refs[s].proto.name for s in slots
+                      if refs[s].path.startswith("graph.initializer[") and refs[s].proto.name in main}
+        self._fed = len(self.names) == len(slots)
+        if self._fed:
+            from onnxdc.onnx_io.tensors import tensor_array, tensor_raw_bytes
+
+            m = onnx.ModelProto()
+            m.CopyFrom(model)
+            moved = set(self.names.values())
+            inputs = {i.name for i in m.graph.input}
+            keep = [t for t in m.graph.initializer if t.name not in moved]
+            self.original = {s: tensor_array(refs[s].proto, tensor_raw_bytes(refs[s].proto)) for s in self.names}
+            for s, name in self.names.items():
+                if name not in inputs:
+                    m.graph.input.append(helper.make_tensor_value_info(
+                        name, refs[s].proto.data_type, list(refs[s].proto.dims)))
+            del m.graph.initializer[:]
+            m.graph.initializer.extend(keep)
+            self.session = session(m)
+            self.n = len(next(iter(self.feed.values())))
+
+    @single_blas_thread
+    def outputs(self, weights: dict[int, np.ndarray], *, batch_size: int = 256) -> list[np.ndarray]:
+        """The model's outputs with ``weights`` (slot -> array in the tensor's shape) replaced."""
+        if not self._fed:
+            return run_model(session(replaced_model(self.model, weights)), self.feed, batch_size=batch_size)
+        ws = {self.names[s]: np.ascontiguousarray((weights[s] if s in weights else self.original[s])
+                                                  .astype(self.original[s].dtype, copy=False))
+              for s in self.names}
+        fixed = [i.shape[0] for i in self.session.get_inputs()
+                 if i.name in self.feed and i.shape and isinstance(i.shape[0], int) and i.shape[0] > 0]
+        step = min(fixed) if fixed else batch_size
+        parts: list[list[np.ndarray]] = []
+        for start in range(0, self.n, step):
+            try:
+                res = self.session.run(None, {**{k: v[start:start + step] for k, v in self.feed.items()}, **ws})
+            except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own untyped errors
+                raise ModelError(f"onnxruntime failed on the inputs: {str(exc).splitlines()[0]}") from None
+            if not parts:
+                parts = [[] for _ in res]
+            for acc, r in zip(parts, res):
+                acc.append(np.asarray(r))
+        return [concat_batches(p) for p in parts]
+
+    def replaced(self, weights: dict[int, np.ndarray]) -> onnx.ModelProto:
+        """A copy of the model with ``weights`` set."""
+        return replaced_model(self.model, weights)
+
+
+def replaced_model(model: onnx.ModelProto, weights: dict[int, np.ndarray]) -> onnx.ModelProto:
+    """A copy of ``model`` with ``weights`` (slot -> array) set in place of its tensors."""
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    refs = {r.slot: r for r in iter_tensors(m)}
+    for s, w in weights.items():
+        dtype = onnx.helper.tensor_dtype_to_np_dtype(refs[s].proto.data_type)
+        set_raw_data(refs[s].proto, le_bytes(np.asarray(w).astype(dtype)))
+    return m

@@ -1,0 +1,181 @@
+"""One pass of layer statistics: every compressible layer's input second moment ``H = E[xxᵀ]``.
+
+A candidate's layer error is then ``tr(ΔWᵀ H ΔW)`` in closed form, with no model run (see
+:mod:`onnxdc.stages.ecq`). One onnxruntime session exposes every needed intermediate value at
+once and runs over the calibration samples in batches; each batch's inputs are unrolled into the
+layers' row matrices, accumulated into ``H`` and dropped, so memory is bounded by the ``H``
+matrices and one batch of activations, not by activations × samples. A convolution contributes a
+subsample of its output positions (at most :func:`onnxdc.stages.compensate.max_rows` rows in all),
+gathered without unrolling the whole map.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+
+from onnxdc.calibration.calibrate import exposing, layer_of, weight_of
+from onnxdc.calibration.linear import LinearForm, conv_output, input_matrices, weight_matrices
+from onnxdc.errors import ModelError
+from onnxdc.evaluate import model_inputs, session
+from onnxdc.stages.compensate import max_rows
+from onnxdc.threads import single_blas_thread
+
+#: Bytes of intermediate values one batch may hold (the batch size follows from a one-sample probe).
+BATCH_BYTES = 128 << 20
+Progress = Callable[[int, int, str], None]
+
+
+@dataclass(frozen=True, eq=False)
+class LayerStats:
+    """One weight's linear form and the second moments of its inputs, per group (in × in)."""
+
+    form: LinearForm
+    h: list[np.ndarray]
+    rows: int
+    #: Per group ``E[x x_refᵀ]`` against the reference model's inputs (None without a reference).
+    g: list[np.ndarray] | None = None
+
+
+def model_feed(model: onnx.ModelProto, data: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The arrays of ``data`` that are model inputs (initializers that are also inputs excepted)."""
+    inits = {t.name for t in model.graph.initializer}
+    return model_inputs(data, [i.name for i in model.graph.input if i.name not in inits])
+
+
+@single_blas_thread
+def collect_stats(model: onnx.ModelProto, plans: dict, data: dict[str, np.ndarray], *, seed: int = 0,
+                  reference: onnx.ModelProto | None = None, batch_bytes: int = BATCH_BYTES,
+                  progress: Progress | None = None) -> dict[int, LayerStats]:
+    """``H`` of every planned weight that has a linear form (slot -> stats), in one session.
+
+    With ``reference`` (the original of a partly compressed ``model``), the same rows are also
+    taken from the reference's inputs and ``G = E[x x_refᵀ]`` is accumulated: the refit target
+    ``W* = H⁻¹ G W0`` of a layer then absorbs the error the compressed layers before it introduce.
+    Rows are subsampled where a layer gives more than its cap, with a generator seeded by ``seed``
+    and the batch number: the result depends on the data and the settings only.
+    """
+    forms = {}
+    for slot, plan in plans.items():
+        _, form = layer_of(model, plan)
+        if form is not None:
+            forms[slot] = (form, weight_matrices(form, weight_of(plan))[0].shape[0])
+    if not forms:
+        return {}
+    feed = model_feed(model, data)
+    n = len(next(iter(feed.values())))
+    names = list(dict.fromkeys(s for form, _ in forms.values() for s in form.sources))
+    m, wanted = exposing(model, names)
+    sess = session(m) if wanted else None
+    ref_run = None
+    if reference is not None:
+        ref_stats_model, ref_wanted = exposing(reference, names)
+        ref_sess = session(ref_stats_model) if ref_wanted else None
+
+        def ref_run(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+            got = dict(zip(ref_wanted, ref_sess.run(ref_wanted, {i.name: batch[i.name] for i in ref_sess.get_inputs()}))
+                       ) if ref_sess is not None else {}
+            return {s: (got[s] if s in got else batch[s]) for s in names}
+
+    def run(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        got = {}
+        if sess is not None:
+            try:
+                got = dict(zip(wanted, sess.run(wanted, {i.name: batch[i.name] for i in sess.get_inputs()})))
+            except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own untyped errors
+                raise ModelError(f"onnxruntime failed on the calibration inputs: {str(exc).splitlines()[0]}") from None
+        return {s: (got[s] if s in got else batch[s]) for s in names}
+
+    probe = run({k: v[:1] for k, v in feed.items()})
+    per_sample = sum(v.nbytes for v in probe.values())
+    fixed = [i.shape[0] for i in (sess.get_inputs() if sess is not None else [])
+             if i.shape and isinstance(i.shape[0], int) and i.shape[0] > 0]
+    batch = min(fixed) if fixed else max(1, min(n, batch_bytes // max(per_sample, 1)))
+    rows_per_sample = {slot: _rows(form, probe) for slot, (form, _) in forms.items()}
+    caps = {slot: stats_rows(d) for slot, (_, d) in forms.items()}
+    h: dict[int, list[np.ndarray] | None] = dict.fromkeys(forms)
+    g: dict[int, list[np.ndarray] | None] = dict.fromkeys(forms)
+    kept = dict.fromkeys(forms, 0)
+    starts = range(0, n, batch)
+    for b, start in enumerate(starts):
+        part = {k: v[start:start + batch] for k, v in feed.items()}
+        vals = probe if (start == 0 and batch == 1) else run(part)
+        ref_vals = ref_run(part) if ref_run is not None else None
+        count = min(batch, n - start)
+        for slot, (form, _) in forms.items():
+            total = rows_per_sample[slot] * count
+            take = min(total, math.ceil(caps[slot] * count / n))
+            rng = np.random.default_rng([seed, b, slot])
+            pick = None if take >= total else np.sort(rng.choice(total, size=take, replace=False))
+            mats = _rows_of(form, [vals[s] for s in form.sources], pick)
+            acc = h[slot] or [np.zeros((x.shape[1], x.shape[1])) for x in mats]
+            for a, x in zip(acc, mats):
+                for s in range(0, x.shape[0], 65536):
+                    xc = np.asarray(x[s:s + 65536], dtype=np.float64)
+                    a += xc.T @ xc
+            h[slot] = acc
+            if ref_vals is not None:
+                refs = _rows_of(form, [ref_vals[s] for s in form.sources], pick)
+                acc_g = g[slot] or [np.zeros((x.shape[1], x.shape[1])) for x in mats]
+                for a, x, xr in zip(acc_g, mats, refs):
+                    for s in range(0, x.shape[0], 65536):
+                        a += np.asarray(x[s:s + 65536], np.float64).T @ np.asarray(xr[s:s + 65536], np.float64)
+                g[slot] = acc_g
+            kept[slot] += mats[0].shape[0] if mats else 0
+        if progress:
+            progress(b + 1, len(starts), "statistics")
+    out = {}
+    for slot, (form, _) in forms.items():
+        rows = max(kept[slot], 1)
+        out[slot] = LayerStats(form, [a / rows for a in (h[slot] or [])], kept[slot],
+                               None if g[slot] is None else [a / rows for a in g[slot]])
+    return out
+
+
+def stats_rows(d: int) -> int:
+    """Rows a layer of ``d`` inputs contributes at most: enough for a well-determined ``H``
+    (64 per input), and never more than :func:`onnxdc.stages.compensate.max_rows`."""
+    return min(max_rows(d), max(64 * d, 16384))
+
+
+def _rows(form: LinearForm, vals: dict[str, np.ndarray]) -> int:
+    """Rows of the input matrix one sample gives."""
+    if form.kind == "conv":
+        _, oh, ow = conv_output(form, vals[form.activation].shape)
+        return oh * ow
+    return input_matrices(form, *(vals[s].astype(np.float32) for s in form.sources))[0].shape[0]
+
+
+def _rows_of(form: LinearForm, srcs: list[np.ndarray], pick: np.ndarray | None) -> list[np.ndarray]:
+    """The per-group input matrices of one batch, restricted to the rows ``pick`` (all if None)."""
+    if form.kind == "conv":
+        return conv_patches(srcs[0].astype(np.float32), form, pick)
+    mats = input_matrices(form, *(s.astype(np.float32) for s in srcs))
+    return mats if pick is None else [x[pick] for x in mats]
+
+
+def conv_patches(x: np.ndarray, form: LinearForm, pick: np.ndarray | None) -> list[np.ndarray]:
+    """Rows ``pick`` of :func:`onnxdc.calibration.linear.im2col_groups` (all if None), gathered
+    directly: unrolling a high-resolution batch whole would cost kh·kw times its size."""
+    from onnxdc.calibration.linear import im2col_groups
+
+    if pick is None:
+        return im2col_groups(x, form)
+    n, c, _, _ = x.shape
+    kh, kw = form.attrs["kernel"]
+    sh, sw = form.attrs["strides"]
+    dh, dw = form.attrs["dilations"]
+    (top, left, bottom, right), oh, ow = conv_output(form, x.shape)
+    xp = np.pad(x, ((0, 0), (0, 0), (top, bottom), (left, right)))
+    img, rest = np.divmod(pick, oh * ow)
+    oy, ox = np.divmod(rest, ow)
+    ys = (oy * sh)[:, None] + (np.arange(kh) * dh)[None, :]  # rows × kh
+    xs = (ox * sw)[:, None] + (np.arange(kw) * dw)[None, :]  # rows × kw
+    patches = xp[img[:, None, None, None], np.arange(c)[None, :, None, None], ys[:, None, :, None],
+                 xs[:, None, None, :]]  # rows × c × kh × kw
+    per = c // form.groups
+    return [patches[:, g * per:(g + 1) * per].reshape(len(pick), per * kh * kw) for g in range(form.groups)]

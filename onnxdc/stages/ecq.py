@@ -1,0 +1,138 @@
+"""Entropy-constrained uniform quantization with GPTQ error feedback: the automatic mode's quantizer.
+
+Deep Compression prunes to a fixed sparsity and clusters the survivors into ``2**bits`` values,
+which fixes the rate before the coder has had its say. Here the rate moves continuously: every
+weight becomes an integer *level* times one step ``Δ`` per tensor, zero being a level like the
+others, and each weight takes the level minimizing
+
+    (w - Δ·c)² / u_rr²  +  λ · len(c)
+
+where ``(w - Δ·c)² / u_rr²`` is what rounding it adds to the layer's output error (GPTQ: ``u`` is
+the upper Cholesky factor of ``H⁻¹``, row ``r`` the weight's input) and ``len(c)`` the level's code
+length in bits under the tensor's own level histogram. Pruning is then the zero level growing
+wherever a weight's contribution is not worth its bits, the dead zone widening for the inputs the
+layer barely uses; the error of each row is spread onto the rows not yet visited, as GPTQ does.
+
+Two sweeps are run: the first with code lengths from plain rounding, the second with the lengths
+the first produced, which is close to the fixed point (entropy-constrained scalar quantization's
+usual alternation).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from onnxdc.threads import single_blas_thread
+
+#: Largest |level|: levels and the zero fit the container's uint8 indices (2·127 shared values).
+MAX_LEVEL = 127
+#: Rows rounded one by one before a block product spreads their errors (speed only).
+SUB_BLOCK = 32
+#: ECSQ's slope: a uniform quantizer of step Δ trades ``(ln 2 / 6)·Δ²`` of squared error per bit.
+SLOPE = np.log(2.0) / 6.0
+
+
+@dataclass(frozen=True, eq=False)
+class Levels:
+    """One tensor's groups quantized to ``step · levels``.
+
+    Attributes:
+        levels: per group, the integer levels (in × out, int8).
+        step: the quantizer step Δ.
+        distortion: Σ over groups of ``tr(ΔWᵀ H ΔW)`` against each group's target weights.
+    """
+
+    levels: list[np.ndarray]
+    step: float
+    distortion: float
+
+    def histogram(self) -> np.ndarray:
+        """Counts of every level ``-MAX_LEVEL..MAX_LEVEL`` (index ``level + MAX_LEVEL``)."""
+        return sum((np.bincount(lv.reshape(-1).astype(np.int64) + MAX_LEVEL, minlength=2 * MAX_LEVEL + 1)
+                    for lv in self.levels), np.zeros(2 * MAX_LEVEL + 1, np.int64))
+
+
+def code_lengths(counts: np.ndarray) -> np.ndarray:
+    """Bits per level from a histogram; unseen levels cost what one more occurrence would."""
+    n = float(counts.sum())
+    p = (counts + 0.5) / (n + 0.5 * counts.size)
+    return -np.log2(p)
+
+
+def initial_lengths(ws: list[np.ndarray], step: float) -> np.ndarray:
+    """Code lengths of plain rounding to ``step``: where the alternation starts."""
+    counts = sum((np.bincount(np.clip(np.rint(w / step), -MAX_LEVEL, MAX_LEVEL).astype(np.int64).reshape(-1)
+                              + MAX_LEVEL, minlength=2 * MAX_LEVEL + 1) for w in ws),
+                 np.zeros(2 * MAX_LEVEL + 1, np.int64))
+    return code_lengths(counts)
+
+
+def _round(row: np.ndarray, step: float, scale: np.ndarray | float, lam: float, lengths: np.ndarray) -> np.ndarray:
+    """The level of each value of ``row`` minimizing ``(v - step·c)²/scale + lam·len(c)``.
+
+    The candidates are the two levels around ``v/step`` and zero: a level beyond them costs more
+    error and, with lengths growing away from zero, never fewer bits.
+    """
+    x = row / step
+    lo = np.clip(np.floor(x), -MAX_LEVEL, MAX_LEVEL)
+    hi = np.clip(lo + 1, -MAX_LEVEL, MAX_LEVEL)
+    best = np.zeros_like(x)
+    best_cost = (row ** 2) / scale + lam * lengths[MAX_LEVEL]
+    for cand in (lo, hi):
+        cost = ((row - step * cand) ** 2) / scale + lam * lengths[cand.astype(np.int64) + MAX_LEVEL]
+        better = cost < best_cost
+        best = np.where(better, cand, best)
+        best_cost = np.where(better, cost, best_cost)
+    return best
+
+
+@single_blas_thread
+def ec_sweep(w: np.ndarray, u: np.ndarray, *, step: float, lam: float, lengths: np.ndarray) -> np.ndarray:
+    """One GPTQ sweep over the rows of ``w`` (in × out, float64) with entropy-constrained rounding.
+
+    Returns the levels (in × out, int8). ``u`` is the upper Cholesky factor of ``H⁻¹``.
+    """
+    w = w.astype(np.float64, copy=True)
+    n_in = w.shape[0]
+    levels = np.zeros(w.shape, dtype=np.int8)
+    for j1 in range(0, n_in, SUB_BLOCK):
+        j2 = min(j1 + SUB_BLOCK, n_in)
+        w1 = w[j1:j2]
+        u1 = u[j1:j2, j1:j2]
+        errs = np.zeros_like(w1)
+        for r in range(j2 - j1):
+            row = w1[r]
+            d = u1[r, r]
+            c = _round(row, step, d * d, lam, lengths)
+            levels[j1 + r] = c
+            err = (row - step * c) / d
+            w1[r + 1:] -= np.outer(u1[r, r + 1:], err)
+            errs[r] = err
+        w[j2:] -= u[j1:j2, j2:].T @ errs
+    return levels
+
+
+def ec_round(w: np.ndarray, *, step: float, lam: float, lengths: np.ndarray) -> np.ndarray:
+    """Entropy-constrained rounding without error feedback (identity ``H``), any shape."""
+    return _round(w.astype(np.float64), step, 1.0, lam, lengths).astype(np.int8)
+
+
+def lam_for(step: float, u_diag: np.ndarray | None, kappa: float) -> float:
+    """The rounding's λ for a step: ECSQ's slope ``κ·(ln 2/6)·Δ²``, in the layer error's units.
+
+    With error feedback the error of a row counts ``1/u_rr²``; the median over rows puts λ on the
+    scale of a typical row, so rows whose inputs matter less get a wider dead zone.
+    """
+    scale = 1.0 if u_diag is None or u_diag.size == 0 else float(np.median(u_diag ** 2))
+    return kappa * SLOPE * step * step / max(scale, 1e-300)
+
+
+@single_blas_thread
+def layer_error(w_hat: np.ndarray, w_star: np.ndarray, h: np.ndarray | None) -> float:
+    """``tr((Ŵ-W*)ᵀ H (Ŵ-W*))`` (``H`` = identity when None): the closed-form layer error."""
+    d = w_hat.astype(np.float64) - w_star
+    if h is None:
+        return float(np.sum(d * d))
+    return float(np.sum(d * (h @ d)))
