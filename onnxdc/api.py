@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,7 +27,7 @@ import numpy as np
 import onnx
 
 from onnxdc._version import __version__
-from onnxdc.auto.budget import Budget
+from onnxdc.auto.budget import Budget, check_budget
 from onnxdc.auto.search import (
     AUTO_MIN_ELEMENTS,
     AutoResult,
@@ -53,7 +53,20 @@ from onnxdc.errors import (
     Progress,
     UnknownCoderError,
 )
-from onnxdc.evaluate import EvalResult, evaluate, load_data
+from onnxdc.evaluate import (
+    EvalResult,
+    Metric,
+    OutputMetrics,
+    Reference,
+    compare,
+    evaluate,
+    evaluate_candidate,
+    load_data,
+    prepare_reference,
+    session_thread_count,
+    session_threads,
+    set_session_threads,
+)
 from onnxdc.fileio.atomic import check_output_path, read_regular_file, regular_file_size, write_atomic
 from onnxdc.fileio.oserrors import read_error
 from onnxdc.format.container import MAGIC, Container, open_container, read_container
@@ -68,6 +81,7 @@ from onnxdc.pipeline.shared import encode_shared
 from onnxdc.report import Report, build_report, format_report, printable, report_for
 from onnxdc.stages.prune import PruneConfig, prune
 from onnxdc.stages.quantize import ShareConfig, kmeans_1d
+from onnxdc.threads import usable_cores
 
 __all__ = [
     "AUTO_INDEX_CODERS", "AUTO_MIN_ELEMENTS", "AutoResult", "Budget", "CoderError", "CompressConfig",
@@ -80,6 +94,8 @@ __all__ = [
     "inspect_file", "load_data", "read_container_file", "load_model", "load_recipe", "model_input_files", "open_container",
     "parse_dims", "plan_sharing", "printable", "read_container", "read_regular_file", "recipe_toml",
     "registered_coders", "report_for", "sensitivity", "sensitivity_path", "split", "synthetic_inputs", "write_atomic",
+    "Metric", "OutputMetrics", "Reference", "check_budget", "compare", "evaluate_candidate", "prepare_reference",
+    "session_thread_count", "session_threads", "set_session_threads", "usable_cores",
 ]
 
 
@@ -137,12 +153,14 @@ def compress_auto_path(model: str | os.PathLike[str], out: str | os.PathLike[str
                        *, base: SharingConfig, budget: Budget, calib: str | os.PathLike[str] | None = None,
                        dims: dict[str, int] | None = None, max_samples: int = 512, zstd_level: int = 19,
                        jobs: int = 1, overwrite: bool = False, progress: Progress | None = None,
-                       notice: Notice | None = None,
+                       notice: Notice | None = None, explicit: Collection[str] | None = None,
                        on_inputs: Callable[[AutoInputs], None] | None = None) -> AutoPathResult:
     """The automatic mode on files: measure, choose within ``budget``, compress, verify; write the
     container to ``out`` and the chosen settings as a recipe to ``recipe_out``.
 
-    ``on_inputs`` is told which inputs were chosen before the (long) measurement starts.
+    ``on_inputs`` is told which inputs were chosen before the (long) measurement starts. The
+    budget is first checked against the model's outputs (:func:`check_budget`; ``explicit`` names
+    the rules the user asked for, which are errors rather than notices when they cannot be judged).
 
     Raises:
         ModelError: the model cannot run; when synthetic inputs guessed symbolic dimensions, the
@@ -154,6 +172,7 @@ def compress_auto_path(model: str | os.PathLike[str], out: str | os.PathLike[str
     if on_inputs is not None:
         on_inputs(inputs)
     try:
+        check_budget(loaded, inputs.data, budget=budget, explicit=explicit, notice=notice)
         auto = compress_auto(loaded, base=base, data=inputs.data, budget=budget, max_samples=max_samples,
                              metadata={"calibration_source": inputs.source}, zstd_level=zstd_level, jobs=jobs,
                              progress=progress, notice=notice)
