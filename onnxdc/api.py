@@ -22,6 +22,7 @@ import os
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -31,11 +32,11 @@ from onnxdc.auto.budget import Budget, check_budget
 from onnxdc.auto.search import (
     AUTO_MIN_ELEMENTS,
     AutoResult,
-    compress_auto,
     recipe_toml,
     sensitivity,
     split,
 )
+from onnxdc.auto.search import compress_auto as _search_compress_auto
 from onnxdc.calibration.synthetic import DEFAULT_DIM, defaulted_dims, parse_dims, synthetic_inputs
 from onnxdc.coders import coder_from_spec, get_coder, registered_coders
 from onnxdc.compare import compare_coders, format_comparison
@@ -120,6 +121,16 @@ def compress_path(model: str | os.PathLike[str], out: str | os.PathLike[str], *,
     return build_report(result.container)
 
 
+def compress_auto(model: onnx.ModelProto, *, budget: Budget, data: dict[str, np.ndarray],
+                  notice: Notice | None = None, explicit: Collection[str] | None = None, **kwargs: Any) -> AutoResult:
+    """The automatic mode in memory: :func:`check_budget` first (a rule the model's outputs cannot
+    judge is an error when in ``explicit``, default the rules not at their default value, else a
+    notice), then the search (:func:`onnxdc.auto.search.compress_auto`, which takes ``kwargs``:
+    ``base``, ``max_samples``, ``metadata``, ``zstd_level``, ``jobs``, ``progress``)."""
+    check_budget(model, data, budget=budget, explicit=explicit, notice=notice)
+    return _search_compress_auto(model, budget=budget, data=data, notice=notice, **kwargs)
+
+
 @dataclass(frozen=True)
 class AutoInputs:
     """The inputs the automatic mode measures on, and where they came from."""
@@ -172,10 +183,9 @@ def compress_auto_path(model: str | os.PathLike[str], out: str | os.PathLike[str
     if on_inputs is not None:
         on_inputs(inputs)
     try:
-        check_budget(loaded, inputs.data, budget=budget, explicit=explicit, notice=notice)
         auto = compress_auto(loaded, base=base, data=inputs.data, budget=budget, max_samples=max_samples,
                              metadata={"calibration_source": inputs.source}, zstd_level=zstd_level, jobs=jobs,
-                             progress=progress, notice=notice)
+                             progress=progress, notice=notice, explicit=explicit)
     except ModelError as exc:
         guessed = defaulted_dims(loaded, dims) if inputs.synthetic else []
         if not guessed:

@@ -6,8 +6,8 @@ output the cosine similarity (of the whole output, and per sample: mean and mini
 ratio (dB) and max abs error — so that every size in a report can be put next to an accuracy
 measured on data compression did not see.
 
-Running and comparing are apart: :func:`compare` builds an :class:`EvalResult` from outputs already
-computed (an engine with its own onnxruntime session gets the same result as
+Running and comparing are apart: :func:`compare` builds an :class:`EvalResult` (the figures are
+computed in :mod:`onnxdc.metrics`) from outputs already computed (an engine with its own onnxruntime session gets the same result as
 :func:`evaluate_candidate`, which runs the candidate and calls it).
 
 onnxruntime sessions (:func:`session`) run ``intra_op_num_threads`` threads (default: the usable

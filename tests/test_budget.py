@@ -156,3 +156,16 @@ def test_per_sample_fallback_is_announced() -> None:
     notes = Budget(min_agreement=None).check_applies(seq_first)
     assert notes == ["output 'state' of shape (4, 12, 32) has no sample axis 0 for 12 samples: its per-sample "
                      "cosine is taken over the whole output"]
+
+
+def test_compress_auto_checks_the_budget_before_searching() -> None:
+    from onnxdc.api import SharingConfig, compress_auto
+
+    model, data = hidden_state_model(), _hidden_data(64)
+    with pytest.raises(ConfigError, match="budget rule max_drop cannot be judged"):
+        compress_auto(model, base=SharingConfig(min_elements=256), data=data, budget=Budget(max_drop=1.0))
+    notes: list[str] = []
+    auto = compress_auto(model, base=SharingConfig(min_elements=256), data=data, budget=Budget(), notice=notes.append)
+    assert any("top-1 agreement rule is not judged" in n for n in notes)
+    assert auto.budget_met and auto.verified is not None and auto.verified.agreement_top1 is None
+    assert auto.verified.outputs[0].cosine_mean >= 0.999
