@@ -19,16 +19,17 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
 
 from onnxdc._version import __version__
-from onnxdc.auto.budget import Budget
-from onnxdc.auto.engine import compress_rd as compress_auto
+from onnxdc.auto.budget import Budget, check_budget
+from onnxdc.auto.engine import compress_rd as _search_compress_auto
 from onnxdc.auto.search import (
     AUTO_MIN_ELEMENTS,
     AutoResult,
@@ -53,7 +54,20 @@ from onnxdc.errors import (
     Progress,
     UnknownCoderError,
 )
-from onnxdc.evaluate import EvalResult, evaluate, load_data
+from onnxdc.evaluate import (
+    EvalResult,
+    Metric,
+    OutputMetrics,
+    Reference,
+    compare,
+    evaluate,
+    evaluate_candidate,
+    load_data,
+    prepare_reference,
+    session_thread_count,
+    session_threads,
+    set_session_threads,
+)
 from onnxdc.fileio.atomic import check_output_path, read_regular_file, regular_file_size, write_atomic
 from onnxdc.fileio.oserrors import read_error
 from onnxdc.format.container import MAGIC, Container, open_container, read_container
@@ -68,6 +82,7 @@ from onnxdc.pipeline.shared import encode_shared
 from onnxdc.report import Report, build_report, format_report, printable, report_for
 from onnxdc.stages.prune import PruneConfig, prune
 from onnxdc.stages.quantize import ShareConfig, kmeans_1d
+from onnxdc.threads import usable_cores
 
 __all__ = [
     "AUTO_INDEX_CODERS", "AUTO_MIN_ELEMENTS", "AutoResult", "Budget", "CoderError", "CompressConfig",
@@ -80,6 +95,8 @@ __all__ = [
     "inspect_file", "load_data", "read_container_file", "load_model", "load_recipe", "model_input_files", "open_container",
     "parse_dims", "plan_sharing", "printable", "read_container", "read_regular_file", "recipe_toml",
     "registered_coders", "report_for", "sensitivity", "sensitivity_path", "split", "synthetic_inputs", "write_atomic",
+    "Metric", "OutputMetrics", "Reference", "check_budget", "compare", "evaluate_candidate", "prepare_reference",
+    "session_thread_count", "session_threads", "set_session_threads", "usable_cores",
 ]
 
 
@@ -102,6 +119,16 @@ def compress_path(model: str | os.PathLike[str], out: str | os.PathLike[str], *,
     result = compress(loaded, config=replace(config, calibration=data), progress=progress, notice=notice)
     write_atomic(out, result.data, overwrite=overwrite)
     return build_report(result.container)
+
+
+def compress_auto(model: onnx.ModelProto, *, budget: Budget, data: dict[str, np.ndarray],
+                  notice: Notice | None = None, explicit: Collection[str] | None = None, **kwargs: Any) -> AutoResult:
+    """The automatic mode in memory: :func:`check_budget` first (a rule the model's outputs cannot
+    judge is an error when in ``explicit``, default the rules not at their default value, else a
+    notice), then the search (:func:`onnxdc.auto.engine.compress_rd`, which takes ``kwargs``:
+    ``base``, ``max_samples``, ``metadata``, ``zstd_level``, ``jobs``, ``progress``)."""
+    check_budget(model, data, budget=budget, explicit=explicit, notice=notice)
+    return _search_compress_auto(model, budget=budget, data=data, notice=notice, **kwargs)
 
 
 @dataclass(frozen=True)
@@ -137,12 +164,14 @@ def compress_auto_path(model: str | os.PathLike[str], out: str | os.PathLike[str
                        *, base: SharingConfig, budget: Budget, calib: str | os.PathLike[str] | None = None,
                        dims: dict[str, int] | None = None, max_samples: int = 512, zstd_level: int = 19,
                        jobs: int = 1, overwrite: bool = False, progress: Progress | None = None,
-                       notice: Notice | None = None,
+                       notice: Notice | None = None, explicit: Collection[str] | None = None,
                        on_inputs: Callable[[AutoInputs], None] | None = None) -> AutoPathResult:
     """The automatic mode on files: measure, choose within ``budget``, compress, verify; write the
     container to ``out`` and the chosen settings as a recipe to ``recipe_out``.
 
-    ``on_inputs`` is told which inputs were chosen before the (long) measurement starts.
+    ``on_inputs`` is told which inputs were chosen before the (long) measurement starts. The
+    budget is first checked against the model's outputs (:func:`check_budget`; ``explicit`` names
+    the rules the user asked for, which are errors rather than notices when they cannot be judged).
 
     Raises:
         ModelError: the model cannot run; when synthetic inputs guessed symbolic dimensions, the
@@ -156,7 +185,7 @@ def compress_auto_path(model: str | os.PathLike[str], out: str | os.PathLike[str
     try:
         auto = compress_auto(loaded, base=base, data=inputs.data, budget=budget, max_samples=max_samples,
                              metadata={"calibration_source": inputs.source}, zstd_level=zstd_level, jobs=jobs,
-                             progress=progress, notice=notice)
+                             progress=progress, notice=notice, explicit=explicit)
     except ModelError as exc:
         guessed = defaulted_dims(loaded, dims) if inputs.synthetic else []
         if not guessed:

@@ -84,5 +84,7 @@ class DataError(OnnxdcError):
 #: a fallback). Library code never prints; the CLI shows notices as warnings on stderr.
 Notice = Callable[[str], None]
 
-#: A progress callback: (tensors done, tensors total, name of the tensor just done).
+#: A progress callback: (steps done, steps total, label). In the automatic mode the label is the
+#: phase name; a new phase starts when it changes or the count starts again. Elsewhere it names the
+#: item (tensor) just done.
 Progress = Callable[[int, int, str], None]

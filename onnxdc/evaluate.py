@@ -2,66 +2,37 @@
 
 Both models run on the same inputs in batches. Against ``labels`` (when the data file has them):
 top-1 and top-5 of each model on the first output. Between the two models: top-1 agreement, and per
-output the cosine similarity, signal-to-noise ratio (dB) and max abs error — so that every size in a
-report can be put next to an accuracy measured on data compression did not see.
+output the cosine similarity (of the whole output, and per sample: mean and minimum), signal-to-noise
+ratio (dB) and max abs error — so that every size in a report can be put next to an accuracy
+measured on data compression did not see.
+
+Running and comparing are apart: :func:`compare` builds an :class:`EvalResult` (the figures are
+computed in :mod:`onnxdc.metrics`) from outputs already computed (an engine with its own onnxruntime session gets the same result as
+:func:`evaluate_candidate`, which runs the candidate and calls it).
+
+onnxruntime sessions (:func:`session`) run ``intra_op_num_threads`` threads (default: the usable
+cores; :func:`set_session_threads` or :func:`session_threads` change it), one inter-op thread and
+sequential execution: onnxdc's own linear algebra runs one BLAS thread (:mod:`onnxdc.threads`), so
+the two never fight over the cores.
 """
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass, field
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import onnx
 
-from onnxdc.errors import DataError, ModelError, Notice
-from onnxdc.threads import single_blas_thread
+from onnxdc.errors import ConfigError, DataError, ModelError, Notice
+from onnxdc.metrics import EvalResult, Metric, OutputMetrics, has_class_axis, output_metrics, topk_accuracy
+from onnxdc.threads import single_blas_thread, usable_cores
 
-
-@dataclass(frozen=True)
-class OutputMetrics:
-    """Agreement of one output between reference and candidate."""
-
-    name: str
-    cosine: float
-    snr_db: float
-    max_abs_error: float
-
-
-@dataclass(frozen=True)
-class EvalResult:
-    """Everything ``onnxdc eval`` reports."""
-
-    samples: int
-    reference_top1: float | None
-    candidate_top1: float | None
-    reference_top5: float | None
-    candidate_top5: float | None
-    agreement_top1: float | None
-    outputs: list[OutputMetrics] = field(default_factory=list)
-
-    @property
-    def top1_drop_points(self) -> float | None:
-        """Fall in top-1 (percentage points) against labels, else in agreement; None if neither applies."""
-        if self.reference_top1 is not None and self.candidate_top1 is not None:
-            return 100.0 * (self.reference_top1 - self.candidate_top1)
-        if self.agreement_top1 is not None:
-            return 100.0 * (1.0 - self.agreement_top1)
-        return None
-
-    def to_json(self) -> dict:
-        return {"samples": self.samples, "reference_top1": self.reference_top1,
-                "candidate_top1": self.candidate_top1, "reference_top5": self.reference_top5,
-                "candidate_top5": self.candidate_top5, "agreement_top1": self.agreement_top1,
-                "top1_drop_points": self.top1_drop_points,
-                "outputs": [{"name": o.name, "cosine": o.cosine, "snr_db": _finite(o.snr_db),
-                             "max_abs_error": o.max_abs_error} for o in self.outputs]}
-
-
-def _finite(x: float) -> float | None:
-    return x if math.isfinite(x) else None
-
+__all__ = ["EvalResult", "Metric", "OutputMetrics", "Reference", "compare", "evaluate", "evaluate_candidate",
+           "has_class_axis", "load_data", "model_inputs", "output_metrics", "prepare_reference", "run_model",
+           "session", "session_thread_count", "session_threads", "set_session_threads", "topk_accuracy"]
 
 def load_data(path: str | Path, *, model: onnx.ModelProto | None = None, max_samples: int | None = None,
               max_bytes: int | None = None, notice: Notice | None = None) -> dict[str, np.ndarray]:
@@ -90,13 +61,51 @@ def load_data(path: str | Path, *, model: onnx.ModelProto | None = None, max_sam
     return data
 
 
-def session(model: onnx.ModelProto):  # noqa: ANN201 - onnxruntime.InferenceSession
-    """An onnxruntime CPU session for an in-memory model, with deterministic single-stream settings."""
+_session_threads: int | None = None  # None: usable_cores()
+
+
+def set_session_threads(threads: int | None) -> None:
+    """Set the intra-op threads of every later :func:`session` (None: the usable cores).
+
+    A process-wide setting, since sessions are opened deep inside calibration and search; the CLI
+    sets it from ``-j``. Results do not depend on it (tests compare the bytes written with 1 and 2).
+    """
+    global _session_threads
+    if threads is not None and threads < 1:
+        raise ConfigError(f"session threads must be >= 1, got {threads}")
+    _session_threads = threads
+
+
+@contextmanager
+def session_threads(threads: int | None) -> Iterator[None]:
+    """Run the body with :func:`set_session_threads` ``(threads)``, restoring the setting after."""
+    before = _session_threads
+    set_session_threads(threads)
+    try:
+        yield
+    finally:
+        set_session_threads(before)
+
+
+def session_thread_count() -> int:
+    """The intra-op threads a :func:`session` opened now runs."""
+    return _session_threads if _session_threads is not None else usable_cores()
+
+
+def session(model: onnx.ModelProto, *, threads: int | None = None):  # noqa: ANN201 - onnxruntime.InferenceSession
+    """An onnxruntime CPU session for an in-memory model: ``threads`` intra-op threads (default
+    :func:`session_thread_count`), one inter-op thread, sequential execution.
+
+    ``intra_op_num_threads=0`` would let onnxruntime take every core of the machine, not the ones
+    this process may use, and spin them against onnxdc's own threads: the count is always explicit.
+    """
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
     opts.log_severity_level = 4  # fatal only: a failed run is reported once, as our own one-line error
-    opts.intra_op_num_threads = 0
+    opts.intra_op_num_threads = session_thread_count() if threads is None else threads
+    opts.inter_op_num_threads = 1
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     try:
         return ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
     except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own untyped errors
@@ -159,6 +168,11 @@ class Reference:
     data: dict[str, np.ndarray]
     labels: np.ndarray | None
 
+    @property
+    def samples(self) -> int:
+        """How many samples the data hold."""
+        return len(next(iter(v for k, v in self.data.items() if k != "labels"), ()))
+
 
 def prepare_reference(reference: onnx.ModelProto, data: dict[str, np.ndarray], *,
                       batch_size: int = 256) -> Reference:
@@ -180,57 +194,50 @@ def prepare_reference(reference: onnx.ModelProto, data: dict[str, np.ndarray], *
 
 
 @single_blas_thread
-def evaluate_candidate(ref: Reference, candidate: onnx.ModelProto, *, batch_size: int = 256) -> EvalResult:
-    """Run ``candidate`` on the reference's data and compare (and each with the labels)."""
-    cand_sess = session(candidate)
-    cand_out = run_model(cand_sess, model_inputs(ref.data, [i.name for i in cand_sess.get_inputs()]),
-                         batch_size=batch_size)
-    return compare(ref, cand_out)
+def compare(ref: Reference, cand_outputs: list[np.ndarray], *, metric: Metric | None = None) -> EvalResult:
+    """Compare a candidate's outputs on ``ref.data`` with the reference's (and each with the labels).
 
+    Pure: no model runs, so an engine that computed the candidate's outputs itself gets the same
+    result as :func:`evaluate_candidate`. Top-1, top-5 and agreement judge the first output, when
+    it has a class axis (:func:`has_class_axis`); ``metric``, a user's check, is called once on
+    both lists of outputs and its verdict kept in ``metric_ok``.
 
-@single_blas_thread
-def compare(ref: Reference, cand_out: list[np.ndarray]) -> EvalResult:
-    """The :class:`EvalResult` of a candidate's outputs on the reference's data, however they were
-    computed (an engine may run its own session)."""
-    metrics = [output_metrics(n, r, c) for n, r, c in zip(ref.names, ref.outputs, cand_out)]
-    r0, c0 = ref.outputs[0], cand_out[0]
-    classify = r0.ndim == 2 and r0.shape[1] > 1 and c0.shape == r0.shape
+    Raises:
+        ModelError: the candidate has another number of outputs, or an output another shape.
+    """
+    if len(cand_outputs) != len(ref.outputs):
+        raise ModelError(f"the candidate has {len(cand_outputs)} output(s), the reference {len(ref.outputs)}")
+    n = ref.samples
+    metrics = [output_metrics(name, r, c, samples=n) for name, r, c in zip(ref.names, ref.outputs, cand_outputs)]
+    r0, c0 = ref.outputs[0], cand_outputs[0]
+    classify = has_class_axis(r0, n)
     labels = ref.labels if classify else None
     return EvalResult(
-        samples=len(r0),
+        samples=n,
         reference_top1=topk_accuracy(r0, labels, 1) if labels is not None else None,
         candidate_top1=topk_accuracy(c0, labels, 1) if labels is not None else None,
         reference_top5=topk_accuracy(r0, labels, 5) if labels is not None else None,
         candidate_top5=topk_accuracy(c0, labels, 5) if labels is not None else None,
         agreement_top1=float(np.mean(r0.argmax(1) == c0.argmax(1))) if classify else None,
         outputs=metrics,
+        metric_ok=None if metric is None else bool(metric(list(ref.outputs), list(cand_outputs))),
     )
 
 
+@single_blas_thread
+def evaluate_candidate(ref: Reference, candidate: onnx.ModelProto, *, batch_size: int = 256,
+                       metric: Metric | None = None) -> EvalResult:
+    """Run ``candidate`` on the reference's data and :func:`compare` its outputs."""
+    cand_sess = session(candidate)
+    cand_out = run_model(cand_sess, model_inputs(ref.data, [i.name for i in cand_sess.get_inputs()]),
+                         batch_size=batch_size)
+    return compare(ref, cand_out, metric=metric)
+
+
 def evaluate(reference: onnx.ModelProto, candidate: onnx.ModelProto, data: dict[str, np.ndarray], *,
-             batch_size: int = 256) -> EvalResult:
+             batch_size: int = 256, metric: Metric | None = None) -> EvalResult:
     """Run both models on ``data`` and compare them (and each with ``labels``, if present)."""
     return evaluate_candidate(prepare_reference(reference, data, batch_size=batch_size), candidate,
-                              batch_size=batch_size)
+                              batch_size=batch_size, metric=metric)
 
 
-def topk_accuracy(logits: np.ndarray, labels: np.ndarray, k: int) -> float:
-    """Fraction of rows whose label is among the ``k`` largest logits."""
-    k = min(k, logits.shape[1])
-    top = np.argpartition(-logits, k - 1, axis=1)[:, :k]
-    return float(np.mean((top == labels[:, None]).any(axis=1)))
-
-
-@single_blas_thread
-def output_metrics(name: str, ref: np.ndarray, cand: np.ndarray) -> OutputMetrics:
-    """Cosine similarity, SNR (dB) and max abs error of ``cand`` against ``ref``."""
-    r = np.asarray(ref, dtype=np.float64).reshape(-1)
-    c = np.asarray(cand, dtype=np.float64).reshape(-1)
-    if r.shape != c.shape:
-        raise ModelError(f"output {name!r} has shape {ref.shape} in the reference but {cand.shape} in the candidate")
-    err = r - c
-    nr, nc = float(np.linalg.norm(r)), float(np.linalg.norm(c))
-    cos = float(r @ c / (nr * nc)) if nr and nc else (1.0 if nr == nc else 0.0)
-    noise = float(err @ err)
-    snr = math.inf if noise == 0 else 10 * math.log10(max(float(r @ r), 1e-300) / noise)
-    return OutputMetrics(name, cos, snr, float(np.max(np.abs(err))) if err.size else 0.0)

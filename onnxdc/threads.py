@@ -19,6 +19,7 @@ threads, so each change first hands control to the calling thread (under our loc
 from __future__ import annotations
 
 import functools
+import os
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -72,3 +73,18 @@ def single_blas_thread(fn: F) -> F:
             return fn(*args, **kwargs)
 
     return wrapper  # type: ignore[return-value]
+
+
+def usable_cores() -> int:
+    """Cores this process may run on: its CPU affinity where the OS has one, else the core count.
+
+    ``os.cpu_count()`` counts the machine's cores, not the ones a container or ``taskset`` leaves
+    to us; sizing a thread pool by it oversubscribes the cores we actually have.
+    """
+    affinity = getattr(os, "sched_getaffinity", None)
+    if affinity is not None:
+        try:
+            return max(1, len(affinity(0)))
+        except OSError:  # pragma: no cover - a platform that has the call but refuses it
+            pass
+    return max(1, os.cpu_count() or 1)

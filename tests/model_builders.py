@@ -289,3 +289,32 @@ def few_samples_model(seed: int = 1) -> tuple[onnx.ModelProto, dict[str, np.ndar
                           [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 8])], [w])
     model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
     return model, {"x": rng.standard_normal((16, 64)).astype(np.float32)}, rng
+
+
+def hidden_state_model(seed: int = 0) -> onnx.ModelProto:
+    """A 32 × 32 MatMul and Tanh on ``(batch, 4, 32)`` inputs: its output is a hidden state with no
+    class axis, so top-1 rules cannot judge it."""
+    rng = np.random.default_rng(seed)
+    w = numpy_helper.from_array((rng.standard_normal((32, 32)) * 0.2).astype(np.float32), "w")
+    g = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["h"]), helper.make_node("Tanh", ["h"], ["state"])],
+                          "hidden", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4, 32])],
+                          [helper.make_tensor_value_info("state", TensorProto.FLOAT, ["batch", 4, 32])], [w])
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def small_conv_model(seed: int = 0) -> tuple[onnx.ModelProto, dict[str, np.ndarray]]:
+    """A 5 × 5 Conv (1 -> 16 channels) on 28 × 28 maps, pooled, and a 16 -> 10 Gemm, with 96 samples:
+    large enough maps that onnxruntime splits the convolution across its threads, small enough for
+    the automatic mode to take seconds."""
+    rng = np.random.default_rng(seed)
+    inits = [numpy_helper.from_array((rng.standard_normal((16, 1, 5, 5)) * 0.3).astype(np.float32), "conv.w"),
+             numpy_helper.from_array((rng.standard_normal((10, 16)) * 0.5).astype(np.float32), "fc.w")]
+    nodes = [helper.make_node("Conv", ["x", "conv.w"], ["c"], pads=[2, 2, 2, 2]),
+             helper.make_node("Relu", ["c"], ["r"]),
+             helper.make_node("GlobalAveragePool", ["r"], ["p"]),
+             helper.make_node("Flatten", ["p"], ["f"]),
+             helper.make_node("Gemm", ["f", "fc.w"], ["logits"], transB=1)]
+    g = helper.make_graph(nodes, "conv", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 1, 28, 28])],
+                          [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["n", 10])], inits)
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    return model, {"x": rng.standard_normal((96, 1, 28, 28)).astype(np.float32)}

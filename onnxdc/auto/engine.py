@@ -51,10 +51,11 @@ MAX_REFRESHED_TRIALS = 6
 SENSITIVITY_SAMPLES = 128
 
 
-def deficit(ref_outputs: list[np.ndarray], outputs: list[np.ndarray]) -> float:
-    """``1 - cosine`` of the outputs, averaged over outputs: the fidelity loss the allocation adds up."""
-    cos = [output_metrics("", r, c).cosine for r, c in zip(ref_outputs, outputs)]
-    return float(1.0 - np.mean(cos)) if cos else 0.0
+def deficit(ref_outputs: list[np.ndarray], outputs: list[np.ndarray], samples: int) -> float:
+    """``1 -`` the mean per-sample cosine of the worst output (what :attr:`Budget.min_cosine`
+    judges): the fidelity loss the allocation adds up."""
+    cos = [output_metrics("", r, c, samples=samples).cosine_mean for r, c in zip(ref_outputs, outputs)]
+    return float(1.0 - min(cos)) if cos else 0.0
 
 
 def dequantized(curve: Curve, i: int, dtype: np.dtype) -> np.ndarray | None:
@@ -78,7 +79,7 @@ def sensitivities(curves: dict[int, Curve], runner: TrialRunner, ref_outputs: li
         s = 0.0
         for _ in range(4):  # coarser while the outputs do not move measurably
             i = lossy[j]
-            d = deficit(ref_outputs, runner.outputs({slot: dequantized(c, i, dtypes[slot])}))
+            d = deficit(ref_outputs, runner.outputs({slot: dequantized(c, i, dtypes[slot])}), runner.n)
             s = max(d, 0.0) / c.points[i].distortion
             if d > 1e-7 or j == 0:
                 break
@@ -352,7 +353,7 @@ def compress_rd(model: onnx.ModelProto, *, base: SharingConfig, data: dict[str, 
         return {s: w for s, j in picks.items() if (w := dequantized(curves[s], j, dtypes[s])) is not None}
 
     def trial(k: int) -> bool:
-        evals[k] = compare(ref, runner.outputs(weights_at(k)))
+        evals[k] = compare(ref, runner.outputs(weights_at(k)), metric=budget.metric)
         if progress:
             progress(len(evals), MAX_TRIALS, "allocation")
         return budget.met(evals[k])
@@ -366,7 +367,7 @@ def compress_rd(model: onnx.ModelProto, *, base: SharingConfig, data: dict[str, 
 
         def refreshed(i: int) -> bool:
             qs = refresh(model, plans, curves, path.picks(i), fit, weights, seed=base.seed)
-            ev = compare(ref, runner.outputs({s: q.weights(dtypes[s]) for s, q in qs.items()}))
+            ev = compare(ref, runner.outputs({s: q.weights(dtypes[s]) for s, q in qs.items()}), metric=budget.metric)
             if progress:
                 progress(len(found) + 1, MAX_REFRESHED_TRIALS, "refresh")
             import os
@@ -397,7 +398,8 @@ def compress_rd(model: onnx.ModelProto, *, base: SharingConfig, data: dict[str, 
                                                     metadata={**meta, "auto": auto_meta}, zstd_level=zstd_level,
                                                     jobs=jobs),
                        calibrated=lossy, notice=notice)
-        verified = compare(ref, runner.outputs({}) if not lossy else _decoded_outputs(runner, res.data, decompress))
+        verified = compare(ref, runner.outputs({}) if not lossy else _decoded_outputs(runner, res.data, decompress),
+                           metric=budget.metric)
         if budget.met(verified) or not options:
             break
     choice = Choice({s: (r.settings.get("sparsity", 0.0), r.settings.get("bits", 0)) for s, r in zip(sorted(picks), rules)},

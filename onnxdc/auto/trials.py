@@ -26,6 +26,7 @@ class TrialRunner:
     def __init__(self, model: onnx.ModelProto, slots: list[int], data: dict[str, np.ndarray]) -> None:
         self.model = model
         self.feed = model_feed(model, data)
+        self.n = len(next(iter(self.feed.values())))
         refs = {r.slot: r for r in iter_tensors(model)}
         main = {t.name for t in model.graph.initializer}
         self.names = {s: refs[s].proto.name for s in slots
@@ -47,7 +48,6 @@ class TrialRunner:
             del m.graph.initializer[:]
             m.graph.initializer.extend(keep)
             self.session = session(m)
-            self.n = len(next(iter(self.feed.values())))
 
     @single_blas_thread
     def outputs(self, weights: dict[int, np.ndarray], *, batch_size: int = 256) -> list[np.ndarray]:

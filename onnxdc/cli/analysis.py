@@ -15,6 +15,7 @@ import click
 from onnxdc.cli.main import (
     force_option,
     format_eval,
+    jobs_option,
     json_option,
     main,
     notice_callback,
@@ -98,12 +99,23 @@ def _csv(v: Any) -> str:
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of --random inputs.")
 @click.option("--batch-size", type=click.IntRange(1), default=256, show_default=True)
 @click.option("--max-drop", type=click.FloatRange(0.0),
-              help="Exit with code 3 if top-1 (or agreement, without labels) falls by more than this many points.")
+              help="Exit with code 3 if top-1 (or agreement, without labels) falls by more than this many points, "
+                   "or cannot be judged (the first output has no class axis).")
+@click.option("--min-cosine", type=click.FloatRange(-1.0, 1.0),
+              help="Exit with code 3 if any output's mean per-sample cosine is below this.")
+@click.option("--min-sample-cosine", type=click.FloatRange(-1.0, 1.0),
+              help="Exit with code 3 if any output's lowest per-sample cosine is below this.")
+@jobs_option("onnxruntime's runs of both models")
 @json_option
 def eval_cmd(reference: str, candidate: str, data_path: str | None, random_n: int | None, dims: tuple[str, ...],
-             seed: int, batch_size: int, max_drop: float | None, as_json: bool) -> None:
-    """Compare CANDIDATE (.onnx or .onnxdc) with REFERENCE (.onnx) on --data, with onnxruntime."""
-    from onnxdc.api import evaluate, load_data, load_model, parse_dims, synthetic_inputs
+             seed: int, batch_size: int, max_drop: float | None, min_cosine: float | None,
+             min_sample_cosine: float | None, jobs: int, as_json: bool) -> None:
+    """Compare CANDIDATE (.onnx or .onnxdc) with REFERENCE (.onnx) on --data, with onnxruntime.
+
+    Per output: the cosine of the whole output, the mean and lowest per-sample cosine (samples on
+    axis 0), SNR and max abs error; top-1, top-5 and agreement on a first output of logits.
+    """
+    from onnxdc.api import evaluate, load_data, load_model, parse_dims, session_threads, synthetic_inputs
 
     if (data_path is None) == (random_n is None):
         raise click.UsageError("give exactly one of --data FILE and --random N")
@@ -113,15 +125,37 @@ def eval_cmd(reference: str, candidate: str, data_path: str | None, random_n: in
         data = load_data(data_path, model=ref_model, notice=notice_callback(False))
     else:
         data = synthetic_inputs(ref_model, samples=random_n, dims=parse_dims(dims), seed=seed)
-    result = evaluate(ref_model, cand_model, data, batch_size=batch_size)
+    with session_threads(jobs):
+        result = evaluate(ref_model, cand_model, data, batch_size=batch_size)
     if as_json:
         click.echo(json.dumps(result.to_json(), indent=2))
     else:
         click.echo(format_eval(result))
-    drop = result.top1_drop_points
-    if max_drop is not None and drop is not None and drop > max_drop + 1e-9:
-        click.echo(f"onnxdc: top-1 drop {drop:.2f} points exceeds --max-drop {max_drop}", err=True)
+    failed = _gate_failures(result, max_drop=max_drop, min_cosine=min_cosine, min_sample_cosine=min_sample_cosine)
+    for line in failed:
+        click.echo(f"onnxdc: {line}", err=True)
+    if failed:
         sys.exit(3)
+
+
+def _gate_failures(result: Any, *, max_drop: float | None, min_cosine: float | None,
+                   min_sample_cosine: float | None) -> list[str]:
+    """One line per gate of ``eval`` that failed or could not be judged (a gate never passes unseen)."""
+    out = []
+    drop = result.top1_drop_points
+    if max_drop is not None and drop is None:
+        first = result.outputs[0]
+        out.append(f"--max-drop cannot be judged: top-1 needs (samples, classes) logits, but output {first.name!r} "
+                   f"has shape {first.shape} for {result.samples} samples")
+    elif max_drop is not None and drop > max_drop + 1e-9:
+        out.append(f"top-1 drop {drop:.2f} points exceeds --max-drop {max_drop}")
+    for flag, limit, attr in (("--min-cosine", min_cosine, "cosine_mean"),
+                              ("--min-sample-cosine", min_sample_cosine, "cosine_min")):
+        for o in result.outputs if limit is not None else ():
+            if getattr(o, attr) < limit:
+                what = "mean" if attr == "cosine_mean" else "lowest"
+                out.append(f"output {o.name!r}: {what} per-sample cosine {getattr(o, attr):.6f} is below {flag} {limit}")
+    return out
 
 
 def _load_any(path: str) -> Any:

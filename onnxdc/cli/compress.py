@@ -4,7 +4,6 @@ a base :class:`~onnxdc.api.SharingConfig` and a :class:`~onnxdc.api.Budget`), on
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import click
@@ -13,6 +12,7 @@ from onnxdc.cli.main import (
     default_output,
     force_option,
     format_eval,
+    jobs_option,
     json_option,
     main,
     notice_callback,
@@ -33,23 +33,30 @@ from onnxdc.cli.main import (
 @click.option("--calib", type=click.Path(dir_okay=False),
               help=".npz of calibration inputs: prune and share so each layer keeps its outputs.")
 @click.option("--max-drop", type=click.FloatRange(0.0),
-              help="Automatic mode: top-1 drop allowed on the calibration set, in points.")
+              help="Automatic mode: top-1 drop allowed on the calibration set, in points (against labels, "
+                   "else agreement with the original); replaces the agreement rule.")
+@click.option("--min-agreement", type=click.FloatRange(0.0, 1.0),
+              help="Automatic mode: top-1 agreement with the original to keep, as a fraction.  [default: 0.995 "
+                   "without --max-drop]")
 @click.option("--min-cosine", type=click.FloatRange(-1.0, 1.0), default=0.999, show_default=True,
-              help="Automatic mode: mean output cosine similarity to keep.")
+              help="Automatic mode: mean over samples of each sample's output cosine, for every output.")
+@click.option("--min-sample-cosine", type=click.FloatRange(-1.0, 1.0),
+              help="Automatic mode: lowest per-sample output cosine, for every output (the worst checked "
+                   "input; off by default).")
 @click.option("--dim", "dims", multiple=True, metavar="NAME=VALUE",
               help="Value of a symbolic input dimension for synthetic calibration inputs.")
 @click.option("--calib-samples", type=click.IntRange(1), default=512, show_default=True,
               help="Calibration samples used at most.")
 @click.option("--zstd-level", type=click.IntRange(1, 22), default=19, show_default=True,
               help="zstd level tried on lossless byte planes.")
-@click.option("-j", "--jobs", type=click.IntRange(1), default=os.cpu_count() or 1, show_default="number of cores",
-              help="Tensors coded in parallel; the output is the same for any value.")
+@jobs_option("tensors coded in parallel")
 @force_option
 @quiet_option
 @json_option
 def compress(model: str, output: str | None, lossless: bool, calib: str | None, calib_samples: int,
-             max_drop: float | None, min_cosine: float, dims: tuple[str, ...], zstd_level: int, jobs: int,
-             force: bool, quiet: bool, as_json: bool, **kw: Any) -> None:
+             max_drop: float | None, min_agreement: float | None, min_cosine: float, min_sample_cosine: float | None,
+             dims: tuple[str, ...], zstd_level: int, jobs: int, force: bool, quiet: bool, as_json: bool,
+             **kw: Any) -> None:
     """Compress MODEL (.onnx) into an .onnxdc container.
 
     Manual mode (--sparsity / --std-threshold / --bits / --recipe): the selected weights are
@@ -57,12 +64,44 @@ def compress(model: str, output: str | None, lossless: bool, calib: str | None, 
     Automatic mode (no such option): per-tensor sparsity and bits are chosen from measured
     sensitivity on --calib data (or synthetic inputs) so the calibration-set budget holds, and
     written as a recipe beside the output. --lossless stores every tensor exactly.
+
+    \b
+    Default budget: mean per-sample output cosine >= 0.999 and top-1
+    agreement >= 99.5% on held-out calibration samples. A top-1 rule on a
+    model whose first output has no class axis is an error when asked for
+    (--max-drop, --min-agreement), a warning when it is the default.
+    Threads: -j N sets the coding threads and onnxruntime's intra-op
+    threads (default: the usable cores); the bytes written do not depend on it.
     """
+    from onnxdc.api import session_threads
+
+    ctx = click.get_current_context()
+    budget_opts = ("max_drop", "min_agreement", "min_cosine", "min_sample_cosine")
+    given = {o for o in budget_opts if ctx.get_parameter_source(o) is not click.core.ParameterSource.DEFAULT}
+    with session_threads(jobs):
+        _compress(model, output, lossless, calib, calib_samples, max_drop, min_agreement, min_cosine,
+                  min_sample_cosine, given, dims, zstd_level, jobs, force, quiet, as_json, kw)
+
+
+def _compress(model: str, output: str | None, lossless: bool, calib: str | None, calib_samples: int,
+              max_drop: float | None, min_agreement: float | None, min_cosine: float,
+              min_sample_cosine: float | None, given: set[str], dims: tuple[str, ...], zstd_level: int, jobs: int,
+              force: bool, quiet: bool, as_json: bool, kw: dict[str, Any]) -> None:
     manual = any(kw.get(k) is not None for k in ("sparsity", "std_threshold", "bits")) or bool(kw.get("recipe"))
     if not manual and not lossless:
-        _compress_auto(model, output, calib, calib_samples, max_drop, min_cosine, dims, zstd_level, jobs, force,
+        from onnxdc.api import Budget
+
+        budget = Budget(max_drop=max_drop, min_cosine=min_cosine, min_sample_cosine=min_sample_cosine,
+                        min_agreement=min_agreement if min_agreement is not None
+                        else None if max_drop is not None else 0.995)
+        _compress_auto(model, output, calib, calib_samples, budget, given, dims, zstd_level, jobs, force,
                        quiet, as_json, kw)
         return
+    budget_given = sorted(given - {"max_drop"})
+    if budget_given:
+        flags = ", ".join("--" + o.replace("_", "-") for o in budget_given)
+        raise click.UsageError(f"{flags} set the automatic mode's budget; drop --sparsity/--std-threshold/--bits/"
+                               f"--recipe/--lossless")
     from onnxdc.api import CompressConfig, check_output_path, compress_path, model_input_files
 
     sharing = sharing_config(kw) if manual else None  # the recipe, if any, read here and only here
@@ -82,13 +121,12 @@ def compress(model: str, output: str | None, lossless: bool, calib: str | None, 
     print_report(report, quiet=quiet, as_json=as_json, extra={"output": str(out)})
 
 
-def _compress_auto(model: str, output: str | None, calib: str | None, calib_samples: int, max_drop: float | None,
-                   min_cosine: float, dims: tuple[str, ...], zstd_level: int, jobs: int, force: bool, quiet: bool,
+def _compress_auto(model: str, output: str | None, calib: str | None, calib_samples: int, budget: Any,
+                   given: set[str], dims: tuple[str, ...], zstd_level: int, jobs: int, force: bool, quiet: bool,
                    as_json: bool, kw: dict[str, Any]) -> None:
     """Automatic mode: options to configs, one call to :func:`onnxdc.api.compress_auto_path`, the report."""
     from onnxdc.api import (
         AUTO_MIN_ELEMENTS,
-        Budget,
         check_output_path,
         compress_auto_path,
         model_input_files,
@@ -97,7 +135,6 @@ def _compress_auto(model: str, output: str | None, calib: str | None, calib_samp
 
     base = sharing_config({**kw, "min_elements": AUTO_MIN_ELEMENTS if kw["min_elements"] is None
                            else kw["min_elements"]})
-    budget = Budget(max_drop=max_drop, min_agreement=None if max_drop is not None else 0.995, min_cosine=min_cosine)
     inputs = model_input_files(model, calib, kw.get("recipe"))
     out = check_output_path(output or default_output(model, ".onnxdc"), force=force, inputs=inputs)
     recipe_out = check_output_path(str(out) + ".recipe.toml", force=force, inputs=inputs)
@@ -112,10 +149,10 @@ def _compress_auto(model: str, output: str | None, calib: str | None, calib_samp
                        "small models but can take long on large ones (--sparsity/--bits or --lossless skip it)",
                        err=True)
 
-    with progress_callback(quiet or as_json, "measuring sensitivity") as cb:
+    with progress_callback(quiet or as_json, log=True) as cb:  # the library's labels are the phases
         done = compress_auto_path(model, out, recipe_out, base=base, budget=budget, calib=calib, dims=parsed_dims,
                                   max_samples=calib_samples, zstd_level=zstd_level, jobs=jobs, overwrite=force,
-                                  progress=cb, notice=notice_callback(quiet), on_inputs=on_inputs)
+                                  progress=cb, notice=notice_callback(quiet), explicit=given, on_inputs=on_inputs)
     auto = done.auto
     extra: dict[str, Any] = {"output": str(out), "mode": "auto", "budget_met": auto.budget_met,
                              "recipe": str(done.recipe) if done.recipe is not None else None}

@@ -8,16 +8,18 @@ data, exit 2 for bad usage or impossible settings. ``--debug`` shows the traceba
 from __future__ import annotations
 
 import json
-import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import click
 
 from onnxdc._version import __version__
+from onnxdc.cli.progress import progress_callback
 from onnxdc.errors import ConfigError, OnnxdcError
+from onnxdc.threads import usable_cores
+
+__all__ = ["default_output", "force_option", "format_eval", "jobs_option", "json_option", "main", "notice_callback",
+           "output_option", "print_report", "progress_callback", "quiet_option", "sharing_config", "sharing_options"]
 
 
 class _Group(click.Group):
@@ -48,31 +50,6 @@ def default_output(path: str, suffix: str) -> str:
     return str(p.with_name(p.stem + suffix))
 
 
-@contextmanager
-def progress_callback(quiet: bool, label: str) -> Iterator[Any]:
-    """Yield a library progress callback drawing click's bar on stderr (None when quiet)."""
-    if quiet or not sys.stderr.isatty():
-        yield None
-        return
-    bar_holder: dict[str, Any] = {}
-
-    def callback(done: int, total: int, _name: str) -> None:
-        if "bar" in bar_holder and (bar_holder["total"] != total or done < bar_holder["bar"].pos):
-            bar_holder.pop("bar").__exit__(None, None, None)  # a new phase with its own count
-        if "bar" not in bar_holder:
-            bar_holder["bar"] = click.progressbar(length=total, label=label, file=sys.stderr)
-            bar_holder["bar"].__enter__()
-            bar_holder["total"] = total
-        bar = bar_holder["bar"]
-        bar.update(done - bar.pos)
-
-    try:
-        yield callback
-    finally:
-        if "bar" in bar_holder:
-            bar_holder["bar"].__exit__(None, None, None)
-
-
 def notice_callback(quiet: bool) -> Any:
     """A library notice callback printing ``onnxdc: warning: ...`` on stderr (None when quiet)."""
     if quiet:
@@ -84,6 +61,14 @@ output_option = click.option("-o", "--output", type=click.Path(dir_okay=False), 
 force_option = click.option("--force", is_flag=True, help="Overwrite an existing output file.")
 quiet_option = click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors.")
 json_option = click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+
+
+def jobs_option(what: str) -> Any:
+    """``-j/--jobs``: threads for ``what`` and onnxruntime's intra-op threads (default: usable cores)."""
+    return click.option("-j", "--jobs", type=click.IntRange(1), default=usable_cores(),
+                        show_default="usable cores",
+                        help=f"Threads: {what}, and onnxruntime's intra-op threads (one inter-op thread; "
+                             f"numpy's BLAS always runs one). The output is the same for any value.")
 
 
 def sharing_options(func: Any) -> Any:
@@ -141,7 +126,12 @@ def format_eval(r: Any) -> str:
     if r.agreement_top1 is not None:
         lines.append(f"top-1 agreement with reference: {pct(r.agreement_top1)}")
     for o in r.outputs:
-        lines.append(f"output {o.name!r}: cosine {o.cosine:.6f}  SNR {o.snr_db:.2f} dB  max abs error {o.max_abs_error:.4g}")
+        per = (f"per-sample mean {o.cosine_mean:.6f} min {o.cosine_min:.6f}" if o.per_sample
+               else "per-sample: none (axis 0 is not the samples: the whole output is one)")
+        lines.append(f"output {o.name!r}: cosine {o.cosine:.6f}  {per}  SNR {o.snr_db:.2f} dB  "
+                     f"max abs error {o.max_abs_error:.4g}")
+    if r.metric_ok is not None:
+        lines.append(f"metric: {'acceptable' if r.metric_ok else 'not acceptable'}")
     return "\n".join(lines)
 
 
