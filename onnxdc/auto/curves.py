@@ -32,6 +32,7 @@ STEPS_PER_OCTAVE = 2
 FIRST_OCTAVE = 0.5
 #: Dead-zone widths (κ) tried besides 1 at the WIDE_STEPS coarsest steps.
 WIDE_KAPPAS = (16.0, 4.0)
+KAPPAS = (1.0,)
 WIDE_STEPS = 4
 #: Bytes a stream's header entry and coder table cost on top of its payload (rate estimate only).
 STREAM_OVERHEAD = 12
@@ -112,8 +113,20 @@ def steps_for(w: np.ndarray) -> list[tuple[float, float]]:
         step = amax / 2 ** (FIRST_OCTAVE + k / STEPS_PER_OCTAVE)
         if amax / step > MAX_LEVEL:
             return out
-        out.extend((step, kappa) for kappa in (WIDE_KAPPAS if k < WIDE_STEPS else ()) + (1.0,))
+        out.extend((step, kappa) for kappa in (WIDE_KAPPAS if k < WIDE_STEPS else ()) + KAPPAS)
         k += 1
+
+
+@single_blas_thread
+def refit_target(h: np.ndarray, g: np.ndarray, w0: np.ndarray) -> np.ndarray:
+    """``W* = argmin ||X W - X_ref W0||``, ridge-damped: the weights that map the inputs a layer
+    sees once the layers before it are compressed to the outputs the original layer gave."""
+    from onnxdc.stages.compensate import _damped
+
+    try:
+        return np.linalg.solve(_damped(h), g @ w0)
+    except np.linalg.LinAlgError:
+        return w0
 
 
 @single_blas_thread
@@ -134,7 +147,11 @@ def tensor_curve(slot: int, name: str, w: np.ndarray, stats: LayerStats | None) 
     else:
         form = stats.form
         w0s = [m.astype(np.float64) for m in weight_matrices(form, w32)]
-        probs = [LayerProblem(h, w0) for h, w0 in zip(stats.h, w0s)]
+        if stats.g is None:
+            probs = [LayerProblem(h, w0) for h, w0 in zip(stats.h, w0s)]
+        else:  # statistics of a partly compressed model: quantize the refit W* = H⁻¹ G W0
+            probs = [LayerProblem(h, refit_target(h, g, w0)) for h, g, w0 in zip(stats.h, stats.g, w0s)]
+            w0s = [p.w_star for p in probs]
         energy = sum(p.energy for p in probs)
         u_diag = np.concatenate([np.diag(p.u) for p in probs])
         pts = []

@@ -21,13 +21,14 @@ Deterministic: the same model, data and settings give the same bytes, whatever t
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 
 import numpy as np
 import onnx
 
-from onnxdc.auto.budget import Budget
-from onnxdc.auto.curves import Curve, tensor_curve
+from onnxdc.auto.budget import Budget, mean_cosine
+from onnxdc.auto.curves import Curve, level_bytes, tensor_curve
 from onnxdc.auto.search import AutoResult, Choice, Progress, _escape_glob, auto_sharing, split
 from onnxdc.auto.trials import TrialRunner
 from onnxdc.calibration.calibrate import CalibratedTensor, weight_of
@@ -43,10 +44,10 @@ from onnxdc.threads import single_blas_thread
 PROBE_ERROR = 1e-3
 #: Real trials of the allocation at most (each is one run over the checking samples).
 MAX_TRIALS = 12
-#: Refresh passes of a refreshed trial (see :func:`refresh`).
-REFRESH_PASSES = 2
-#: Real trials with refreshed layers at most, after the plain search.
-MAX_REFRESHED_TRIALS = 6
+#: Trials with refreshed layers (see :func:`refresh`) along the path, at most; 0 turns the refresh off.
+REFRESH_TRIALS = 7
+#: Real trials of the greedy refinement after the path search, at most.
+REFINE_TRIALS = 8
 #: Samples of the fitting split the sensitivities are measured on, at most.
 SENSITIVITY_SAMPLES = 128
 
@@ -220,56 +221,101 @@ class Quantized:
 
 @single_blas_thread
 def refresh(model: onnx.ModelProto, plans: dict, curves: dict[int, Curve], picks: dict[int, int],
-            fit: dict[str, np.ndarray], weights: dict[int, np.ndarray], *, passes: int = REFRESH_PASSES,
-            seed: int = 0) -> dict[int, Quantized]:
-    """Requantize the picked points so that each layer absorbs the error of those before it.
+            fit: dict[str, np.ndarray], weights: dict[int, np.ndarray], *, seed: int = 0,
+            memo: dict | None = None) -> dict[int, Quantized]:
+    """Requantize the picks layer by layer so that each layer absorbs the error of those before it.
 
-    The curves' points are quantizations of the original weights against the original model's
-    inputs; once every layer is compressed, a layer sees other inputs. A pass collects, on the
-    fitting samples and with every picked layer compressed, each layer's ``H`` and its cross
-    moment ``G`` with the original inputs, refits ``W* = H⁻¹ G W0`` (the least-squares weights
-    that map the inputs it now sees to the outputs the original layer gave) and GPTQ-rounds ``W*``
-    at the point's step and code lengths. Each pass sees the previous pass's layers; two passes
-    come close to a sequential, layer-by-layer sweep at a fraction of its sessions.
+    A curve's points quantize the original weights against the original model's inputs; once the
+    layers before it are compressed, a layer sees other inputs. In graph order, each layer's ``H``
+    and its cross moment ``G`` with the original inputs are collected on the fitting samples with
+    every layer before it already requantized; ``W* = H⁻¹ G W0`` (the least-squares weights mapping
+    the inputs it now sees to the outputs the original layer gave) is GPTQ-rounded at the pick's
+    step, dead zone and code lengths. One statistics session pair per layer; with ``memo``, a
+    layer whose own pick and the picks before it were refreshed before is reused.
     """
+    from onnxdc.auto.curves import refit_target
+    from onnxdc.auto.trials import replaced_model
+    from onnxdc.calibration.calibrate import layer_of
     from onnxdc.calibration.linear import weight_matrices, weight_tensor
-    from onnxdc.stages.compensate import LayerProblem, _damped
+    from onnxdc.stages.compensate import LayerProblem
     from onnxdc.stages.ecq import code_lengths, ec_sweep, lam_for, layer_error
 
     out: dict[int, Quantized] = {}
     for s, j in picks.items():
         p = curves[s].points[j]
         if not p.exact:
-            out[s] = Quantized(p.levels, p.step, p.distortion / curves[s].energy if curves[s].energy else 0.0, p.kappa)
-    todo = {s: plans[s] for s in out if curves[s].has_stats}
-    if not todo:
-        return out
-    from onnxdc.auto.trials import replaced_model
-
-    for _ in range(passes):
-        current = {s: q.weights(weights[s].dtype) for s, q in out.items()}
-        stats = collect_stats(replaced_model(model, current), todo, fit, seed=seed, reference=model)
-        for s, st in stats.items():
-            q = out[s]
-            w0s = [m.astype(np.float64) for m in weight_matrices(st.form, weights[s].astype(np.float32))]
-            lengths = code_lengths(np.bincount(q.levels.reshape(-1).astype(np.int64) + MAX_LEVEL,
-                                               minlength=2 * MAX_LEVEL + 1))
-            lv_g, err, energy = [], 0.0, 0.0
-            for h, g, w0 in zip(st.h, st.g, w0s):
-                target = g @ w0
-                try:
-                    w_star = np.linalg.solve(_damped(h), target)
-                except np.linalg.LinAlgError:
-                    w_star = w0
-                prob = LayerProblem(h, w_star)
-                lam = lam_for(q.step, np.diag(prob.u), q.kappa)
-                lv = ec_sweep(w_star, prob.u, step=q.step, lam=lam, lengths=lengths)
-                lv_g.append(lv)
-                err += layer_error(q.step * lv.astype(np.float64), w_star, h)
-                energy += prob.energy
-            levels = weight_tensor(st.form, lv_g, weights[s].shape).astype(np.int8)
-            out[s] = Quantized(levels, q.step, err / energy if energy > 0 else 0.0, q.kappa)
+            out[s] = Quantized(p.levels, p.step, p.distortion / curves[s].energy if curves[s].energy else 0.0,
+                               p.kappa)
+    order = sorted((s for s in out if curves[s].has_stats), key=lambda s: (layer_of(model, plans[s])[0], s))
+    for i, s in enumerate(order):
+        if i == 0 and not any(t not in order for t in out):
+            continue  # nothing before the first layer is compressed: its inputs are the original ones
+        before = {t: q.weights(weights[t].dtype) for t, q in out.items() if t not in order[i:]}
+        key = (s, tuple(sorted((t, picks[t]) for t in [*before, s])))
+        if memo is not None and key in memo:
+            out[s] = memo[key]
+            continue
+        st = collect_stats(replaced_model(model, before), {s: plans[s]}, fit, seed=seed, reference=model)[s]
+        q = out[s]
+        w0s = [m.astype(np.float64) for m in weight_matrices(st.form, weights[s].astype(np.float32))]
+        lengths = code_lengths(np.bincount(q.levels.reshape(-1).astype(np.int64) + MAX_LEVEL,
+                                           minlength=2 * MAX_LEVEL + 1))
+        lv_g, err, energy = [], 0.0, 0.0
+        for h, g, w0 in zip(st.h, st.g, w0s):
+            prob = LayerProblem(h, refit_target(h, g, w0))
+            lv = ec_sweep(prob.w_star, prob.u, step=q.step, lam=lam_for(q.step, np.diag(prob.u), q.kappa),
+                          lengths=lengths)
+            lv_g.append(lv)
+            err += layer_error(q.step * lv.astype(np.float64), prob.w_star, h)
+            energy += prob.energy
+        out[s] = Quantized(weight_tensor(st.form, lv_g, weights[s].shape).astype(np.int8), q.step,
+                           err / energy if energy > 0 else 0.0, q.kappa)
+        if memo is not None:
+            memo[key] = out[s]
     return out
+
+
+def refine(start: Outcome, curves: dict[int, Curve], losses: dict[int, list[float]],
+           run: Callable[[dict[int, int]], Outcome], *, budget: Budget, boundary: float | None,
+           max_trials: int = REFINE_TRIALS) -> Outcome:
+    """Greedy steps off the Lagrangian path, each checked by a real run (``run``).
+
+    The path only visits each curve's lower convex hull; between two hull points a tensor often
+    has points the allocation could afford but λ never picks, and real losses differ from the
+    predicted ones by a factor that the trials measure. Each step moves one tensor to the point
+    saving the most bytes whose predicted loss, scaled by the measured real/predicted ratio, still
+    fits the budget (or the smallest real loss seen to fail, for budgets without a cosine floor).
+    """
+    allowed = (1.0 - budget.min_cosine) if budget.min_cosine is not None else boundary
+    failed: set[tuple[int, int]] = set()
+    best_so_far = start
+    for _ in range(max_trials):
+        picks = best_so_far.picks
+        real = 1.0 - mean_cosine(best_so_far.evaluation)
+        pred = sum(losses[s][j] for s, j in picks.items())
+        scale = real / pred if pred > 0 and real > 0 else 1.0
+        move = None
+        for s, c in curves.items():
+            cur = c.points[picks[s]]
+            for j, p in enumerate(c.points):
+                saved = cur.est_bytes - p.est_bytes
+                if saved <= 0 or (s, j) in failed:
+                    continue
+                extra = max(losses[s][j] - losses[s][picks[s]], 0.0) * scale
+                if allowed is not None and real + extra > allowed:
+                    continue
+                key = (saved, -extra, -s, -j)
+                if move is None or key > move[0]:
+                    move = (key, s, j)
+        if move is None:
+            break
+        _, s, j = move
+        got = run({**picks, s: j})
+        if got.met:
+            best_so_far = got
+        else:
+            failed.add((s, j))
+    return best_so_far
 
 
 def calibrated_tensor(q: Quantized, *, has_stats: bool) -> CalibratedTensor:
@@ -288,7 +334,7 @@ def calibrated_tensor(q: Quantized, *, has_stats: bool) -> CalibratedTensor:
                             rel_error=q.rel_error)
 
 
-def _rules(plans: dict, curves: dict[int, Curve], picks: dict[int, int], qs: dict[int, Quantized]) -> tuple[Rule, ...]:
+def _rules(plans: dict, picks: dict[int, int], qs: dict[int, Quantized]) -> tuple[Rule, ...]:
     """Recipe rules recording each tensor's pick: ``lossless`` for exact points, else the zero
     fraction and the index width of its levels (a manual re-run with them is Deep Compression at
     those settings, not the same quantizer)."""
@@ -303,7 +349,7 @@ def _rules(plans: dict, curves: dict[int, Curve], picks: dict[int, int], qs: dic
         lv = qs[slot].levels
         nz = int(np.count_nonzero(lv))
         k = int(np.unique(lv[lv != 0]).size)
-        rules.append(Rule(name, {"sparsity": round(1.0 - nz / lv.size, 4),
+        rules.append(Rule(name, {"sparsity": min(round(1.0 - nz / lv.size, 4), 0.9999),
                                  "bits": max(1, math.ceil(math.log2(k + 1)))}))
     return tuple(rules)
 
@@ -311,7 +357,8 @@ def _rules(plans: dict, curves: dict[int, Curve], picks: dict[int, int], qs: dic
 @single_blas_thread
 def compress_rd(model: onnx.ModelProto, *, base: SharingConfig, data: dict[str, np.ndarray], budget: Budget,
                 max_samples: int = 512, metadata: dict | None = None, zstd_level: int = 19, jobs: int = 1,
-                progress: Progress | None = None, notice: Notice | None = None) -> AutoResult:
+                refresh_trials: int = REFRESH_TRIALS, progress: Progress | None = None,
+                notice: Notice | None = None) -> AutoResult:
     """Compress ``model`` with per-tensor quantizers chosen within ``budget`` (see the module doc)."""
     from onnxdc.onnx_io.tensors import check_storable, has_data, iter_tensors
     from onnxdc.pipeline.decode import decompress
@@ -321,6 +368,9 @@ def compress_rd(model: onnx.ModelProto, *, base: SharingConfig, data: dict[str, 
     for ref in iter_tensors(model):  # refuse what compress() would refuse, before any search
         if has_data(ref.proto):
             check_storable(ref.proto)
+    # Every tensor has its exact point on its curve, so biases are candidates too: quantized where
+    # the allocation finds them worth it (their bytes weigh on small models), exact otherwise.
+    base = replace(base, include_bias=True)
     plans = plan_sharing(model, base)
     check_finite_weights(plans)
     meta = dict(metadata or {})
@@ -346,53 +396,53 @@ def compress_rd(model: onnx.ModelProto, *, base: SharingConfig, data: dict[str, 
     pred = predicted(path, losses)
     ref = prepare_reference(model, check)
     runner = TrialRunner(model, list(plans), check)
-    evals: dict[int, EvalResult] = {}
+    memo: dict = {}
+    trials = {"plain": 0, "refreshed": 0}
+    total = MAX_TRIALS + (refresh_trials + REFINE_TRIALS if refresh_trials else REFINE_TRIALS)
 
-    def weights_at(k: int) -> dict[int, np.ndarray]:
-        picks = path.picks(k)
-        return {s: w for s, j in picks.items() if (w := dequantized(curves[s], j, dtypes[s])) is not None}
-
-    def trial(k: int) -> bool:
-        evals[k] = compare(ref, runner.outputs(weights_at(k)), metric=budget.metric)
+    def run(picks: dict[int, int], refreshed: bool) -> Outcome:
+        """Quantize (refreshed or not) and evaluate one allocation on the checking samples."""
+        if refreshed:
+            qs = refresh(model, plans, curves, picks, fit, weights, seed=base.seed, memo=memo)
+        else:
+            qs = {s: plain_quantized(curves[s], j) for s, j in picks.items() if not curves[s].points[j].exact}
+        ev = compare(ref, runner.outputs({s: q.weights(dtypes[s]) for s, q in qs.items()}), metric=budget.metric)
+        trials["refreshed" if refreshed else "plain"] += 1
         if progress:
-            progress(len(evals), MAX_TRIALS, "allocation")
-        return budget.met(evals[k])
+            progress(min(sum(trials.values()), total), total, "allocation")
+        return Outcome(picks, qs, ev, budget.met(ev))
 
-    k, tried = search(path, pred, trial, budget=budget)
-    plain = {s: Quantized(p.levels, p.step, p.distortion / curves[s].energy if curves[s].energy else 0.0)
-             for s, j in path.picks(k).items() if not (p := curves[s].points[j]).exact}
-    options: list[tuple[int, dict[int, Quantized]]] = [(k, plain)]  # the most careful last
-    if budget.met(evals[k]) or k == 0:
-        found: dict[int, dict[int, Quantized]] = {}
+    outcomes: dict[tuple[int, bool], Outcome] = {}
 
-        def refreshed(i: int) -> bool:
-            qs = refresh(model, plans, curves, path.picks(i), fit, weights, seed=base.seed)
-            ev = compare(ref, runner.outputs({s: q.weights(dtypes[s]) for s, q in qs.items()}), metric=budget.metric)
-            if progress:
-                progress(len(found) + 1, MAX_REFRESHED_TRIALS, "refresh")
-            import os
-            if os.environ.get("RD_DEBUG"):
-                from onnxdc.auto.curves import level_bytes
-                print("refreshed", i, "plain", sum(curves[s].points[j].est_bytes for s, j in path.picks(i).items()),
-                      "refreshed", sum(level_bytes(q.levels) for q in qs.values()), 1 - ev.outputs[0].cosine, budget.met(ev))
-            if budget.met(ev):
-                found[i] = qs
-                evals[i] = ev
-                return True
-            return False
+    def on_path(k: int, refreshed: bool) -> bool:
+        if (k, refreshed) not in outcomes:
+            outcomes[k, refreshed] = run(path.picks(k), refreshed)
+        return outcomes[k, refreshed].met
 
-        best, more = climb(k, len(path) - 1, refreshed, max_trials=MAX_REFRESHED_TRIALS)
-        tried += more
-        if best is not None:
-            options.append((best, found[best]))
+    # The plain search finds where the budget binds; the refreshed trials start there, since a
+    # refresh only lowers the error of a choice (each layer refit to the inputs it now sees).
+    k, _ = search(path, pred, lambda i: on_path(i, False), budget=budget)
+    # Should the container miss the budget once decoded (it should not: the trials ran these very
+    # weights), the choices before are encoded in turn, down to every tensor exact.
+    options = [Outcome(path.picks(0), {}, None, True), outcomes[k, False]]
+    refreshed = False
+    if refresh_trials and options[-1].met and any(c.has_stats for c in curves.values()):
+        best, _ = climb(k, len(path) - 1, lambda i: on_path(i, True), max_trials=refresh_trials)
+        if best is not None and _bytes(outcomes[best, True].quantized) < _bytes(options[-1].quantized):
+            options.append(outcomes[best, True])
+            refreshed = True
+    if options[-1].met and options[-1].evaluation is not None:
+        failed = [1.0 - mean_cosine(o.evaluation) for o in outcomes.values() if not o.met]
+        options.append(refine(options[-1], curves, losses, lambda p: run(p, refreshed), budget=budget,
+                              boundary=min(failed) if failed else None))
     n_fit = len(next(iter(fit.values())))
     while True:
-        k, qs = options.pop()
-        picks = path.picks(k)
-        rules = _rules(plans, curves, picks, qs)
+        best_outcome = options.pop()
+        qs, picks = best_outcome.quantized, best_outcome.picks
+        rules = _rules(plans, picks, qs)
         sharing = auto_sharing(base, Choice({}, rules, {}, None, 0.0, 0))
         lossy = {s: calibrated_tensor(q, has_stats=curves[s].has_stats) for s, q in qs.items()}
-        auto_meta = {"engine": "rd", "budget": budget.to_json(), "trials": tried, "refreshed": len(options) > 0,
+        auto_meta = {"engine": "rd", "budget": budget.to_json(), "trials": dict(trials), "refreshed": refreshed,
                      "fit_samples": n_fit, "check_samples": len(next(iter(check.values())))}
         res = compress(model, config=CompressConfig(sharing=sharing, calibration=fit, calib_samples=n_fit,
                                                     metadata={**meta, "auto": auto_meta}, zstd_level=zstd_level,
@@ -402,28 +452,45 @@ def compress_rd(model: onnx.ModelProto, *, base: SharingConfig, data: dict[str, 
                            metric=budget.metric)
         if budget.met(verified) or not options:
             break
+    tried = sum(trials.values())
     choice = Choice({s: (r.settings.get("sparsity", 0.0), r.settings.get("bits", 0)) for s, r in zip(sorted(picks), rules)},
-                    rules, lossy, evals.get(k, verified), _finite(path.lam(k)) or 0.0, tried)
+                    rules, lossy, best_outcome.evaluation or verified, 0.0, tried)
     return AutoResult(res, choice, {}, sharing if lossy else base, budget.met(verified), verified)
 
 
+@dataclass(frozen=True, eq=False)
+class Outcome:
+    """One allocation tried for real: the picks, the tensors as quantized, and how they measured."""
+
+    picks: dict[int, int]
+    quantized: dict[int, Quantized]
+    evaluation: EvalResult | None
+    met: bool
+
+
+def plain_quantized(curve: Curve, i: int) -> Quantized:
+    """Point ``i`` of a curve as it stands (no refresh)."""
+    p = curve.points[i]
+    return Quantized(p.levels, p.step, p.distortion / curve.energy if curve.energy else 0.0, p.kappa)
+
+
+def _bytes(qs: dict[int, Quantized]) -> int:
+    return sum(level_bytes(q.levels) for q in qs.values())
+
+
 def climb(lo: int, hi: int, ok, *, max_trials: int) -> tuple[int | None, int]:  # noqa: ANN001
-    """The largest ``i`` in ``lo..hi`` with ``ok(i)``, galloping up from ``lo`` and bisecting,
-    assuming ``ok`` holds below some threshold only; (None, trials) if ``ok(lo)`` fails."""
+    """The largest ``i`` in ``lo..hi`` with ``ok(i)``, galloping up from ``lo`` then bisecting
+    (``ok`` assumed to hold up to some threshold only); (None, trials) if ``ok(lo)`` fails."""
     trials = 1
     if not ok(lo):
         return None, trials
     good, bad, step = lo, hi + 1, 1
     while good + step < bad and trials < max_trials:
         trials += 1
-        if ok(good + step):
-            good, step = good + step, step * 2
-        else:
+        if not ok(good + step):
             bad = good + step
             break
-    else:
-        if good + step >= bad and good < hi and trials < max_trials:
-            bad = min(bad, hi + 1)
+        good, step = good + step, step * 2
     while bad - good > 1 and trials < max_trials:
         mid = (good + bad) // 2
         trials += 1

@@ -138,8 +138,9 @@ def collect_stats(model: onnx.ModelProto, plans: dict, data: dict[str, np.ndarra
 
 def stats_rows(d: int) -> int:
     """Rows a layer of ``d`` inputs contributes at most: enough for a well-determined ``H``
-    (64 per input), and never more than :func:`onnxdc.stages.compensate.max_rows`."""
-    return min(max_rows(d), max(64 * d, 16384))
+    (16 per input, 8192 at least), and never more than :func:`onnxdc.stages.compensate.max_rows`.
+    The cost of ``H`` is rows × d², so a wide convolution's millions of patches are subsampled."""
+    return min(max_rows(d), max(16 * d, 8192))
 
 
 def _rows(form: LinearForm, vals: dict[str, np.ndarray]) -> int:
