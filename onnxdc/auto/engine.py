@@ -46,10 +46,12 @@ PROBE_ERROR = 1e-3
 MAX_TRIALS = 12
 #: Trials with refreshed layers (see :func:`refresh`) along the path, at most; 0 turns the refresh off.
 REFRESH_TRIALS = 7
+#: Statistics passes of one refresh at most (consecutive layers share a pass beyond that).
+REFRESH_PASSES = 4
 #: Real trials of the greedy refinement after the path search, at most.
 REFINE_TRIALS = 8
 #: Samples of the fitting split the sensitivities are measured on, at most.
-SENSITIVITY_SAMPLES = 128
+SENSITIVITY_SAMPLES = 64
 
 
 def deficit(ref_outputs: list[np.ndarray], outputs: list[np.ndarray], samples: int) -> float:
@@ -222,7 +224,8 @@ class Quantized:
 @single_blas_thread
 def refresh(model: onnx.ModelProto, plans: dict, curves: dict[int, Curve], picks: dict[int, int],
             fit: dict[str, np.ndarray], weights: dict[int, np.ndarray], *, seed: int = 0,
-            memo: dict | None = None) -> dict[int, Quantized]:
+            memo: dict | None = None, needed: dict[int, int] | None = None,
+            max_passes: int = REFRESH_PASSES, reference_cache: dict | None = None) -> dict[int, Quantized]:
     """Requantize the picks layer by layer so that each layer absorbs the error of those before it.
 
     A curve's points quantize the original weights against the original model's inputs; once the
@@ -230,15 +233,14 @@ def refresh(model: onnx.ModelProto, plans: dict, curves: dict[int, Curve], picks
     and its cross moment ``G`` with the original inputs are collected on the fitting samples with
     every layer before it already requantized; ``W* = H⁻¹ G W0`` (the least-squares weights mapping
     the inputs it now sees to the outputs the original layer gave) is GPTQ-rounded at the pick's
-    step, dead zone and code lengths. One statistics session pair per layer; with ``memo``, a
-    layer whose own pick and the picks before it were refreshed before is reused.
+    step, dead zone and code lengths. Deep models group consecutive layers into at most
+    ``max_passes`` statistics passes (one session pair each); with ``memo``, a group whose picks
+    and those before it were refreshed before is reused. ``needed``
+    (slot -> samples) takes evenly spaced fitting samples, as many as give the layer its rows: a
+    high-resolution convolution needs a few images, not all of them.
     """
-    from onnxdc.auto.curves import refit_target
     from onnxdc.auto.trials import replaced_model
     from onnxdc.calibration.calibrate import layer_of
-    from onnxdc.calibration.linear import weight_matrices, weight_tensor
-    from onnxdc.stages.compensate import LayerProblem
-    from onnxdc.stages.ecq import code_lengths, ec_sweep, lam_for, layer_error
 
     out: dict[int, Quantized] = {}
     for s, j in picks.items():
@@ -246,33 +248,58 @@ def refresh(model: onnx.ModelProto, plans: dict, curves: dict[int, Curve], picks
         if not p.exact:
             out[s] = Quantized(p.levels, p.step, p.distortion / curves[s].energy if curves[s].energy else 0.0,
                                p.kappa)
+    # Every layer is requantized, those reading graph inputs too: their target is then the damped
+    # least-squares one, and their code lengths those of their own levels (one more alternation).
     order = sorted((s for s in out if curves[s].has_stats), key=lambda s: (layer_of(model, plans[s])[0], s))
-    for i, s in enumerate(order):
-        if i == 0 and not any(t not in order for t in out):
-            continue  # nothing before the first layer is compressed: its inputs are the original ones
-        before = {t: q.weights(weights[t].dtype) for t, q in out.items() if t not in order[i:]}
-        key = (s, tuple(sorted((t, picks[t]) for t in [*before, s])))
+    size = -(-len(order) // max_passes) if order else 1
+    for start in range(0, len(order), size):
+        group = order[start:start + size]
+        before = {t: q.weights(weights[t].dtype) for t, q in out.items() if t not in order[start:]}
+        # Layers of one group share a statistics pass: each sees those of the group before it
+        # at their curve points, the earlier groups refreshed.
+        key = (tuple(group), tuple(sorted((t, picks[t]) for t in [*before, *group])))
         if memo is not None and key in memo:
-            out[s] = memo[key]
+            out.update(memo[key])
             continue
-        st = collect_stats(replaced_model(model, before), {s: plans[s]}, fit, seed=seed, reference=model)[s]
-        q = out[s]
-        w0s = [m.astype(np.float64) for m in weight_matrices(st.form, weights[s].astype(np.float32))]
-        lengths = code_lengths(np.bincount(q.levels.reshape(-1).astype(np.int64) + MAX_LEVEL,
-                                           minlength=2 * MAX_LEVEL + 1))
-        lv_g, err, energy = [], 0.0, 0.0
-        for h, g, w0 in zip(st.h, st.g, w0s):
-            prob = LayerProblem(h, refit_target(h, g, w0))
-            lv = ec_sweep(prob.w_star, prob.u, step=q.step, lam=lam_for(q.step, np.diag(prob.u), q.kappa),
-                          lengths=lengths)
-            lv_g.append(lv)
-            err += layer_error(q.step * lv.astype(np.float64), prob.w_star, h)
-            energy += prob.energy
-        out[s] = Quantized(weight_tensor(st.form, lv_g, weights[s].shape).astype(np.int8), q.step,
-                           err / energy if energy > 0 else 0.0, q.kappa)
+        n = max(((needed or {}).get(t) or 0) for t in group) or None
+        stats = collect_stats(replaced_model(model, {**before, **{t: out[t].weights(weights[t].dtype) for t in group}}),
+                              {t: plans[t] for t in group}, _subset(fit, n), seed=seed, reference=model,
+                              reference_cache=reference_cache)
+        for t in group:
+            out[t] = _requantize(out[t], stats[t], weights[t])
         if memo is not None:
-            memo[key] = out[s]
+            memo[key] = {t: out[t] for t in group}
     return out
+
+
+@single_blas_thread
+def _requantize(q: Quantized, st, w: np.ndarray) -> Quantized:  # noqa: ANN001 - LayerStats
+    """``q``'s step, dead zone and code lengths applied to the refit target of fresh statistics."""
+    from onnxdc.auto.curves import refit_target
+    from onnxdc.calibration.linear import weight_matrices, weight_tensor
+    from onnxdc.stages.compensate import LayerProblem
+    from onnxdc.stages.ecq import code_lengths, ec_sweep, lam_for, layer_error
+
+    w0s = [m.astype(np.float64) for m in weight_matrices(st.form, w.astype(np.float32))]
+    lengths = code_lengths(np.bincount(q.levels.reshape(-1).astype(np.int64) + MAX_LEVEL, minlength=2 * MAX_LEVEL + 1))
+    lv_g, err, energy = [], 0.0, 0.0
+    for h, g, w0 in zip(st.h, st.g, w0s):
+        prob = LayerProblem(h, refit_target(h, g, w0))
+        lv = ec_sweep(prob.w_star, prob.u, step=q.step, lam=lam_for(q.step, np.diag(prob.u), q.kappa), lengths=lengths)
+        lv_g.append(lv)
+        err += layer_error(q.step * lv.astype(np.float64), prob.w_star, h)
+        energy += prob.energy
+    return Quantized(weight_tensor(st.form, lv_g, w.shape).astype(np.int8), q.step,
+                     err / energy if energy > 0 else 0.0, q.kappa)
+
+
+def _subset(data: dict[str, np.ndarray], n: int | None) -> dict[str, np.ndarray]:
+    """``n`` evenly spaced samples of ``data`` (all when ``n`` is None or not fewer)."""
+    total = len(next(iter(data.values())))
+    if n is None or n >= total:
+        return data
+    keep = np.linspace(0, total - 1, n).round().astype(np.int64)
+    return {k: v[keep] for k, v in data.items()}
 
 
 def refine(start: Outcome, curves: dict[int, Curve], losses: dict[int, list[float]],
@@ -385,6 +412,7 @@ def compress_rd(model: onnx.ModelProto, *, base: SharingConfig, data: dict[str, 
         curves[slot] = tensor_curve(slot, tensor_label(plan.candidate.ref), weights[slot], stats.get(slot))
         if progress:
             progress(done, len(plans), "curves")
+    needed = {slot: st.samples_needed for slot, st in stats.items()}
     del stats
     dtypes = {slot: w.dtype for slot, w in weights.items()}
     n_sens = min(SENSITIVITY_SAMPLES, len(next(iter(fit.values()))))
@@ -397,13 +425,15 @@ def compress_rd(model: onnx.ModelProto, *, base: SharingConfig, data: dict[str, 
     ref = prepare_reference(model, check)
     runner = TrialRunner(model, list(plans), check)
     memo: dict = {}
+    reference_cache: dict = {}
     trials = {"plain": 0, "refreshed": 0}
     total = MAX_TRIALS + (refresh_trials + REFINE_TRIALS if refresh_trials else REFINE_TRIALS)
 
     def run(picks: dict[int, int], refreshed: bool) -> Outcome:
         """Quantize (refreshed or not) and evaluate one allocation on the checking samples."""
         if refreshed:
-            qs = refresh(model, plans, curves, picks, fit, weights, seed=base.seed, memo=memo)
+            qs = refresh(model, plans, curves, picks, fit, weights, seed=base.seed, memo=memo, needed=needed,
+                         reference_cache=reference_cache)
         else:
             qs = {s: plain_quantized(curves[s], j) for s, j in picks.items() if not curves[s].points[j].exact}
         ev = compare(ref, runner.outputs({s: q.weights(dtypes[s]) for s, q in qs.items()}), metric=budget.metric)

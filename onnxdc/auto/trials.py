@@ -19,6 +19,9 @@ from onnxdc.evaluate import concat_batches, run_model, session
 from onnxdc.onnx_io.tensors import iter_tensors, le_bytes, set_raw_data
 from onnxdc.threads import single_blas_thread
 
+#: Input bytes one onnxruntime run of a trial takes at most (the batch follows from it).
+RUN_INPUT_BYTES = 8 << 20
+
 
 class TrialRunner:
     """Runs ``model`` on ``data`` with any of the ``slots``' weights replaced."""
@@ -50,8 +53,11 @@ class TrialRunner:
             self.session = session(m)
 
     @single_blas_thread
-    def outputs(self, weights: dict[int, np.ndarray], *, batch_size: int = 256) -> list[np.ndarray]:
+    def outputs(self, weights: dict[int, np.ndarray], *, batch_size: int | None = None) -> list[np.ndarray]:
         """The model's outputs with ``weights`` (slot -> array in the tensor's shape) replaced."""
+        if batch_size is None:  # a run's activations scale with its inputs: large inputs, small batches
+            per_sample = sum(v[:1].nbytes for v in self.feed.values())
+            batch_size = int(max(1, min(256, RUN_INPUT_BYTES // max(per_sample, 1))))
         if not self._fed:
             return run_model(session(replaced_model(self.model, weights)), self.feed, batch_size=batch_size)
         ws = {self.names[s]: np.ascontiguousarray((weights[s] if s in weights else self.original[s])

@@ -25,6 +25,8 @@ from onnxdc.evaluate import model_inputs, session
 from onnxdc.stages.compensate import max_rows
 from onnxdc.threads import single_blas_thread
 
+#: Samples a layer's statistics use at least, however many rows one sample gives.
+MIN_SAMPLES = 16
 #: Bytes of intermediate values one batch may hold (the batch size follows from a one-sample probe).
 BATCH_BYTES = 128 << 20
 Progress = Callable[[int, int, str], None]
@@ -39,6 +41,14 @@ class LayerStats:
     rows: int
     #: Per group ``E[x x_refᵀ]`` against the reference model's inputs (None without a reference).
     g: list[np.ndarray] | None = None
+    #: Rows one sample gives before subsampling (a conv's output positions, a sequence's steps).
+    per_sample: int = 1
+
+    @property
+    def samples_needed(self) -> int:
+        """Samples that give this layer its row cap (:func:`stats_rows`), at least MIN_SAMPLES."""
+        d = self.h[0].shape[0] if self.h else 1
+        return max(MIN_SAMPLES, -(-stats_rows(d) // max(self.per_sample, 1)))
 
 
 def model_feed(model: onnx.ModelProto, data: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -50,14 +60,16 @@ def model_feed(model: onnx.ModelProto, data: dict[str, np.ndarray]) -> dict[str,
 @single_blas_thread
 def collect_stats(model: onnx.ModelProto, plans: dict, data: dict[str, np.ndarray], *, seed: int = 0,
                   reference: onnx.ModelProto | None = None, batch_bytes: int = BATCH_BYTES,
-                  progress: Progress | None = None) -> dict[int, LayerStats]:
+                  reference_cache: dict | None = None, progress: Progress | None = None) -> dict[int, LayerStats]:
     """``H`` of every planned weight that has a linear form (slot -> stats), in one session.
 
     With ``reference`` (the original of a partly compressed ``model``), the same rows are also
     taken from the reference's inputs and ``G = E[x x_refᵀ]`` is accumulated: the refit target
     ``W* = H⁻¹ G W0`` of a layer then absorbs the error the compressed layers before it introduce.
     Rows are subsampled where a layer gives more than its cap, with a generator seeded by ``seed``
-    and the batch number: the result depends on the data and the settings only.
+    and the batch number: the result depends on the data and the settings only. The reference's
+    values depend on the data only, so callers refreshing often pass a ``reference_cache`` dict
+    that keeps them between calls.
     """
     forms = {}
     for slot, plan in plans.items():
@@ -76,10 +88,16 @@ def collect_stats(model: onnx.ModelProto, plans: dict, data: dict[str, np.ndarra
         ref_stats_model, ref_wanted = exposing(reference, names)
         ref_sess = session(ref_stats_model) if ref_wanted else None
 
-        def ref_run(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        def ref_run(batch: dict[str, np.ndarray], key: tuple) -> dict[str, np.ndarray]:
+            cached = reference_cache.get(key) if reference_cache is not None else None
+            if cached is not None:
+                return cached
             got = dict(zip(ref_wanted, ref_sess.run(ref_wanted, {i.name: batch[i.name] for i in ref_sess.get_inputs()}))
                        ) if ref_sess is not None else {}
-            return {s: (got[s] if s in got else batch[s]) for s in names}
+            vals = {s: (got[s] if s in got else batch[s]) for s in names}
+            if reference_cache is not None:
+                reference_cache[key] = vals
+            return vals
 
     def run(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         got = {}
@@ -104,7 +122,7 @@ def collect_stats(model: onnx.ModelProto, plans: dict, data: dict[str, np.ndarra
     for b, start in enumerate(starts):
         part = {k: v[start:start + batch] for k, v in feed.items()}
         vals = probe if (start == 0 and batch == 1) else run(part)
-        ref_vals = ref_run(part) if ref_run is not None else None
+        ref_vals = ref_run(part, (tuple(names), n, start, batch)) if ref_run is not None else None
         count = min(batch, n - start)
         for slot, (form, _) in forms.items():
             total = rows_per_sample[slot] * count
@@ -132,7 +150,7 @@ def collect_stats(model: onnx.ModelProto, plans: dict, data: dict[str, np.ndarra
     for slot, (form, _) in forms.items():
         rows = max(kept[slot], 1)
         out[slot] = LayerStats(form, [a / rows for a in (h[slot] or [])], kept[slot],
-                               None if g[slot] is None else [a / rows for a in g[slot]])
+                               None if g[slot] is None else [a / rows for a in g[slot]], rows_per_sample[slot])
     return out
 
 
