@@ -39,6 +39,9 @@ class Coder(ABC):
     main_param: ClassVar[str | None] = None
     #: Whether :meth:`batch_part` offers streams of this coder to a batched decode.
     can_batch: ClassVar[bool] = False
+    #: Whether decoding runs a numpy loop (Huffman, rANS) rather than compiled code (raw, zstd):
+    #: slower, so a stream chooses it only when it saves enough bytes (``pipeline/streams.py``).
+    numpy_decode: ClassVar[bool] = False
 
     @abstractmethod
     def encode(self, symbols: np.ndarray) -> bytes:
