@@ -93,9 +93,11 @@ def encode_best(symbols: np.ndarray, candidates: Sequence[Coder | dict[str, Any]
     exponent planes no larger: zstd's literal Huffman does the work there, not its matches). The
     decisions depend only on the data, so output stays deterministic.
 
-    On streams of 64 Ki symbols or more, a candidate that decodes with the numpy Huffman decoder
-    (alone or in a chain) must be more than :data:`SLOW_DECODE_MARGIN` smaller than the others to
-    be chosen: decompression speed is worth a fraction of a percent of a large stream, not more.
+    On streams of 64 Ki symbols or more, a candidate that decodes with a numpy loop (Huffman,
+    rANS: :attr:`Coder.numpy_decode`, alone or in a chain) must be more than
+    :data:`SLOW_DECODE_MARGIN` smaller than the others to be chosen: decompression speed is worth a
+    fraction of a percent of a large stream, not more. Among several candidates, a coder is tried
+    only on streams up to its :attr:`Coder.auto_max_symbols` (rANS: 256 Ki).
 
     A Huffman candidate is sized exactly from its plan (:meth:`HuffmanCoder.plan`) and its bits
     are packed only if it wins: the choice is the same as encoding it, for a fraction of the work.
@@ -108,8 +110,10 @@ def encode_best(symbols: np.ndarray, candidates: Sequence[Coder | dict[str, Any]
         return trials.size(config) * margin if _numpy_decode(config) else trials.size(config)
 
     best: tuple[float, dict[str, Any]] | None = None  # cost and config of the cheapest so far
-    for cand in candidates:
-        config = cand.get_config() if isinstance(cand, Coder) else get_coder(cand).get_config()
+    coders = [cand if isinstance(cand, Coder) else get_coder(cand) for cand in candidates]
+    fits = [c for c in coders if c.auto_max_symbols is None or symbols.size <= c.auto_max_symbols]
+    for coder in fits if len(coders) > 1 and fits else coders:
+        config = coder.get_config()
         if symbols.size >= PROBE_MIN_SYMBOLS and _max_zstd_level(config) > _PROBE_LEVEL:
             probe_config = _with_zstd_level(config, _PROBE_LEVEL if symbols.size <= SLOW_MAX_SYMBOLS else _FAST_LEVEL)
             probe = cost(probe_config)
