@@ -33,9 +33,10 @@ from typing import Any
 import numpy as np
 import zstandard
 
+from onnxdc.coders import get_coder
 from onnxdc.coders.base import read_varint, write_varint
-from onnxdc.errors import ContainerError
-from onnxdc.format.container import MAGIC, MAJOR_VERSION, read_container
+from onnxdc.errors import ContainerError, OnnxdcError
+from onnxdc.format.container import MAGIC, read_container
 
 _PREFIX = struct.Struct("<8sHHQI")  # magic, major, minor, header length, header CRC
 _BOUNDARY = [0, 1, 2, 3, 7, 8, 255, 256, 4095, 4096, 65535, 1 << 20, 1 << 31, 1 << 34, 1 << 40, 1 << 62]
@@ -60,13 +61,14 @@ def pack(obj: Any, chunks: list[bytes], *, fix: bool = True) -> bytes:
                 s.update(length=len(chunk), crc32=zlib.crc32(chunk))
         try:
             frame = chunks[obj["skeleton"]]
+            skel = obj["streams"][obj["skeleton"]]
             if 0 <= zstandard.frame_content_size(frame) <= 1 << 26:  # a mutant may declare gigabytes
-                obj["skeleton_crc32"] = zlib.crc32(zstandard.ZstdDecompressor().decompress(frame))
-        except (KeyError, IndexError, TypeError, zstandard.ZstdError):
+                obj["skeleton_crc32"] = zlib.crc32(get_coder(skel["coder"]).decode(frame, count=skel["count"]))
+        except (KeyError, IndexError, TypeError, zstandard.ZstdError, OnnxdcError):
             pass
     text = json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()
     stored = zstandard.ZstdCompressor(level=3, write_content_size=True).compress(text)
-    return _PREFIX.pack(MAGIC, MAJOR_VERSION, 0, len(stored), zlib.crc32(stored)) + stored + b"".join(chunks)
+    return _PREFIX.pack(MAGIC, 1, 0, len(stored), zlib.crc32(stored)) + stored + b"".join(chunks)
 
 
 # --------------------------------------------------------------------------- mutations

@@ -159,7 +159,7 @@ def test_inspect_and_report(work: Path, command: str, name: str) -> None:
     for label in REPORT_LINES:
         assert label in text.stdout
     if command == "inspect":
-        assert text.stdout.startswith("onnxdc container 1.0, written by onnxdc ")
+        assert text.stdout.startswith("onnxdc container 2.0, written by onnxdc ")
         assert "settings: " in text.stdout
     result = run(command, path, "--json")
     assert result.exit_code == 0, result.output
@@ -171,7 +171,7 @@ def test_inspect_and_report(work: Path, command: str, name: str) -> None:
     # Every weight but fc3.bias (10 floats, small enough to stay in the skeleton) is a stored tensor.
     assert sum(t["original_bytes"] for t in doc["tensors"]) == doc["tensor_original_bytes"] == (266_610 - 10) * 4
     if command == "inspect":
-        assert doc["format_version"] == "1.0" and doc["producer"] == f"onnxdc {__version__}"
+        assert doc["format_version"] == "2.0" and doc["producer"] == f"onnxdc {__version__}"
 
 
 def test_inspect_all_lists_every_tensor(work: Path) -> None:

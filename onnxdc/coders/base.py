@@ -39,6 +39,12 @@ class Coder(ABC):
     main_param: ClassVar[str | None] = None
     #: Whether :meth:`batch_part` offers streams of this coder to a batched decode.
     can_batch: ClassVar[bool] = False
+    #: Whether decoding runs a numpy loop (Huffman, rANS) rather than compiled code (raw, zstd):
+    #: slower, so a stream chooses it only when it saves enough bytes (``pipeline/streams.py``).
+    numpy_decode: ClassVar[bool] = False
+    #: The longest stream (symbols) a choice among several candidates tries this coder on (None:
+    #: any); named alone, a coder codes any stream.
+    auto_max_symbols: ClassVar[int | None] = None
 
     @abstractmethod
     def encode(self, symbols: np.ndarray) -> bytes:

@@ -141,6 +141,7 @@ class HuffmanCoder(Coder):
     coder_id = "huffman"
     main_param = "max_bits"
     can_batch = True
+    numpy_decode = True
 
     def batch_part(self, buf: bytes, *, count: int) -> tuple[type[Coder], Coder, bytes]:
         """Huffman streams decode together in one lock-step (:func:`decode_many`)."""

@@ -67,54 +67,8 @@ class ZstdCoder(Coder):
         return zstandard.ZstdCompressor(level=self.level, write_content_size=True, write_checksum=False, threads=0)
 
     def decode(self, buf: bytes, *, count: int) -> np.ndarray:
-        """Decompress exactly ``count`` symbols from one frame.
-
-        Raises:
-            CoderError: the frame is malformed, lacks a content size, declares a size other than
-                ``count``, decompresses to another length, or is followed by other bytes.
-        """
-        count = check_count(count)
-        if count == 0:
-            if len(buf):
-                raise DecodeError(f"zstd stream of 0 symbols must be empty, got {len(buf)} bytes")
-            return np.zeros(0, dtype=np.uint8)
-        try:
-            declared = zstandard.frame_content_size(buf)
-        except zstandard.ZstdError as exc:
-            raise DecodeError(f"invalid zstd frame header: {exc}") from None
-        if declared < 0:
-            raise DecodeError("zstd frame does not declare its content size")
-        if declared != count:
-            raise DecodeError(f"zstd frame declares {declared} bytes, expected {count}")
-        if count <= _ONE_CALL_RATIO * len(buf):
-            try:
-                # The declared size is the output buffer: a frame that decodes to more fails.
-                out = zstandard.ZstdDecompressor().decompress(buf, allow_extra_data=False)
-            except zstandard.ZstdError as exc:
-                raise DecodeError(f"corrupt zstd stream: {exc}") from None
-            if len(out) != count:
-                raise DecodeError(f"zstd stream decoded to {len(out)} bytes, expected {count}")
-            return np.frombuffer(out, dtype=np.uint8)
-        out = bytearray()
-        dobj = zstandard.ZstdDecompressor().decompressobj()
-        view = memoryview(buf)
-        try:
-            # Small input slices bound what one call can produce (a zstd RLE block turns 4 bytes
-            # into 128 KiB), so a frame that lies about its size fails before memory is used up,
-            # and memory grows only with what really decodes.
-            for start in range(0, len(view), _SLICE):
-                out += dobj.decompress(view[start:start + _SLICE])
-                if len(out) > count:
-                    raise DecodeError(f"zstd stream decodes to more than {count} bytes")
-                if dobj.eof and start + _SLICE < len(view):
-                    raise DecodeError("zstd stream has trailing bytes after its frame")
-        except zstandard.ZstdError as exc:
-            raise DecodeError(f"corrupt zstd stream: {exc}") from None
-        if not dobj.eof or dobj.unused_data:
-            raise DecodeError("zstd stream is truncated or has trailing bytes")
-        if len(out) != count:
-            raise DecodeError(f"zstd stream decoded to {len(out)} bytes, expected {count}")
-        return np.frombuffer(out, dtype=np.uint8)
+        """Decompress exactly ``count`` symbols from one frame (see :func:`decompress_exact`)."""
+        return decompress_exact(buf, count=count)
 
 
 @register_coder
@@ -144,3 +98,58 @@ class ZstdLiteralsCoder(ZstdCoder):
             strategy=zstandard.STRATEGY_FAST, write_content_size=True, write_checksum=False, threads=0,
         )
         return zstandard.ZstdCompressor(compression_params=params)
+
+
+def decompress_exact(buf: bytes, *, count: int, dictionary: zstandard.ZstdCompressionDict | None = None) -> np.ndarray:
+    """Decompress one zstd frame that must hold exactly ``count`` bytes, trusting nothing in it.
+
+    Shared by every zstd-framed stream and by the container's 2.0 header (which uses a built-in
+    ``dictionary``): the memory used is bounded by ``count``, never by what the frame claims.
+
+    Raises:
+        CoderError: the frame is malformed, lacks a content size, declares a size other than
+            ``count``, decompresses to another length, or is followed by other bytes.
+    """
+    count = check_count(count)
+    if count == 0:
+        if len(buf):
+            raise DecodeError(f"zstd stream of 0 symbols must be empty, got {len(buf)} bytes")
+        return np.zeros(0, dtype=np.uint8)
+    try:
+        declared = zstandard.frame_content_size(buf)
+    except zstandard.ZstdError as exc:
+        raise DecodeError(f"invalid zstd frame header: {exc}") from None
+    if declared < 0:
+        raise DecodeError("zstd frame does not declare its content size")
+    if declared != count:
+        raise DecodeError(f"zstd frame declares {declared} bytes, expected {count}")
+    decompressor = zstandard.ZstdDecompressor(dict_data=dictionary)
+    if count <= _ONE_CALL_RATIO * len(buf):
+        try:
+            # The declared size is the output buffer: a frame that decodes to more fails.
+            out = decompressor.decompress(buf, allow_extra_data=False)
+        except zstandard.ZstdError as exc:
+            raise DecodeError(f"corrupt zstd stream: {exc}") from None
+        if len(out) != count:
+            raise DecodeError(f"zstd stream decoded to {len(out)} bytes, expected {count}")
+        return np.frombuffer(out, dtype=np.uint8)
+    out = bytearray()
+    dobj = decompressor.decompressobj()
+    view = memoryview(buf)
+    try:
+        # Small input slices bound what one call can produce (a zstd RLE block turns 4 bytes
+        # into 128 KiB), so a frame that lies about its size fails before memory is used up,
+        # and memory grows only with what really decodes.
+        for start in range(0, len(view), _SLICE):
+            out += dobj.decompress(view[start:start + _SLICE])
+            if len(out) > count:
+                raise DecodeError(f"zstd stream decodes to more than {count} bytes")
+            if dobj.eof and start + _SLICE < len(view):
+                raise DecodeError("zstd stream has trailing bytes after its frame")
+    except zstandard.ZstdError as exc:
+        raise DecodeError(f"corrupt zstd stream: {exc}") from None
+    if not dobj.eof or dobj.unused_data:
+        raise DecodeError("zstd stream is truncated or has trailing bytes")
+    if len(out) != count:
+        raise DecodeError(f"zstd stream decoded to {len(out)} bytes, expected {count}")
+    return np.frombuffer(out, dtype=np.uint8)

@@ -1,11 +1,11 @@
-"""The ``.onnxdc`` container, format version 1 (specified in ``docs/format.md``).
+"""The ``.onnxdc`` container, format versions 1 and 2 (specified in ``docs/format.md``).
 
 Layout::
 
     magic (8) | major u16 | minor u16 | header_length u64 | header_crc32 u32 | header | payload
 
 All integers are little-endian. The header is UTF-8 JSON in a zstd frame (:mod:`onnxdc.format.header`
-parses it); the payload is the concatenation of the streams the header lists, back to back in
+parses it; in 2.0 compact JSON, :mod:`onnxdc.format.compact`, in a frame coded with a built-in dictionary); the payload is the concatenation of the streams the header lists, back to back in
 header order (so no offsets are stored), covering the rest of the file exactly. Every stream and
 the header carry a CRC-32.
 
@@ -28,14 +28,17 @@ import zstandard
 from onnxdc.coders import Coder, get_coder
 from onnxdc.coders.zstd import ZstdCoder
 from onnxdc.errors import ConfigError, ContainerError, OnnxdcError
-from onnxdc.format.header import Header, StreamInfo, TensorInfo, parse_header
+from onnxdc.format.header import Header, StreamInfo, TensorInfo, header_coder, parse_header
 
 __all__ = ["MAGIC", "Container", "ContainerWriter", "Header", "StreamInfo", "TensorInfo", "check_output_size",
            "open_container", "output_size", "read_container"]
 
 MAGIC = b"\x89ONNXDC\n"
-MAJOR_VERSION = 1
+#: The version onnxdc writes: 2.0 (the compact header, :mod:`onnxdc.format.compact`).
+MAJOR_VERSION = 2
 MINOR_VERSION = 0
+#: The major versions this reader reads (1.x: the JSON header; 2.x: the compact header).
+READ_MAJOR_VERSIONS = (1, 2)
 _PREFIX = struct.Struct("<8sHHQI")
 PREFIX_SIZE = _PREFIX.size  # 24
 MAX_HEADER_BYTES = 256 * 1024 * 1024  # cap on the stored and the decoded header
@@ -46,7 +49,7 @@ DEFAULT_MAX_TENSOR_BYTES = 1 << 34
 DEFAULT_MAX_OUTPUT_BYTES = 1 << 40
 #: Default ceiling on decoded bytes per container byte, over the whole file. Real models stay under
 #: 100 (the sample models' best is 97); pruning 99.9% of a tensor gives about 2,000; only tensors
-#: of one repeated value go beyond (64 MiB of zeros: 136,000), and those are allowed up to
+#: of one repeated value go beyond (64 MiB of zeros: 222,000), and those are allowed up to
 #: :data:`RATIO_FREE_BYTES`.
 DEFAULT_MAX_RATIO = 10_000.0
 #: Output any container may decode to whatever its ratio (so small constant models always decode).
@@ -67,6 +70,7 @@ class ContainerWriter:
     #: written to disk twice (the spool, then the output), one that does not stays bounded.
     spool_above: int = 0
     header_size: int = 0  # prefix + stored header, known once the container is laid out
+    major: int = MAJOR_VERSION  # the format version written (1 only to write 1.0 test containers)
     _size: int = 0
     _spooled: bool = False
 
@@ -83,9 +87,9 @@ class ContainerWriter:
 
     def iter_bytes(self, header: Header, *, chunk: int = 1 << 24) -> Iterator[bytes | memoryview]:
         """The container as a sequence of byte chunks (streams read back from the spool, if any)."""
-        hbytes = header.to_bytes()
+        hbytes = header.to_bytes(major=self.major)
         self.header_size = PREFIX_SIZE + len(hbytes)
-        yield _PREFIX.pack(MAGIC, MAJOR_VERSION, MINOR_VERSION, len(hbytes), zlib.crc32(hbytes))
+        yield _PREFIX.pack(MAGIC, self.major, MINOR_VERSION, len(hbytes), zlib.crc32(hbytes))
         yield hbytes
         if not self._spooled:
             yield from self.chunks
@@ -280,9 +284,9 @@ def _read(src: _Source, max_tensor_bytes: int, *, check_streams: bool = True) ->
     magic, major, minor, hlen, hcrc = _PREFIX.unpack(src.read(0, PREFIX_SIZE))
     if magic != MAGIC:
         raise ContainerError(f"not an onnxdc container (bad magic {bytes(magic)!r})", code="bad-magic")
-    if major != MAJOR_VERSION:
+    if major not in READ_MAJOR_VERSIONS:
         raise ContainerError(
-            f"unsupported container version {major}.{minor}; this onnxdc reads up to {MAJOR_VERSION}.x",
+            f"unsupported container version {major}.{minor}; this onnxdc reads 1.x and {MAJOR_VERSION}.x",
             code="version",
         )
     if hlen > MAX_HEADER_BYTES:
@@ -298,7 +302,8 @@ def _read(src: _Source, max_tensor_bytes: int, *, check_streams: bool = True) ->
     if size > MAX_HEADER_BYTES:
         raise ContainerError(f"decoded header size ({size}) exceeds the cap ({MAX_HEADER_BYTES})", code="header-size")
     try:
-        raw_header = ZstdCoder().decode(hbytes, count=size).tobytes()
+        coder = ZstdCoder() if major == 1 else header_coder()
+        raw_header = coder.decode(hbytes, count=size).tobytes()
     except OnnxdcError as exc:
         raise ContainerError(f"header does not decompress ({exc})", code="header-zstd") from None
     try:
@@ -306,7 +311,8 @@ def _read(src: _Source, max_tensor_bytes: int, *, check_streams: bool = True) ->
     except UnicodeDecodeError:
         raise ContainerError("header is not valid UTF-8", code="header-utf8") from None
     header_size = PREFIX_SIZE + hlen
-    header = parse_header(text, payload_size=src.size - header_size, max_tensor_bytes=max_tensor_bytes)
+    header = parse_header(text, payload_size=src.size - header_size, max_tensor_bytes=max_tensor_bytes,
+                          compact=major >= 2)
     for i, s in enumerate(header.streams if check_streams else ()):
         if src.crc32(header_size + s.offset, s.length) != s.crc32:
             raise ContainerError(f"stream {i} checksum mismatch (file corrupted)", code="stream-crc")

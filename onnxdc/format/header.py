@@ -17,7 +17,9 @@ import numpy as np
 
 from onnxdc.coders import get_coder
 from onnxdc.coders.zstd import ZstdCoder
+from onnxdc.coders.zstd_dict import ZstdDictCoder
 from onnxdc.errors import ContainerError, OnnxdcError
+from onnxdc.format.compact import compact, expand
 from onnxdc.format.registry import validate_tensor
 
 #: Most JSON objects and arrays a header may hold. The 256 MiB cap on the text does not bound the
@@ -30,6 +32,11 @@ MAX_HEADER_CONTAINERS = 1_000_000
 MAX_HEADER_VALUES = 4_000_000
 #: Deepest nesting of JSON objects and arrays in a header (onnxdc writes 6 with two-stage chains).
 MAX_HEADER_DEPTH = 32
+
+#: The built-in zstd dictionary a 2.0 header is coded with (part of the format: a new one is a new major).
+HEADER_DICTIONARY = "header-2"
+#: The zstd level headers are written with.
+HEADER_LEVEL = 19
 
 _HEADER_KEYS = {"producer", "metadata", "skeleton", "skeleton_crc32", "streams", "tensors"}
 _STREAM_KEYS = {"length", "crc32", "count", "coder"}
@@ -87,29 +94,54 @@ class Header:
     tensors: tuple[TensorInfo, ...]
     skeleton_crc32: int = 0  # CRC-32 of the decoded skeleton bytes
 
-    def to_bytes(self) -> bytes:
-        """The header as stored: compact, key-sorted JSON in one zstd frame."""
-        return ZstdCoder(level=19).encode(np.frombuffer(self.to_json_bytes(), dtype=np.uint8))
+    def to_bytes(self, *, major: int = 2) -> bytes:
+        """The header as stored by format ``major``: 1, the key-sorted JSON in one zstd frame; 2,
+        the compact JSON (:mod:`onnxdc.format.compact`) in one frame coded with the built-in
+        dictionary :data:`HEADER_DICTIONARY`."""
+        if major == 1:
+            return ZstdCoder(level=HEADER_LEVEL).encode(np.frombuffer(self.to_json_bytes(), dtype=np.uint8))
+        return header_coder().encode(np.frombuffer(self.to_compact_json_bytes(), dtype=np.uint8))
+
+    def to_json(self) -> dict[str, Any]:
+        """The header as the 1.0 JSON object (the object model of every version)."""
+        return {"producer": self.producer, "metadata": self.metadata, "skeleton": self.skeleton,
+                "skeleton_crc32": self.skeleton_crc32,
+                "streams": [s.to_json() for s in self.streams],
+                "tensors": [t.to_json() for t in self.tensors]}
 
     def to_json_bytes(self) -> bytes:
-        """The header's JSON text, refused if a reader would refuse it (see :func:`check_json_size`).
+        """The header's 1.0 JSON text, refused if a reader would refuse it (see :func:`check_json_size`).
 
         Raises:
             ContainerError: the header holds more JSON objects or values, or nests them deeper, than
                 a reader accepts.
         """
-        obj = {"producer": self.producer, "metadata": self.metadata, "skeleton": self.skeleton,
-               "skeleton_crc32": self.skeleton_crc32,
-               "streams": [s.to_json() for s in self.streams],
-               "tensors": [t.to_json() for t in self.tensors]}
-        text = json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-        check_json_size(text)  # never write a container no reader opens
-        _check_depth(_walk(obj)[0])
-        return text.encode("utf-8")
+        return _dumps(self.to_json())
+
+    def to_compact_json_bytes(self) -> bytes:
+        """The header's 2.0 (compact) JSON text, refused if a reader would refuse it.
+
+        Raises:
+            ContainerError: as :meth:`to_json_bytes`, or the streams are not in tensor order.
+        """
+        return _dumps(compact(self.to_json()))
 
 
-def parse_header(text: str, *, payload_size: int, max_tensor_bytes: int) -> Header:
-    """Parse and validate the header's JSON text (see the module docstring).
+def header_coder() -> ZstdDictCoder:
+    """The coder of a 2.0 header's frame."""
+    return ZstdDictCoder(dictionary=HEADER_DICTIONARY, level=HEADER_LEVEL)
+
+
+def _dumps(obj: dict[str, Any]) -> bytes:
+    text = json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    check_json_size(text)  # never write a container no reader opens
+    _check_depth(_walk(obj)[0])
+    return text.encode("utf-8")
+
+
+def parse_header(text: str, *, payload_size: int, max_tensor_bytes: int, compact: bool = False) -> Header:
+    """Parse and validate the header's JSON text (see the module docstring); ``compact``: a 2.0
+    header's compact JSON, expanded (:func:`onnxdc.format.compact.expand`) before the same checks.
 
     The text is counted before it is parsed (:func:`check_json_size`), so what it parses into
     stays within a bounded multiple of the caps, whatever the text holds.
@@ -124,7 +156,7 @@ def parse_header(text: str, *, payload_size: int, max_tensor_bytes: int) -> Head
     _check_depth(depth)
     if surrogate:
         raise ContainerError("header is not valid UTF-8 (a string escape holds a lone surrogate)", code="header-utf8")
-    return _parse_header(obj, payload_size, max_tensor_bytes)
+    return _parse_header(expand(obj) if compact else obj, payload_size, max_tensor_bytes)
 
 
 def _check_depth(depth: int) -> None:

@@ -46,6 +46,10 @@ from onnxdc.pipeline.streams import encode_best
 from onnxdc.threads import single_blas_thread
 
 SKELETON_LEVEL = 19
+#: The coders the skeleton is tried with: zstd alone, and zstd primed with the ONNX dictionary
+#: (smaller on small graphs, where the vocabulary is most of the stream).
+SKELETON_CODERS = ({"id": "zstd", "level": SKELETON_LEVEL},
+                   {"id": "zstd-dict", "dictionary": "onnx-1", "level": SKELETON_LEVEL})
 
 
 
@@ -177,7 +181,7 @@ def encode_model(skeleton: onnx.ModelProto, *, writer: ContainerWriter, config: 
         if progress:
             progress(done, len(refs), ref.proto.name)
     skel_bytes = skeleton.SerializeToString(deterministic=True)
-    skel = encode_best(np.frombuffer(skel_bytes, dtype=np.uint8), [{"id": "zstd", "level": SKELETON_LEVEL}])
+    skel = encode_best(np.frombuffer(skel_bytes, dtype=np.uint8), SKELETON_CODERS)
     skeleton_id = writer.add_stream(skel.data, count=skel.count, coder=skel.coder)
     metadata = dict(config.metadata)
     metadata["settings"] = config.sharing.to_json() if config.sharing is not None else {"lossless": True}

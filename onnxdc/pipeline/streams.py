@@ -13,6 +13,7 @@ from onnxdc.coders import Coder, get_coder
 from onnxdc.coders.base import histogram
 from onnxdc.coders.chain import ChainCoder
 from onnxdc.coders.huffman import HuffmanCoder, HuffmanPlan
+from onnxdc.coders.rans import RansCoder
 from onnxdc.coders.raw import RawCoder
 
 
@@ -47,7 +48,7 @@ SLOW_MAX_SYMBOLS = 256 * 1024
 _PROBE_MARGIN = 1.02
 #: The zstd level kept on streams over SLOW_MAX_SYMBOLS.
 _FAST_LEVEL = 1
-#: Bytes a coder whose decoder runs in numpy (Huffman) must save to win over one that decodes in
+#: Bytes a coder whose decoder runs in numpy (Huffman, rANS) must save to win over one that decodes in
 #: compiled code (raw, zstd, zstd-literals): its size counts this fraction more in the choice, on
 #: streams of PROBE_MIN_SYMBOLS or more. On a float exponent plane zstd-literals is within 0.2% of
 #: Huffman and decodes 30x faster; shorter streams decode in milliseconds either way, and there (in
@@ -56,13 +57,14 @@ SLOW_DECODE_MARGIN = 0.01
 
 
 def candidate_coders(*, raw: bool = True, raw_bits: int | None = None, level: int = 19, chain: bool = True,
-                     zstd_before_huffman: bool = False) -> list[dict[str, Any]]:
+                     zstd_before_huffman: bool = False, rans: bool = True) -> list[dict[str, Any]]:
     """The one list of candidate coders :func:`encode_best` chooses among, in tie-breaking order:
-    raw (cheapest to decode), zstd-literals, Huffman, zstd at ``level``, and the Huffman+zstd chain.
+    raw (cheapest to decode), zstd-literals, Huffman, zstd at ``level``, the Huffman+zstd chain, and
+    rANS (last: it wins only where its fractional bits beat every other on the stream).
 
     Each kind of stream takes what it can use: ``raw=False`` leaves raw out (8-bit gaps never fit
     fewer bits), ``raw_bits`` fixes raw's width (None: the stream's own bits, filled in later),
-    ``chain=False`` leaves the chain out. ``zstd_before_huffman`` is the order position masks have
+    ``chain=False`` leaves the chain out, ``rans=False`` rANS. ``zstd_before_huffman`` is the order position masks have
     always been tried in; kept, since the order decides ties and which slow zstd levels are probed.
     """
     out: list[dict[str, Any]] = []
@@ -73,6 +75,8 @@ def candidate_coders(*, raw: bool = True, raw_bits: int | None = None, level: in
     out += pair[::-1] if zstd_before_huffman else pair
     if chain:
         out.append({"id": "chain", "coders": [{"id": "huffman"}, {"id": "zstd", "level": level}]})
+    if rans:
+        out.append({"id": "rans"})
     return out
 
 
@@ -89,9 +93,11 @@ def encode_best(symbols: np.ndarray, candidates: Sequence[Coder | dict[str, Any]
     exponent planes no larger: zstd's literal Huffman does the work there, not its matches). The
     decisions depend only on the data, so output stays deterministic.
 
-    On streams of 64 Ki symbols or more, a candidate that decodes with the numpy Huffman decoder
-    (alone or in a chain) must be more than :data:`SLOW_DECODE_MARGIN` smaller than the others to
-    be chosen: decompression speed is worth a fraction of a percent of a large stream, not more.
+    On streams of 64 Ki symbols or more, a candidate that decodes with a numpy loop (Huffman,
+    rANS: :attr:`Coder.numpy_decode`, alone or in a chain) must be more than
+    :data:`SLOW_DECODE_MARGIN` smaller than the others to be chosen: decompression speed is worth a
+    fraction of a percent of a large stream, not more. Among several candidates, a coder is tried
+    only on streams up to its :attr:`Coder.auto_max_symbols` (rANS: 256 Ki).
 
     A Huffman candidate is sized exactly from its plan (:meth:`HuffmanCoder.plan`) and its bits
     are packed only if it wins: the choice is the same as encoding it, for a fraction of the work.
@@ -101,11 +107,13 @@ def encode_best(symbols: np.ndarray, candidates: Sequence[Coder | dict[str, Any]
     margin = 1 + SLOW_DECODE_MARGIN if symbols.size >= PROBE_MIN_SYMBOLS else 1
 
     def cost(config: dict[str, Any]) -> float:
-        return trials.size(config) * margin if _uses(config, "huffman") else trials.size(config)
+        return trials.size(config) * margin if _numpy_decode(config) else trials.size(config)
 
     best: tuple[float, dict[str, Any]] | None = None  # cost and config of the cheapest so far
-    for cand in candidates:
-        config = cand.get_config() if isinstance(cand, Coder) else get_coder(cand).get_config()
+    coders = [cand if isinstance(cand, Coder) else get_coder(cand) for cand in candidates]
+    fits = [c for c in coders if c.auto_max_symbols is None or symbols.size <= c.auto_max_symbols]
+    for coder in fits if len(coders) > 1 and fits else coders:
+        config = coder.get_config()
         if symbols.size >= PROBE_MIN_SYMBOLS and _max_zstd_level(config) > _PROBE_LEVEL:
             probe_config = _with_zstd_level(config, _PROBE_LEVEL if symbols.size <= SLOW_MAX_SYMBOLS else _FAST_LEVEL)
             probe = cost(probe_config)
@@ -160,6 +168,8 @@ class _Trials:
         symbols = self.symbols
         if isinstance(coder, RawCoder) and (coder.bits == 8 or int(symbols.max(initial=0)) >> coder.bits == 0):
             return coder.max_encoded_size(symbols.size)  # exact; packed only if it wins
+        if isinstance(coder, RansCoder):
+            return coder.estimate_size(self.histogram())  # within a few bytes; coded only if it wins
         if not isinstance(coder, HuffmanCoder):
             return len(self.run(config))
         key = json.dumps(config, sort_keys=True)
@@ -171,8 +181,9 @@ class _Trials:
         return get_coder(config).size_floor(self.histogram())
 
 
-def _uses(config: dict[str, Any], coder_id: str) -> bool:
-    return config.get("id") == coder_id or any(_uses(c, coder_id) for c in config.get("coders", []))
+def _numpy_decode(config: dict[str, Any]) -> bool:
+    """Whether the coder, or a stage of the chain, decodes with a numpy loop (:attr:`Coder.numpy_decode`)."""
+    return get_coder(config).numpy_decode or any(_numpy_decode(c) for c in config.get("coders", []))
 
 
 def _max_zstd_level(config: dict[str, Any]) -> int:
