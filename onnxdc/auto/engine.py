@@ -356,8 +356,8 @@ def calibrated_tensor(q: Quantized, *, has_stats: bool) -> CalibratedTensor:
     index_of = np.zeros(2 * MAX_LEVEL + 1, dtype=np.uint8)
     index_of[used] = np.arange(used.size, dtype=np.uint8)
     indices = index_of[lv.reshape(-1)[keep.reshape(-1)].astype(np.int64) + MAX_LEVEL]
-    how = "" if has_stats else ", no layer statistics"
-    return CalibratedTensor(keep, Clustering(codebook, indices), f"rd: step {q.step:.6g}{how}",
+    # Short: the header of a small model is a good part of its bytes (the step is the codebook's).
+    return CalibratedTensor(keep, Clustering(codebook, indices), "rd" if has_stats else "rd, no layer statistics",
                             rel_error=q.rel_error)
 
 
@@ -376,7 +376,7 @@ def _rules(plans: dict, picks: dict[int, int], qs: dict[int, Quantized]) -> tupl
         lv = qs[slot].levels
         nz = int(np.count_nonzero(lv))
         k = int(np.unique(lv[lv != 0]).size)
-        rules.append(Rule(name, {"sparsity": min(round(1.0 - nz / lv.size, 4), 0.9999),
+        rules.append(Rule(name, {"sparsity": min(round(1.0 - nz / lv.size, 2), 0.99),
                                  "bits": max(1, math.ceil(math.log2(k + 1)))}))
     return tuple(rules)
 
@@ -472,7 +472,8 @@ def compress_rd(model: onnx.ModelProto, *, base: SharingConfig, data: dict[str, 
         rules = _rules(plans, picks, qs)
         sharing = auto_sharing(base, Choice({}, rules, {}, None, 0.0, 0))
         lossy = {s: calibrated_tensor(q, has_stats=curves[s].has_stats) for s, q in qs.items()}
-        auto_meta = {"engine": "rd", "budget": budget.to_json(), "trials": dict(trials), "refreshed": refreshed,
+        auto_meta = {"engine": "rd", "budget": {k: v for k, v in budget.to_json().items() if v is not None},
+                     "trials": dict(trials), "refreshed": refreshed,
                      "fit_samples": n_fit, "check_samples": len(next(iter(check.values())))}
         res = compress(model, config=CompressConfig(sharing=sharing, calibration=fit, calib_samples=n_fit,
                                                     metadata={**meta, "auto": auto_meta}, zstd_level=zstd_level,

@@ -37,7 +37,7 @@ Progress = Callable[[int, int, str], None]
 #: Automatic mode's default ``min_elements``. The manual default (1024) keeps small tensors exact
 #: because nothing measures what sharing them costs; automatic mode measures every tensor, so it
 #: only leaves out tensors so small that a codebook and a header entry outweigh what sharing saves.
-AUTO_MIN_ELEMENTS = 256
+AUTO_MIN_ELEMENTS = 64
 #: Points per tensor that automatic mode measures on the whole model; the rest are predicted.
 MEASURED_POINTS = 3
 

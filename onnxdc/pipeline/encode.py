@@ -188,9 +188,10 @@ def encode_model(skeleton: onnx.ModelProto, *, writer: ContainerWriter, config: 
     if calibrated:
         metadata["calibration"] = {
             "samples": min(config.calib_samples, len(next(iter(config.calibration.values())))),
-            "tensors": {tensor_label(plans[s].candidate.ref): {"method": c.method,
-                                                               "error_kmeans": c.error_kmeans,
-                                                               "error_refit": c.error_refit}
+            # Errors only where they were measured: on small models every header byte counts.
+            "tensors": {tensor_label(plans[s].candidate.ref): {"method": c.method, **(
+                {"error_kmeans": c.error_kmeans, "error_refit": c.error_refit}
+                if c.error_kmeans or c.error_refit else {})}
                         for s, c in calibrated.items()},
         }
     header = writer.header(producer=f"onnxdc {__version__}", metadata=metadata, skeleton=skeleton_id,
