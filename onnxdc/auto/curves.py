@@ -22,7 +22,17 @@ from onnxdc.calibration.stats import LayerStats
 from onnxdc.coders.huffman import huffman_code_lengths, payload_bits
 from onnxdc.pipeline.streams import order0_entropy_bits
 from onnxdc.stages.compensate import LayerProblem
-from onnxdc.stages.ecq import MAX_LEVEL, code_lengths, ec_round, ec_sweep, initial_lengths, lam_for, layer_error
+from onnxdc.stages.ecq import (
+    MAX_LEVEL,
+    centroids,
+    code_lengths,
+    ec_round,
+    ec_sweep,
+    initial_lengths,
+    lam_for,
+    layer_error,
+    uniform_table,
+)
 from onnxdc.stages.positions import relative_symbols
 from onnxdc.threads import single_blas_thread
 
@@ -30,6 +40,8 @@ from onnxdc.threads import single_blas_thread
 STEPS_PER_OCTAVE = 2
 #: Octaves below the largest weight the coarsest step starts at.
 FIRST_OCTAVE = 0.5
+#: Deep Compression's k-means at these index widths are curve points too (κ = 0 marks them).
+KMEANS_BITS = (2, 3, 4, 5, 6)
 #: Dead-zone widths (κ) tried besides 1 at the WIDE_STEPS coarsest steps.
 WIDE_KAPPAS = (16.0, 4.0)
 KAPPAS = (1.0,)
@@ -54,6 +66,11 @@ class CurvePoint:
     distortion: float
     levels: np.ndarray | None
     kappa: float = 1.0
+    #: Every level's value (index ``level + MAX_LEVEL``); None: ``step · level``.
+    values: np.ndarray | None = None
+
+    def table(self) -> np.ndarray:
+        return uniform_table(self.step) if self.values is None else self.values
 
     @property
     def exact(self) -> bool:
@@ -143,7 +160,9 @@ def tensor_curve(slot: int, name: str, w: np.ndarray, stats: LayerStats | None) 
                                                .reshape(-1).astype(np.int64) + MAX_LEVEL,
                                                minlength=2 * MAX_LEVEL + 1))
             lv = ec_round(w0, step=step, lam=lam, lengths=lengths)
-            pts.append(CurvePoint(step, level_bytes(lv), layer_error(step * lv, w0, None), lv, kappa))
+            table = centroids(w0, lv, step)  # without feedback, the weights' means lower the error
+            pts.append(CurvePoint(step, level_bytes(lv), layer_error(table[lv.astype(np.int64) + MAX_LEVEL], w0, None),
+                                  lv, kappa, table))
     else:
         form = stats.form
         w0s = [m.astype(np.float64) for m in weight_matrices(form, w32)]
@@ -166,6 +185,54 @@ def tensor_curve(slot: int, name: str, w: np.ndarray, stats: LayerStats | None) 
             dist = sum(layer_error(step * lv.astype(np.float64), p.w_star, p.h) for lv, p in zip(lv_g, probs))
             lv = weight_tensor(form, [x.astype(np.int8) for x in lv_g], w32.shape).astype(np.int8)
             pts.append(CurvePoint(step, level_bytes(lv), dist, lv, kappa))
+        pts.extend(kmeans_points(w32, probs, form))
+    if stats is None:
+        pts.extend(kmeans_points(w32, None))
     pts.append(CurvePoint(0.0, exact_bytes(w), 0.0, None))
     pts.sort(key=lambda p: (p.est_bytes, p.distortion))
     return Curve(slot, name, energy, pts, stats is not None)
+
+
+def kmeans_table(codebook: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A sorted, non-zero codebook as a level table: negative values at levels -n..-1, positive
+    ones at 1..p (index ``level + MAX_LEVEL``); returns (table, level of each codebook entry)."""
+    cb = np.asarray(codebook, np.float64)
+    neg = int(np.count_nonzero(cb < 0))
+    lv = np.concatenate([np.arange(-neg, 0), np.arange(1, cb.size - neg + 1)]).astype(np.int64)
+    table = uniform_table(0.0)
+    table[lv + MAX_LEVEL] = cb
+    return table, lv
+
+
+@single_blas_thread
+def kmeans_points(w: np.ndarray, probs: list[LayerProblem] | None, form=None) -> list[CurvePoint]:  # noqa: ANN001
+    """Deep Compression's own sharing as curve points: k-means codebooks of 2**bits values for
+    :data:`KMEANS_BITS`, every weight kept, GPTQ-rounded to the codebook where the layer has
+    statistics (``probs`` and its linear ``form``). The allocation then never does worse than
+    the paper's weight sharing on the same tensor."""
+    from onnxdc.stages.compensate import obs_sweep
+    from onnxdc.stages.quantize import ShareConfig, kmeans_1d
+
+    flat = w.reshape(-1)
+    nz = flat[flat != 0]
+    out = []
+    for bits in KMEANS_BITS:
+        if nz.size <= (1 << bits):
+            continue
+        cb = kmeans_1d(nz, config=ShareConfig(bits=bits)).codebook.astype(np.float64)
+        table, cb_levels = kmeans_table(cb)
+        mids = (cb[:-1] + cb[1:]) / 2.0
+        if probs is None:
+            w0 = w.astype(np.float64)
+            lv = cb_levels[np.searchsorted(mids, w0)].astype(np.int8)
+            dist = layer_error(table[lv.astype(np.int64) + MAX_LEVEL], w0, None)
+        else:
+            groups, dist = [], 0.0
+            for p in probs:
+                wq, _ = obs_sweep(p.w_star, p.u, mask=np.ones(p.w_star.shape, bool), codebook=cb)
+                groups.append(cb_levels[np.searchsorted(mids, wq)].astype(np.int8))
+                dist += layer_error(wq, p.w_star, p.h)
+            lv = weight_tensor(form, groups, w.shape).astype(np.int8)
+        # κ = 0 marks a fixed codebook: a refresh rounds to it again rather than to a step.
+        out.append(CurvePoint(0.0, level_bytes(lv), dist, lv, 0.0, table))
+    return out

@@ -64,7 +64,7 @@ def deficit(ref_outputs: list[np.ndarray], outputs: list[np.ndarray], samples: i
 def dequantized(curve: Curve, i: int, dtype: np.dtype) -> np.ndarray | None:
     """Point ``i``'s weights (None for the exact point)."""
     p = curve.points[i]
-    return None if p.exact else (p.step * p.levels.astype(np.float64)).astype(dtype)
+    return None if p.exact else p.table()[p.levels.astype(np.int64) + MAX_LEVEL].astype(dtype)
 
 
 @single_blas_thread
@@ -216,9 +216,15 @@ class Quantized:
     step: float
     rel_error: float
     kappa: float = 1.0
+    values: np.ndarray | None = None  # every level's value; None: step · level
+
+    def table(self) -> np.ndarray:
+        from onnxdc.stages.ecq import uniform_table
+
+        return uniform_table(self.step) if self.values is None else self.values
 
     def weights(self, dtype: np.dtype) -> np.ndarray:
-        return (self.step * self.levels.astype(np.float64)).astype(dtype)
+        return self.table()[self.levels.astype(np.int64) + MAX_LEVEL].astype(dtype)
 
 
 @single_blas_thread
@@ -246,8 +252,7 @@ def refresh(model: onnx.ModelProto, plans: dict, curves: dict[int, Curve], picks
     for s, j in picks.items():
         p = curves[s].points[j]
         if not p.exact:
-            out[s] = Quantized(p.levels, p.step, p.distortion / curves[s].energy if curves[s].energy else 0.0,
-                               p.kappa)
+            out[s] = plain_quantized(curves[s], j)
     # Every layer is requantized, those reading graph inputs too: their target is then the damped
     # least-squares one, and their code lengths those of their own levels (one more alternation).
     order = sorted((s for s in out if curves[s].has_stats), key=lambda s: (layer_of(model, plans[s])[0], s))
@@ -281,6 +286,24 @@ def _requantize(q: Quantized, st, w: np.ndarray) -> Quantized:  # noqa: ANN001 -
     from onnxdc.stages.ecq import code_lengths, ec_sweep, lam_for, layer_error
 
     w0s = [m.astype(np.float64) for m in weight_matrices(st.form, w.astype(np.float32))]
+    if q.kappa == 0:  # a k-means codebook: GPTQ-round the refit target to the same values
+        from onnxdc.stages.compensate import obs_sweep
+
+        table = q.table()
+        used = np.flatnonzero(np.bincount(q.levels.reshape(-1).astype(np.int64) + MAX_LEVEL,
+                                          minlength=2 * MAX_LEVEL + 1))
+        used = used[used != MAX_LEVEL]
+        cb = table[used]
+        mids = (cb[:-1] + cb[1:]) / 2.0
+        groups, err, energy = [], 0.0, 0.0
+        for h, g, w0 in zip(st.h, st.g, w0s):
+            prob = LayerProblem(h, refit_target(h, g, w0))
+            wq, _ = obs_sweep(prob.w_star, prob.u, mask=np.ones(w0.shape, bool), codebook=cb)
+            groups.append((used[np.searchsorted(mids, wq)] - MAX_LEVEL).astype(np.int8))
+            err += layer_error(wq, prob.w_star, h)
+            energy += prob.energy
+        return Quantized(weight_tensor(st.form, groups, w.shape).astype(np.int8), q.step,
+                         err / energy if energy > 0 else 0.0, q.kappa, q.values)
     lengths = code_lengths(np.bincount(q.levels.reshape(-1).astype(np.int64) + MAX_LEVEL, minlength=2 * MAX_LEVEL + 1))
     lv_g, err, energy = [], 0.0, 0.0
     for h, g, w0 in zip(st.h, st.g, w0s):
@@ -351,8 +374,7 @@ def calibrated_tensor(q: Quantized, *, has_stats: bool) -> CalibratedTensor:
     lv = q.levels
     keep = lv != 0
     used = np.flatnonzero(np.bincount(lv[keep].astype(np.int64) + MAX_LEVEL, minlength=2 * MAX_LEVEL + 1))
-    levels = used - MAX_LEVEL
-    codebook = (q.step * levels.astype(np.float64)).astype(np.float32)
+    codebook = q.table()[used].astype(np.float32)
     index_of = np.zeros(2 * MAX_LEVEL + 1, dtype=np.uint8)
     index_of[used] = np.arange(used.size, dtype=np.uint8)
     indices = index_of[lv.reshape(-1)[keep.reshape(-1)].astype(np.int64) + MAX_LEVEL]
@@ -502,7 +524,7 @@ class Outcome:
 def plain_quantized(curve: Curve, i: int) -> Quantized:
     """Point ``i`` of a curve as it stands (no refresh)."""
     p = curve.points[i]
-    return Quantized(p.levels, p.step, p.distortion / curve.energy if curve.energy else 0.0, p.kappa)
+    return Quantized(p.levels, p.step, p.distortion / curve.energy if curve.energy else 0.0, p.kappa, p.values)
 
 
 def _bytes(qs: dict[int, Quantized]) -> int:

@@ -129,6 +129,31 @@ def lam_for(step: float, u_diag: np.ndarray | None, kappa: float) -> float:
     return kappa * SLOPE * step * step / max(scale, 1e-300)
 
 
+def uniform_table(step: float) -> np.ndarray:
+    """Every level's value, ``step · level`` (index ``level + MAX_LEVEL``)."""
+    return step * np.arange(-MAX_LEVEL, MAX_LEVEL + 1, dtype=np.float64)
+
+
+def centroids(w: np.ndarray, levels: np.ndarray, step: float) -> np.ndarray:
+    """Level values moved to the mean of the weights each level holds (Lloyd's update).
+
+    The levels, hence the rate, stay; the squared error can only fall. Zero stays exactly zero,
+    and the rounding never gives a level of the other sign, so the values stay signed, sorted
+    and distinct; should rounding make two equal, the uniform values are kept.
+    """
+    idx = levels.reshape(-1).astype(np.int64) + MAX_LEVEL
+    sums = np.bincount(idx, weights=np.asarray(w, np.float64).reshape(-1), minlength=2 * MAX_LEVEL + 1)
+    counts = np.bincount(idx, minlength=2 * MAX_LEVEL + 1)
+    table = uniform_table(step)
+    used = counts > 0
+    used[MAX_LEVEL] = False
+    table[used] = sums[used] / counts[used]
+    vals = table[used].astype(np.float32)
+    if np.any(np.diff(vals) <= 0) or np.any(vals == 0):
+        return uniform_table(step)
+    return table
+
+
 @single_blas_thread
 def layer_error(w_hat: np.ndarray, w_star: np.ndarray, h: np.ndarray | None) -> float:
     """``tr((Ŵ-W*)ᵀ H (Ŵ-W*))`` (``H`` = identity when None): the closed-form layer error."""
