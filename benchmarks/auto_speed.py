@@ -10,7 +10,16 @@ child process, ``onnxdc compress`` with no settings (synthetic inputs, 128 sampl
 automatic result is then compared with the original on 64 fresh random inputs (``onnxdc eval
 --random 64 --seed 1``), inputs the automatic mode never saw.
 
+``--models DIR`` instead takes the exported models ``exported_models.py --build DIR`` wrote (issue
+11's text detector, GRU encoder-decoder and transformer encoder) and, for each, times ``onnxdc
+compress DIR/m.onnx --calib DIR/m.calib.npz -o OUT --force`` once in a fresh child process (peak
+RSS from the child's ``RUSAGE_CHILDREN``; killed past ``--timeout``, 600 s unless given), then
+decompresses the container with the library and runs both models with onnxruntime on the test
+split: the task metric (pixel F1, token accuracy) of the original and the compressed model, and
+the per-sample cosine of the compressed model's first output to the original's (mean and minimum).
+
     python benchmarks/auto_speed.py [--params 1000000 5000000] [--json out.json]
+    python benchmarks/auto_speed.py --models /tmp/onnxdc-exported [--timeout 300] [--only textdet]
 """
 
 from __future__ import annotations
@@ -29,9 +38,17 @@ from throughput import ONNXDC, build_model, plan, run_child  # noqa: E402
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--params", type=int, nargs="+", default=[1_000_000, 5_000_000])
-    ap.add_argument("--timeout", type=float, default=3600, help="seconds allowed per operation")
+    ap.add_argument("--timeout", type=float, help="seconds allowed per operation (3600; 600 with --models)")
     ap.add_argument("--json", type=Path, help="also write the results here")
+    ap.add_argument("--models", type=Path, metavar="DIR", help="time the exported models in DIR instead")
+    ap.add_argument("--only", nargs="+", metavar="NAME", help="with --models: only these models")
     args = ap.parse_args()
+    if args.models:
+        from auto_exported import run_exported
+
+        run_exported(args.models, timeout=args.timeout or 600, only=args.only, json_path=args.json)
+        return
+    args.timeout = args.timeout or 3600
     py = sys.executable
     rows = []
     with tempfile.TemporaryDirectory() as tmp_name:

@@ -13,11 +13,18 @@ inputs the automatic mode never saw) and runs, each in a child process:
 
 Dev only: it needs torch (``pip install torch==2.13.0``), which onnxdc itself never imports.
 
+``--build DIR`` instead writes issue 11's benchmark models (a DB-style text detector, a GRU
+encoder-decoder, a 6-layer transformer encoder; see :mod:`exported_build`) with their calibration
+and test splits into DIR, for ``auto_speed.py --models DIR``; ``--train`` trains the first two
+(a few minutes on 2 cores, cached in DIR), otherwise they keep their random initialization.
+
     python benchmarks/exported_models.py
+    python benchmarks/exported_models.py --build /tmp/onnxdc-exported --train [--only textdet]
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import subprocess
 import sys
@@ -80,6 +87,19 @@ def export(tmp: Path) -> dict[str, tuple[Path, list[str]]]:
 
 
 def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--build", type=Path, metavar="DIR", help="write issue 11's benchmark models into DIR instead")
+    ap.add_argument("--train", action="store_true", help="with --build: train the detector and the GRU (cached in DIR)")
+    ap.add_argument("--only", nargs="+", metavar="NAME", help="with --build: only these models")
+    args = ap.parse_args()
+    if args.build:
+        sys.path.insert(0, str(Path(__file__).parent))
+        from exported_build import build
+
+        start = time.perf_counter()
+        build(args.build, train=args.train, only=args.only, log=lambda line: print(line, file=sys.stderr, flush=True))
+        print(f"built in {time.perf_counter() - start:.0f} s: {args.build}", file=sys.stderr)
+        return
     rows = []
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)

@@ -225,7 +225,7 @@ class Run:
 REPEAT = 3
 
 
-def run_child(name: str, cmd: list[str], *, timeout: float, outputs: list[Path] = ()) -> Run:
+def run_child(name: str, cmd: list[str], *, timeout: float, outputs: list[Path] = (), repeat: int | None = None) -> Run:
     """Run ``cmd`` in a fresh process :data:`REPEAT` times; its best wall time and its peak RSS.
 
     The command is started by a small runner process, which reports the time and
@@ -234,10 +234,10 @@ def run_child(name: str, cmd: list[str], *, timeout: float, outputs: list[Path] 
     Outputs are removed before each run (onnxdc does not overwrite without ``--force``, and a fresh
     file is what a user writes); the page cache is flushed (``os.sync``) so one run's dirty pages do
     not slow the next. Best-of-N, as ``timeit`` reports: on a shared machine the slower runs
-    measure the neighbours.
+    measure the neighbours. ``repeat`` overrides :data:`REPEAT` (a minutes-long run is run once).
     """
     runs: list[Run] = []
-    for _ in range(REPEAT):
+    for _ in range(REPEAT if repeat is None else repeat):
         for path in with_sidecars(list(outputs)):
             path.unlink(missing_ok=True)
         os.sync()
