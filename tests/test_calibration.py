@@ -191,7 +191,7 @@ def test_recurrent_previous_states_rebuild_the_gru_output(direction: str) -> Non
 def test_high_resolution_conv_statistics_use_a_few_evenly_spaced_samples() -> None:
     """A 64-channel 3x3 conv unrolls each 64x64 sample into 4096 rows; problem() keeps about 30k
     rows of 576 inputs, so 8 of the 16 samples are enough, and only those are run and unrolled."""
-    from onnxdc.calibration.calibrate import _feed, _layer, _layer_feed
+    from onnxdc.calibration.calibrate import _feed, _layer_feed, layer_of
     from onnxdc.pipeline.plan import plan_sharing
     from onnxdc.stages.compensate import max_rows
 
@@ -203,7 +203,7 @@ def test_high_resolution_conv_statistics_use_a_few_evenly_spaced_samples() -> No
     model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
     data = {"x": rng.standard_normal((16, 64, 64, 64)).astype(np.float32)}
     plan = next(iter(plan_sharing(model, SharingConfig(sparsity=0.5, bits=4)).values()))
-    _, form = _layer(model, plan)
+    _, form = layer_of(model, plan)
     sub = _layer_feed(model, form, numpy_helper.to_array(w), _feed(model, data, None))
     need = -(-max_rows(576) // 4096)
     assert need == 8
