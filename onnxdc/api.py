@@ -196,7 +196,10 @@ def compress_auto_path(model: str | os.PathLike[str], out: str | os.PathLike[str
     recipe = None
     if auto.choice.rules:
         header = (f"onnxdc automatic settings for {Path(model).name} on {inputs.source}\n"
-                  f"budget: {json.dumps(budget.to_json())}; reuse with: onnxdc compress MODEL --recipe FILE")
+                  f"budget: {json.dumps(budget.to_json())}\n"
+                  "each tensor's zero fraction and index bits as the rate-distortion engine chose them; "
+                  "reused with\nonnxdc compress MODEL --recipe FILE --calib DATA, they are Deep Compression "
+                  "at those settings, not the same quantizer")
         write_atomic(recipe_out, recipe_toml(auto.choice.rules, header=header).encode(), overwrite=overwrite)
         recipe = Path(recipe_out)
     elif overwrite and os.path.lexists(recipe_out):

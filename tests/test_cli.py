@@ -95,7 +95,7 @@ def test_compress(tmp_path: Path, opts: list[str]) -> None:
         assert result.stderr == ""
     else:  # automatic mode without --calib: it says the settings come from synthetic inputs
         assert result.stderr.startswith("onnxdc: warning: no --calib data")
-        assert "onnxdc: automatic mode: measuring" in result.stderr
+        assert "onnxdc: automatic mode: fitting" in result.stderr
         assert (tmp_path / "out.onnxdc.recipe.toml").is_file()  # fc1.weight was weight-shared
     if "--sparsity" in opts:
         row = next(line for line in lines if line.startswith("fc1.weight"))

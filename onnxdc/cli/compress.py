@@ -145,9 +145,9 @@ def _compress_auto(model: str, output: str | None, calib: str | None, calib_samp
             click.echo("onnxdc: warning: no --calib data: choosing settings on synthetic inputs built from the "
                        "model's input specs; real data measures accuracy far better", err=True)
         if not quiet and not as_json:
-            click.echo("onnxdc: automatic mode: measuring every weight tensor's sensitivity; this takes seconds on "
-                       "small models but can take long on large ones (--sparsity/--bits or --lossless skip it)",
-                       err=True)
+            click.echo("onnxdc: automatic mode: fitting every weight tensor's quantizer to the data and checking "
+                       "the choice on held-out samples; seconds on small models, minutes on large ones "
+                       "(--sparsity/--bits or --lossless skip it)", err=True)
 
     with progress_callback(quiet or as_json, log=True) as cb:  # the library's labels are the phases
         done = compress_auto_path(model, out, recipe_out, base=base, budget=budget, calib=calib, dims=parsed_dims,
@@ -163,9 +163,10 @@ def _compress_auto(model: str, output: str | None, calib: str | None, calib_samp
             click.echo("onnxdc: warning: no setting met the budget on the calibration set; every tensor was "
                        "stored losslessly", err=True)
         elif auto.choice.rules:
-            click.echo("automatic settings (sparsity, bits) per tensor, written to " + str(recipe_out) + ":")
+            click.echo("automatic settings (zero fraction, index bits) per tensor, written to " + str(recipe_out) + ":")
             for r in auto.choice.rules:
-                click.echo(f"  {r.match}: sparsity {r.settings['sparsity']}, bits {r.settings['bits']}")
+                click.echo(f"  {r.match}: " + ("lossless" if r.settings.get("lossless") else
+                                               f"sparsity {r.settings['sparsity']}, bits {r.settings['bits']}"))
             if auto.verified is not None:
                 click.echo("on held-out calibration samples: " + format_eval(auto.verified).replace("\n", "; "))
     print_report(done.report, quiet=quiet, as_json=as_json, extra=extra)
