@@ -92,9 +92,12 @@ def session_thread_count() -> int:
     return _session_threads if _session_threads is not None else usable_cores()
 
 
-def session(model: onnx.ModelProto, *, threads: int | None = None):  # noqa: ANN201 - onnxruntime.InferenceSession
+def session(model: onnx.ModelProto, *, threads: int | None = None,
+            arena: bool = True):  # noqa: ANN201 - onnxruntime.InferenceSession
     """An onnxruntime CPU session for an in-memory model: ``threads`` intra-op threads (default
-    :func:`session_thread_count`), one inter-op thread, sequential execution.
+    :func:`session_thread_count`), one inter-op thread, sequential execution. ``arena=False``
+    gives memory back after each run rather than keeping onnxruntime's arena at its peak: for
+    the many short-lived sessions of the automatic mode, whose peaks would otherwise add up.
 
     ``intra_op_num_threads=0`` would let onnxruntime take every core of the machine, not the ones
     this process may use, and spin them against onnxdc's own threads: the count is always explicit.
@@ -106,6 +109,7 @@ def session(model: onnx.ModelProto, *, threads: int | None = None):  # noqa: ANN
     opts.intra_op_num_threads = session_thread_count() if threads is None else threads
     opts.inter_op_num_threads = 1
     opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    opts.enable_cpu_mem_arena = arena
     try:
         return ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
     except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own untyped errors

@@ -32,7 +32,7 @@ from onnxdc.auto.curves import Curve, level_bytes, tensor_curve
 from onnxdc.auto.search import AutoResult, Choice, Progress, _escape_glob, auto_sharing, split
 from onnxdc.auto.trials import TrialRunner
 from onnxdc.calibration.calibrate import CalibratedTensor, weight_of
-from onnxdc.calibration.stats import collect_stats
+from onnxdc.calibration.stats import RowCache, collect_stats
 from onnxdc.errors import Notice
 from onnxdc.evaluate import EvalResult, compare, output_metrics, prepare_reference
 from onnxdc.pipeline.settings import Rule, SharingConfig
@@ -52,6 +52,9 @@ REFRESH_PASSES = 4
 REFINE_TRIALS = 8
 #: Samples of the fitting split the sensitivities are measured on, at most.
 SENSITIVITY_SAMPLES = 64
+#: ... and at most this many input bytes, but never fewer than MIN_SENSITIVITY_SAMPLES samples.
+SENSITIVITY_BYTES = 16 << 20
+MIN_SENSITIVITY_SAMPLES = 8
 
 
 def deficit(ref_outputs: list[np.ndarray], outputs: list[np.ndarray], samples: int) -> float:
@@ -231,7 +234,7 @@ class Quantized:
 def refresh(model: onnx.ModelProto, plans: dict, curves: dict[int, Curve], picks: dict[int, int],
             fit: dict[str, np.ndarray], weights: dict[int, np.ndarray], *, seed: int = 0,
             memo: dict | None = None, needed: dict[int, int] | None = None,
-            max_passes: int = REFRESH_PASSES, reference_cache: dict | None = None) -> dict[int, Quantized]:
+            max_passes: int = REFRESH_PASSES, reference_cache: RowCache | None = None) -> dict[int, Quantized]:
     """Requantize the picks layer by layer so that each layer absorbs the error of those before it.
 
     A curve's points quantize the original weights against the original model's inputs; once the
@@ -437,7 +440,10 @@ def compress_rd(model: onnx.ModelProto, *, base: SharingConfig, data: dict[str, 
     needed = {slot: st.samples_needed for slot, st in stats.items()}
     del stats
     dtypes = {slot: w.dtype for slot, w in weights.items()}
-    n_sens = min(SENSITIVITY_SAMPLES, len(next(iter(fit.values()))))
+    # Sensitivities are ratios, stable on a few samples; large inputs (a detector's images) get
+    # fewer, so that a run per tensor stays cheap.
+    per_sample = sum(v[:1].nbytes for k, v in fit.items() if k != "labels")
+    n_sens = max(MIN_SENSITIVITY_SAMPLES, min(SENSITIVITY_SAMPLES, SENSITIVITY_BYTES // max(per_sample, 1)))
     sens_data = {k: v[:n_sens] for k, v in fit.items()}
     sens_runner = TrialRunner(model, list(plans), sens_data)
     sens = sensitivities(curves, sens_runner, sens_runner.outputs({}), dtypes, progress=progress)
@@ -447,7 +453,7 @@ def compress_rd(model: onnx.ModelProto, *, base: SharingConfig, data: dict[str, 
     ref = prepare_reference(model, check)
     runner = TrialRunner(model, list(plans), check)
     memo: dict = {}
-    reference_cache: dict = {}
+    reference_cache = RowCache()
     trials = {"plain": 0, "refreshed": 0}
     total = MAX_TRIALS + (refresh_trials + REFINE_TRIALS if refresh_trials else REFINE_TRIALS)
 

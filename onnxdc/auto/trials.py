@@ -50,7 +50,7 @@ class TrialRunner:
                         name, refs[s].proto.data_type, list(refs[s].proto.dims)))
             del m.graph.initializer[:]
             m.graph.initializer.extend(keep)
-            self.session = session(m)
+            self.session = session(m, arena=False)
 
     @single_blas_thread
     def outputs(self, weights: dict[int, np.ndarray], *, batch_size: int | None = None) -> list[np.ndarray]:

@@ -25,10 +25,12 @@ from onnxdc.evaluate import model_inputs, session
 from onnxdc.stages.compensate import max_rows
 from onnxdc.threads import single_blas_thread
 
+#: Input bytes of one batch at most.
+INPUT_BYTES = 8 << 20
 #: Samples a layer's statistics use at least, however many rows one sample gives.
 MIN_SAMPLES = 16
 #: Bytes of intermediate values one batch may hold (the batch size follows from a one-sample probe).
-BATCH_BYTES = 128 << 20
+BATCH_BYTES = 64 << 20
 Progress = Callable[[int, int, str], None]
 
 
@@ -60,7 +62,7 @@ def model_feed(model: onnx.ModelProto, data: dict[str, np.ndarray]) -> dict[str,
 @single_blas_thread
 def collect_stats(model: onnx.ModelProto, plans: dict, data: dict[str, np.ndarray], *, seed: int = 0,
                   reference: onnx.ModelProto | None = None, batch_bytes: int = BATCH_BYTES,
-                  reference_cache: dict | None = None, progress: Progress | None = None) -> dict[int, LayerStats]:
+                  reference_cache: RowCache | None = None, progress: Progress | None = None) -> dict[int, LayerStats]:
     """``H`` of every planned weight that has a linear form (slot -> stats), in one session.
 
     With ``reference`` (the original of a partly compressed ``model``), the same rows are also
@@ -68,8 +70,8 @@ def collect_stats(model: onnx.ModelProto, plans: dict, data: dict[str, np.ndarra
     ``W* = H⁻¹ G W0`` of a layer then absorbs the error the compressed layers before it introduce.
     Rows are subsampled where a layer gives more than its cap, with a generator seeded by ``seed``
     and the batch number: the result depends on the data and the settings only. The reference's
-    values depend on the data only, so callers refreshing often pass a ``reference_cache`` dict
-    that keeps them between calls.
+    values depend on the data only, so callers refreshing often pass a :class:`RowCache` that
+    keeps the reference's picked rows between calls.
     """
     forms = {}
     for slot, plan in plans.items():
@@ -82,22 +84,16 @@ def collect_stats(model: onnx.ModelProto, plans: dict, data: dict[str, np.ndarra
     n = len(next(iter(feed.values())))
     names = list(dict.fromkeys(s for form, _ in forms.values() for s in form.sources))
     m, wanted = exposing(model, names)
-    sess = session(m) if wanted else None
+    sess = session(m, arena=False) if wanted else None
     ref_run = None
     if reference is not None:
         ref_stats_model, ref_wanted = exposing(reference, names)
-        ref_sess = session(ref_stats_model) if ref_wanted else None
+        ref_sess = session(ref_stats_model, arena=False) if ref_wanted else None
 
-        def ref_run(batch: dict[str, np.ndarray], key: tuple) -> dict[str, np.ndarray]:
-            cached = reference_cache.get(key) if reference_cache is not None else None
-            if cached is not None:
-                return cached
+        def ref_run(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
             got = dict(zip(ref_wanted, ref_sess.run(ref_wanted, {i.name: batch[i.name] for i in ref_sess.get_inputs()}))
                        ) if ref_sess is not None else {}
-            vals = {s: (got[s] if s in got else batch[s]) for s in names}
-            if reference_cache is not None:
-                reference_cache[key] = vals
-            return vals
+            return {s: (got[s] if s in got else batch[s]) for s in names}
 
     def run(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         got = {}
@@ -110,9 +106,12 @@ def collect_stats(model: onnx.ModelProto, plans: dict, data: dict[str, np.ndarra
 
     probe = run({k: v[:1] for k, v in feed.items()})
     per_sample = sum(v.nbytes for v in probe.values())
+    per_input = sum(v[:1].nbytes for v in feed.values())
     fixed = [i.shape[0] for i in (sess.get_inputs() if sess is not None else [])
              if i.shape and isinstance(i.shape[0], int) and i.shape[0] > 0]
-    batch = min(fixed) if fixed else max(1, min(n, batch_bytes // max(per_sample, 1)))
+    # onnxruntime holds every activation of a batch, not just the exposed ones: large inputs
+    # (a detector's images) run a few at a time.
+    batch = min(fixed) if fixed else max(1, min(n, batch_bytes // max(per_sample, 1), INPUT_BYTES // max(per_input, 1)))
     rows_per_sample = {slot: _rows(form, probe) for slot, (form, _) in forms.items()}
     caps = {slot: stats_rows(d) for slot, (_, d) in forms.items()}
     h: dict[int, list[np.ndarray] | None] = dict.fromkeys(forms)
@@ -122,8 +121,15 @@ def collect_stats(model: onnx.ModelProto, plans: dict, data: dict[str, np.ndarra
     for b, start in enumerate(starts):
         part = {k: v[start:start + batch] for k, v in feed.items()}
         vals = probe if (start == 0 and batch == 1) else run(part)
-        ref_vals = ref_run(part, (tuple(names), n, start, batch)) if ref_run is not None else None
         count = min(batch, n - start)
+        # The reference's rows depend on the data, the layer and the rows picked only: cached
+        # (as the picked rows, not whole activations) they are read once however often a caller
+        # refreshes.
+        ref_keys = {slot: (slot, n, start, batch, seed) for slot in forms}
+        ref_vals = None
+        if ref_run is not None and (reference_cache is None
+                                    or any(reference_cache.get(k) is None for k in ref_keys.values())):
+            ref_vals = ref_run(part)
         for slot, (form, _) in forms.items():
             total = rows_per_sample[slot] * count
             take = min(total, math.ceil(caps[slot] * count / n))
@@ -136,8 +142,14 @@ def collect_stats(model: onnx.ModelProto, plans: dict, data: dict[str, np.ndarra
                     xc = np.asarray(x[s:s + 65536], dtype=np.float64)
                     a += xc.T @ xc
             h[slot] = acc
-            if ref_vals is not None:
-                refs = _rows_of(form, [ref_vals[s] for s in form.sources], pick)
+            if ref_run is not None:
+                key = ref_keys[slot]
+                refs = reference_cache.get(key) if reference_cache is not None else None
+                if refs is None:
+                    refs = [np.ascontiguousarray(x, dtype=np.float32)
+                            for x in _rows_of(form, [ref_vals[s] for s in form.sources], pick)]
+                    if reference_cache is not None:
+                        reference_cache.put(key, refs)
                 acc_g = g[slot] or [np.zeros((x.shape[1], x.shape[1])) for x in mats]
                 for a, x, xr in zip(acc_g, mats, refs):
                     for s in range(0, x.shape[0], 65536):
@@ -152,6 +164,25 @@ def collect_stats(model: onnx.ModelProto, plans: dict, data: dict[str, np.ndarra
         out[slot] = LayerStats(form, [a / rows for a in (h[slot] or [])], kept[slot],
                                None if g[slot] is None else [a / rows for a in g[slot]], rows_per_sample[slot])
     return out
+
+
+class RowCache:
+    """The reference model's picked rows between :func:`collect_stats` calls, up to ``max_bytes``
+    (beyond it rows are recomputed rather than kept: memory stays bounded on large models)."""
+
+    def __init__(self, max_bytes: int = 256 << 20) -> None:
+        self.max_bytes = max_bytes
+        self.nbytes = 0
+        self._rows: dict[tuple, list[np.ndarray]] = {}
+
+    def get(self, key: tuple) -> list[np.ndarray] | None:
+        return self._rows.get(key)
+
+    def put(self, key: tuple, rows: list[np.ndarray]) -> None:
+        size = sum(r.nbytes for r in rows)
+        if self.nbytes + size <= self.max_bytes:
+            self._rows[key] = rows
+            self.nbytes += size
 
 
 def stats_rows(d: int) -> int:
