@@ -16,6 +16,7 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+import zstandard
 
 from onnxdc.calibration.linear import weight_matrices, weight_tensor
 from onnxdc.calibration.stats import LayerStats
@@ -46,6 +47,8 @@ KMEANS_BITS = (2, 3, 4, 5, 6)
 WIDE_KAPPAS = (16.0, 4.0)
 KAPPAS = (1.0,)
 WIDE_STEPS = 4
+#: Values the code lengths of a tensor without statistics are estimated from, at most.
+LENGTH_SAMPLE = 1 << 20
 #: Bytes a stream's header entry and coder table cost on top of its payload (rate estimate only).
 STREAM_OVERHEAD = 12
 
@@ -58,23 +61,40 @@ class CurvePoint:
         step: the quantizer step, 0 for the exact (lossless) point.
         est_bytes: estimated container bytes of the tensor.
         distortion: closed-form layer error of the point.
-        levels: integer levels in the tensor's shape (int8), None for the exact point.
+        packed: the integer levels (int8, the tensor's shape), zstd-packed: mostly zeros, a curve's
+            dozens of points then cost a fraction of the tensor each; None for the exact point.
     """
 
     step: float
     est_bytes: int
     distortion: float
-    levels: np.ndarray | None
+    packed: bytes | None
+    shape: tuple[int, ...] = ()
     kappa: float = 1.0
     #: Every level's value (index ``level + MAX_LEVEL``); None: ``step · level``.
     values: np.ndarray | None = None
+
+    @classmethod
+    def of(cls, step: float, est_bytes: int, distortion: float, levels: np.ndarray | None, kappa: float = 1.0,
+           values: np.ndarray | None = None) -> CurvePoint:
+        if levels is None:
+            return cls(step, est_bytes, distortion, None, (), kappa, values)
+        packed = zstandard.ZstdCompressor(level=1).compress(np.ascontiguousarray(levels, np.int8).tobytes())
+        return cls(step, est_bytes, distortion, packed, tuple(levels.shape), kappa, values)
+
+    @property
+    def levels(self) -> np.ndarray | None:
+        if self.packed is None:
+            return None
+        raw = zstandard.ZstdDecompressor().decompress(self.packed, max_output_size=int(np.prod(self.shape)))
+        return np.frombuffer(raw, dtype=np.int8).reshape(self.shape)
 
     def table(self) -> np.ndarray:
         return uniform_table(self.step) if self.values is None else self.values
 
     @property
     def exact(self) -> bool:
-        return self.levels is None
+        return self.packed is None
 
 
 @dataclass(frozen=True, eq=False)
@@ -154,15 +174,18 @@ def tensor_curve(slot: int, name: str, w: np.ndarray, stats: LayerStats | None) 
         w0 = w32.astype(np.float64)
         energy = float(np.sum(w0 * w0))
         pts = []
+        # Code lengths come from a strided sample of at most LENGTH_SAMPLE values (an embedding
+        # table has millions: the histogram's shape is all that is needed).
+        sample = w0.reshape(-1)[::max(1, -(-w0.size // LENGTH_SAMPLE))]
         for step, kappa in steps_for(w32):
             lam = lam_for(step, None, kappa)
-            lengths = code_lengths(np.bincount(ec_round(w0, step=step, lam=lam, lengths=initial_lengths([w0], step))
+            lengths = code_lengths(np.bincount(ec_round(sample, step=step, lam=lam, lengths=initial_lengths([sample], step))
                                                .reshape(-1).astype(np.int64) + MAX_LEVEL,
                                                minlength=2 * MAX_LEVEL + 1))
             lv = ec_round(w0, step=step, lam=lam, lengths=lengths)
             table = centroids(w0, lv, step)  # without feedback, the weights' means lower the error
-            pts.append(CurvePoint(step, level_bytes(lv), layer_error(table[lv.astype(np.int64) + MAX_LEVEL], w0, None),
-                                  lv, kappa, table))
+            pts.append(CurvePoint.of(step, level_bytes(lv), layer_error(table[lv.astype(np.int64) + MAX_LEVEL], w0, None),
+                                     lv, kappa, table))
     else:
         form = stats.form
         w0s = [m.astype(np.float64) for m in weight_matrices(form, w32)]
@@ -184,11 +207,11 @@ def tensor_curve(slot: int, name: str, w: np.ndarray, stats: LayerStats | None) 
             lv_g = [ec_sweep(p.w_star, p.u, step=step, lam=lam, lengths=lengths) for p in probs]
             dist = sum(layer_error(step * lv.astype(np.float64), p.w_star, p.h) for lv, p in zip(lv_g, probs))
             lv = weight_tensor(form, [x.astype(np.int8) for x in lv_g], w32.shape).astype(np.int8)
-            pts.append(CurvePoint(step, level_bytes(lv), dist, lv, kappa))
+            pts.append(CurvePoint.of(step, level_bytes(lv), dist, lv, kappa))
         pts.extend(kmeans_points(w32, probs, form))
     if stats is None:
         pts.extend(kmeans_points(w32, None))
-    pts.append(CurvePoint(0.0, exact_bytes(w), 0.0, None))
+    pts.append(CurvePoint.of(0.0, exact_bytes(w), 0.0, None))
     pts.sort(key=lambda p: (p.est_bytes, p.distortion))
     return Curve(slot, name, energy, pts, stats is not None)
 
@@ -234,5 +257,5 @@ def kmeans_points(w: np.ndarray, probs: list[LayerProblem] | None, form=None) ->
                 dist += layer_error(wq, p.w_star, p.h)
             lv = weight_tensor(form, groups, w.shape).astype(np.int8)
         # κ = 0 marks a fixed codebook: a refresh rounds to it again rather than to a step.
-        out.append(CurvePoint(0.0, level_bytes(lv), dist, lv, 0.0, table))
+        out.append(CurvePoint.of(0.0, level_bytes(lv), dist, lv, 0.0, table))
     return out

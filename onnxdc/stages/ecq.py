@@ -69,23 +69,23 @@ def initial_lengths(ws: list[np.ndarray], step: float) -> np.ndarray:
     return code_lengths(counts)
 
 
-def _round(row: np.ndarray, step: float, scale: np.ndarray | float, lam: float, lengths: np.ndarray) -> np.ndarray:
+def _round(row: np.ndarray, step: float, scale: float, lam: float, lengths: np.ndarray) -> np.ndarray:
     """The level of each value of ``row`` minimizing ``(v - step·c)²/scale + lam·len(c)``.
 
     The candidates are the two levels around ``v/step`` and zero: a level beyond them costs more
-    error and, with lengths growing away from zero, never fewer bits.
+    error and, with lengths growing away from zero, never fewer bits. Costs are compared in
+    units of ``step²/scale`` (on ties zero wins, then the lower level).
     """
-    x = row / step
-    lo = np.clip(np.floor(x), -MAX_LEVEL, MAX_LEVEL)
-    hi = np.clip(lo + 1, -MAX_LEVEL, MAX_LEVEL)
-    best = np.zeros_like(x)
-    best_cost = (row ** 2) / scale + lam * lengths[MAX_LEVEL]
-    for cand in (lo, hi):
-        cost = ((row - step * cand) ** 2) / scale + lam * lengths[cand.astype(np.int64) + MAX_LEVEL]
-        better = cost < best_cost
-        best = np.where(better, cand, best)
-        best_cost = np.where(better, cost, best_cost)
-    return best
+    x = row * (1.0 / step)
+    lo = np.floor(x)
+    np.clip(lo, -MAX_LEVEL, MAX_LEVEL, out=lo)
+    hi = np.minimum(lo + 1, MAX_LEVEL)
+    mu = lam * scale / (step * step)
+    cost_lo = (x - lo) ** 2 + mu * lengths[lo.astype(np.int64) + MAX_LEVEL]
+    cost_hi = (x - hi) ** 2 + mu * lengths[hi.astype(np.int64) + MAX_LEVEL]
+    best = np.where(cost_hi < cost_lo, hi, lo)
+    cost = np.minimum(cost_lo, cost_hi)
+    return np.where(x * x + mu * lengths[MAX_LEVEL] <= cost, 0.0, best)
 
 
 @single_blas_thread
