@@ -1014,7 +1014,7 @@ def test_lying_headers_only_raise_container_error(shared: bool, lies: list, fix:
 # --------------------------------------------------------------------------- golden fixtures
 
 
-GOLDEN = ["v1_0_lossless", "v1_0_shared", "v2_0_lossless", "v2_0_shared"]
+GOLDEN = ["v1_0_lossless", "v1_0_shared", "v2_0_lossless", "v2_0_shared", "v2_0_context"]
 
 
 @pytest.mark.parametrize("name", GOLDEN)
@@ -1041,7 +1041,7 @@ def _coder_ids(config: dict[str, Any]) -> list[str]:
 @pytest.mark.parametrize("version", ["v1_0", "v2_0"])
 def test_golden_fixtures_cover_every_encoding_and_scheme(version: str) -> None:
     seen = set()
-    for name in (f"{version}_lossless", f"{version}_shared"):
+    for name in (f"{version}_lossless", f"{version}_shared") + ((f"{version}_context",) if version == "v2_0" else ()):
         h = read_container((FIXTURES / f"{name}.onnxdc").read_bytes()).header
         for t in h.tensors:
             seen.add(t.encoding if t.encoding == "planes" else f"shared/{t.params['positions']}")
@@ -1049,7 +1049,7 @@ def test_golden_fixtures_cover_every_encoding_and_scheme(version: str) -> None:
         seen.add(f"skeleton/{h.streams[h.skeleton].coder['id']}")
     assert {"planes", "shared/relative", "shared/mask", "shared/dense", "raw", "zstd", "huffman", "chain"} <= seen
     if version == "v2_0":
-        assert {"skeleton/zstd-dict", "rans"} <= seen
+        assert {"skeleton/zstd-dict", "rans", "rans-ctx"} <= seen
 
 
 def test_container_errors_carry_a_check_code() -> None:

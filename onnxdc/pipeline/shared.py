@@ -82,7 +82,7 @@ def encode_shared(w: np.ndarray, keep: np.ndarray, *, share: ShareConfig, index_
         dense_idx[pos] = dclus.indices + (1 if zero_code else 0)
         cb = dclus.codebook.astype(cb_dtype)
         cb_dense = np.concatenate([np.zeros(1, cb_dtype), cb]) if zero_code else cb
-        d = encode_best(dense_idx, candidates_idx)
+        d = encode_best(dense_idx, candidates_idx + _context_coders(w.shape, op, automatic=len(candidates_idx) > 1))
         layouts.append(_Layout("dense", 0, None, d, cb_dense, dense_idx, zero_code))
     best = min(layouts, key=lambda lay: lay.size)
 
@@ -123,6 +123,27 @@ class _Layout:
     @property
     def size(self) -> int:
         return (len(self.positions.data) if self.positions else 0) + len(self.indices.data) + self.codebook.nbytes
+
+
+#: Ops whose weights are [directions, gates x hidden, inputs]: a row is one gate unit's inputs.
+_RECURRENT = ("GRU", "LSTM", "RNN")
+
+
+def row_length(shape: tuple[int, ...], op: str) -> int:
+    """Symbols per row of a tensor's dense levels, the rows :mod:`onnxdc.coders.rans_ctx` conditions
+    on: one output channel (``prod(shape[1:])``), or one gate unit's inputs in a recurrent W or R."""
+    if op in _RECURRENT and len(shape) == 3:
+        return int(shape[-1])
+    return int(np.prod(shape[1:], dtype=np.int64)) if len(shape) > 1 else 1
+
+
+def _context_coders(shape: tuple[int, ...], op: str, *, automatic: bool) -> list[dict]:
+    """The context-modelled rANS candidate for a dense index stream: only in an automatic choice
+    (a coder named alone stays alone) and only for tensors of at least two rows."""
+    row = row_length(shape, op)
+    if not automatic or len(shape) < 2 or row >= int(np.prod(shape, dtype=np.int64)):
+        return []
+    return [{"id": "rans-ctx", "row": row}]
 
 
 def _coders_for(index_coders: list[dict], bits: int) -> list[dict]:

@@ -1,0 +1,291 @@
+"""Context-modelled static rANS for 2-D symbol streams (a tensor's levels, one row per output channel).
+
+A pruned tensor's levels are not memoryless: whole input columns die together (an MNIST border
+pixel, an unused feature), so whether a column's weights were zero in the rows above predicts the
+next one. Measured on the sample models' automatic containers (ideal bits, model excluded), a
+context from the *previous* symbol of the column (``(i-1, j)``, its value or significance) takes
+1-7% off the order-0 entropy of the dense levels; the column's *history* — the fraction of
+non-zero symbols among all rows above — takes 13-35% off (LeNet-300-100 fc1: 17,305 -> 13,591
+bytes), and adding the symbol above to it buys under 0.1% more. So the context is that history:
+
+    context 0           the first row (nothing above)
+    context 1           no non-zero symbol in the column so far
+    contexts 2..5       a non-zero fraction f = nonzero / rows above in (0, 4/64], (4/64, 12/64],
+                        (12/64, 25/64], (25/64, 1]  (compared in integers: 64 * nonzero > e * rows)
+
+"Non-zero" means a symbol other than 0 (the dense layout's zero level). Symbol ``n`` of the stream
+sits at row ``n // row``, column ``n % row``; the last row may be short (any count codes).
+
+Symbol ``n`` belongs to lane ``n % lanes`` and decodes at step ``n // lanes``; with at most ``row``
+lanes, every symbol of the rows above decodes at an earlier step, so one numpy step decodes a
+symbol of every lane, its context read from per-column counters the earlier steps updated. The lanes
+(one per 8,192 symbols, as :mod:`onnxdc.coders.rans`) and the 32-bit states renormalized by 16-bit
+words are those of ``rans``; each context has its own quantized frequency table and precision.
+
+Stream layout (the empty stream codes zero symbols)::
+
+    varint  lanes        1..min(count, row, 4096)
+    6 x     model        byte prob_bits: 0 for a context no symbol uses, else 1..16, followed by
+                         the context's table in rans' form (max symbol byte, run-length varints)
+    u32     states       each lane's state after encoding, in [2**16, 2**32)
+    u16     words        the renormalization words, little-endian, to the end of the stream
+
+The decoder accepts only what the encoder writes (rans' checks, per context; a symbol whose context
+has no table is an error) and allocates the ``count`` output symbols, ``min(row, count)`` column
+counters, tables of at most 6 x 2**16 entries and per-step temporaries of ``lanes`` entries.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from onnxdc.coders.base import (
+    Coder,
+    check_count,
+    check_int_param,
+    check_symbols,
+    read_varint,
+    write_varint,
+)
+from onnxdc.coders.rans import LANE_SYMBOLS, MAX_LANES, _model_bytes, _payload_bits, _read_model, quantize
+from onnxdc.coders.registry import register_coder
+from onnxdc.errors import DecodeError
+
+#: Contexts: first row, column all zero so far, and one per fraction bucket.
+CONTEXTS = 6
+#: Bucket edges of the column's non-zero fraction, in 64ths.
+EDGES = (4, 12, 25)
+#: Largest row length a config may give (a tensor's row is far shorter).
+MAX_ROW = 1 << 40
+_LOW = 1 << 16
+_WORD = 16
+_MAX_PROB_BITS = 16
+
+
+def lanes_for(count: int, row: int) -> int:
+    """The lanes the encoder uses: one per :data:`LANE_SYMBOLS`, at most ``row``."""
+    return max(1, min(MAX_LANES, row, -(-count // LANE_SYMBOLS)))
+
+
+def contexts(symbols: np.ndarray, row: int) -> np.ndarray:
+    """The context of every symbol of the stream (see the module docstring), as the decoder sees it."""
+    n = symbols.size
+    rows = -(-n // row)
+    nz = np.zeros(rows * row, dtype=np.int64)
+    nz[:n] = symbols != 0
+    above = np.cumsum(nz.reshape(rows, row), axis=0) - nz.reshape(rows, row)  # non-zeros in rows above
+    return _context_of(above.reshape(-1)[:n], np.arange(n, dtype=np.int64) // row)
+
+
+def _context_of(nonzero: np.ndarray, rows_above: np.ndarray) -> np.ndarray:
+    ctx = np.where(nonzero == 0, 1, 2)
+    for e in EDGES:
+        ctx += 64 * nonzero > e * rows_above
+    return np.where(rows_above == 0, 0, ctx)
+
+
+@register_coder
+class RansCtxCoder(Coder):
+    """rANS with one frequency table per column-history context (see the module docstring).
+
+    Args:
+        row: the stream's row length (symbols per row): a tensor of shape [out, ...] has
+            ``prod(shape[1:])``, a recurrent W or R of [dirs, gates x hidden, in] has ``in``.
+    """
+
+    coder_id = "rans-ctx"
+    numpy_decode = True
+    #: Automatic choices try it on streams of at most this many symbols: the sample models' largest
+    #: tensors (LeNet-5 fc1: 400,000 levels) but none of the 25M-parameter benchmark model (its
+    #: smallest weight has 589,824), whose decompression a numpy loop of 8,192 steps per tensor slows.
+    auto_max_symbols = 1 << 19
+
+    def __init__(self, row: int) -> None:
+        self.row = check_int_param(self.coder_id, "row", row, 1, MAX_ROW)
+
+    def get_config(self) -> dict[str, Any]:
+        return {"id": self.coder_id, "row": self.row}
+
+    def max_encoded_size(self, count: int) -> int:
+        if count == 0:
+            return 0
+        lanes = lanes_for(count, self.row)
+        return 3 + CONTEXTS * (2 + 3 * 256) + 4 * lanes + 2 * count + 2 * lanes
+
+    def _plan(self, symbols: np.ndarray) -> tuple[np.ndarray, int, list[np.ndarray | None], int]:
+        """Contexts, the precision, each context's frequencies (None: unused) and the estimated
+        size: the one precision (1..16) that makes the models and the payload smallest."""
+        ctx = contexts(symbols, self.row)
+        counts = np.bincount(ctx * 256 + symbols, minlength=CONTEXTS * 256).reshape(CONTEXTS, 256)
+        used = [c for c in range(CONTEXTS) if counts[c].any()]
+        lanes = lanes_for(symbols.size, self.row)
+        fixed = len(write_varint(lanes)) + 2 + 4 * lanes
+        distinct = max(int(np.count_nonzero(counts[c])) for c in used)
+        best: tuple[int, list[np.ndarray | None], int] | None = None
+        for bits in range(max(1, math.ceil(math.log2(distinct))), _MAX_PROB_BITS + 1):
+            models: list[np.ndarray | None] = [None] * CONTEXTS
+            size, payload = fixed, 0.0
+            for c in used:
+                models[c] = quantize(counts[c], bits)
+                size += len(_model_bytes(models[c]))
+                payload += _payload_bits(counts[c], models[c], bits)
+            size += math.ceil(payload / 8)
+            if best is None or size < best[2]:
+                best = (bits, models, size)
+            elif bits > best[0] + 1:
+                break  # two precisions past the best: finer tables only cost more from here on
+        assert best is not None
+        return ctx, *best
+
+    def estimate_size(self, symbols: np.ndarray) -> int:
+        """The size :meth:`encode` gives ``symbols``, to within a few bytes, without coding them."""
+        symbols = check_symbols(symbols)
+        return 0 if symbols.size == 0 else self._plan(symbols)[3]
+
+    def encode(self, symbols: np.ndarray) -> bytes:
+        symbols = check_symbols(symbols)
+        n = symbols.size
+        if n == 0:
+            return b""
+        ctx, bits, models, _ = self._plan(symbols)
+        freq = np.zeros((CONTEXTS, 256), dtype=np.int64)
+        lanes = lanes_for(n, self.row)
+        head = bytearray(write_varint(lanes) + bytes([bits, sum(1 << c for c, m in enumerate(models) if m is not None)]))
+        for c, model in enumerate(models):
+            if model is not None:
+                freq[c] = model
+                head += _model_bytes(model)
+        cum = np.cumsum(freq, axis=1) - freq
+        f_all = freq[ctx, symbols]
+        c_all = cum[ctx, symbols]
+        x = np.full(lanes, _LOW, dtype=np.int64)
+        words: list[np.ndarray] = []
+        for t in range(-(-n // lanes) - 1, -1, -1):  # backwards: the decoder reads forwards
+            sl = slice(t * lanes, (t + 1) * lanes)
+            f, c = f_all[sl], c_all[sl]
+            xs = x[:f.size]
+            emit = np.flatnonzero(xs >= (f << (32 - bits)))[::-1]
+            words.append((xs[emit] & 0xFFFF).astype("<u2"))
+            xs[emit] >>= _WORD
+            q, r = np.divmod(xs, f)
+            xs[:] = (q << bits) + r + c
+        return bytes(head) + x.astype("<u4").tobytes() + np.concatenate(words)[::-1].tobytes()
+
+    def decode(self, buf: bytes, *, count: int) -> np.ndarray:
+        count = check_count(count)
+        if count == 0:
+            if len(buf):
+                raise DecodeError(f"rans-ctx stream of 0 symbols must be empty, got {len(buf)} bytes")
+            return np.zeros(0, dtype=np.uint8)
+        most = min(count, self.row, MAX_LANES)
+        lanes, pos = read_varint(buf, 0)
+        if not 1 <= lanes <= most:
+            raise DecodeError(f"rans-ctx stream has {lanes} lanes, expected 1..{most}")
+        if pos + 2 > len(buf):
+            raise DecodeError("rans-ctx stream is too short for its header")
+        bits, used = buf[pos], buf[pos + 1]
+        if not 1 <= bits <= _MAX_PROB_BITS:
+            raise DecodeError(f"rans-ctx probability bits must be in 1..{_MAX_PROB_BITS}, found {bits}")
+        if not 0 < used < 1 << CONTEXTS:
+            raise DecodeError(f"rans-ctx context set {used:#x} is not a non-empty subset of {CONTEXTS} contexts")
+        pos += 2
+        freq = np.zeros((CONTEXTS, 256), dtype=np.int64)
+        for c in range(CONTEXTS):
+            if used >> c & 1:
+                freq[c], pos = _read_model(buf, pos, 1 << bits)
+        nwords, odd = divmod(len(buf) - pos - 4 * lanes, 2)
+        if nwords < 0 or odd:
+            raise DecodeError(f"rans-ctx stream of {lanes} lanes has {len(buf) - pos} bytes after its models")
+        if nwords > count * bits // _WORD + lanes:
+            raise DecodeError(f"rans-ctx stream holds {nwords} words, more than {count} symbols can need")
+        _check_capacity(freq, bits, used, count=count, row=self.row, nwords=nwords, lanes=lanes)
+        states = np.frombuffer(buf, dtype="<u4", count=lanes, offset=pos).astype(np.int64)
+        if (states < _LOW).any():
+            raise DecodeError("rans-ctx stream has a lane state below its lower bound")
+        words = np.frombuffer(buf, dtype="<u2", count=nwords, offset=pos + 4 * lanes).astype(np.int64)
+        return _decode(states, words, freq, bits, used, count, self.row)
+
+
+def _check_capacity(freq: np.ndarray, bits: int, used: int, *, count: int, row: int, nwords: int,
+                    lanes: int) -> None:
+    """Refuse a count the stream's bits cannot hold, before the output is allocated.
+
+    The first row (context 0) holds at most ``row`` symbols, and so does context 1 when its table
+    has no zero (a non-zero takes its column out of context 1 for good); every other symbol costs
+    at least the cheapest remaining context's log2(M / fmax) bits. (A context whose one symbol has
+    all of M codes any count in no bits: bounding ``count`` is then the container's job.)
+    """
+    rows_only = min(count, row)
+    free = rows_only * (2 if used & 2 and freq[1, 0] == 0 else 1)
+    costly = [c for c in range(1, CONTEXTS) if used >> c & 1 and not (c == 1 and freq[1, 0] == 0)]
+    if count <= free:
+        return
+    least = min((bits - math.log2(int(freq[c].max())) for c in costly), default=math.inf)
+    if (count - free) * least > _WORD * (nwords + lanes) + 64:  # the words and the states' 16 bits a lane
+        raise DecodeError(f"rans-ctx stream of {nwords} words cannot hold {count} symbols")
+
+
+def _bucket_slots(bits: int) -> np.ndarray:
+    """Context << bits by q = ceil(64 * nonzero / rows above), 0..64 (rows above > 0): 64 * nonzero
+    > e * rows exactly when q > e, and q = 0 exactly when nonzero = 0, so the contexts of the module
+    docstring are ranges of q."""
+    q = np.arange(65)
+    return np.where(q == 0, 1, 2 + (q[:, None] > np.array(EDGES)).sum(axis=1)).astype(np.int64) << bits
+
+
+def _decode(x: np.ndarray, words: np.ndarray, freq: np.ndarray, bits: int, used: int, count: int,
+            row: int) -> np.ndarray:
+    """The lock-step loop: one symbol of every lane a step, each from its context's table."""
+    lanes, m = x.size, 1 << bits
+    # Slot (context << bits | x mod M) -> symbol, frequency and bias, for every context.
+    slots = np.arange(CONTEXTS * m) & (m - 1)
+    ctx_of_slot = np.arange(CONTEXTS * m) >> bits
+    cum = np.cumsum(freq, axis=1)
+    symbol_of = np.empty(CONTEXTS * m, dtype=np.int64)
+    for c in range(CONTEXTS):
+        symbol_of[c * m:(c + 1) * m] = np.searchsorted(cum[c], slots[:m], side="right") if used >> c & 1 else 0
+    symbol_of = np.minimum(symbol_of, 255)
+    freq_of = freq[ctx_of_slot, symbol_of]  # 0 in a context without a model: an error when reached
+    bias_of = slots - (cum - freq)[ctx_of_slot, symbol_of]
+    symbol_of = symbol_of.astype(np.uint8)
+    checked = used != (1 << CONTEXTS) - 1
+    lut = _bucket_slots(bits)
+    nonzero = np.zeros(min(row, count), dtype=np.int64)
+    out = np.empty(count, dtype=np.uint8)
+    n = np.arange(lanes, dtype=np.int64)
+    pos, mask = 0, m - 1
+    for t in range(-(-count // lanes)):
+        start = t * lanes
+        if start + lanes > count:  # the last step may decode fewer lanes
+            n = n[:count - start]
+        k = n.size
+        above, col = np.divmod(n, row)
+        nz = nonzero[col]
+        if start < row:  # a step holding first-row symbols (context 0)
+            ctx = np.where(above == 0, 0, lut[(64 * nz + above - 1) // np.maximum(above, 1)])
+        else:
+            ctx = lut[(64 * nz + above - 1) // above]
+        xs = x[:k]
+        slot = (xs & mask) | ctx
+        f = freq_of[slot]
+        if checked and not f.all():
+            raise DecodeError("rans-ctx stream reaches a context that has no model")
+        sym = symbol_of[slot]
+        out[start:start + k] = sym
+        nonzero[col] = nz + (sym != 0)
+        xs = f * (xs >> bits) + bias_of[slot]
+        refill = np.flatnonzero(xs < _LOW)
+        if refill.size:
+            end = pos + refill.size
+            if end > words.size:
+                raise DecodeError(f"rans-ctx stream ends early (needs more than its {words.size} words)")
+            xs[refill] = (xs[refill] << _WORD) | words[pos:end]
+            pos = end
+        x[:k] = xs
+        n += lanes
+    if pos != words.size or (x != _LOW).any():
+        raise DecodeError("rans-ctx stream does not end where its symbols do (corrupt or trailing words)")
+    return out
