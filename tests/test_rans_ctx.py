@@ -163,3 +163,22 @@ def test_row_lengths_of_tensors() -> None:
     assert row_length((2, 96, 32), "LSTM") == 32
     assert row_length((384,), "") == 1
     assert get_coder({"id": "rans-ctx", "row": 224}).get_config() == {"id": "rans-ctx", "row": 224}
+
+
+def test_streams_decoded_together_equal_one_by_one() -> None:
+    """decode_batch runs the lanes of every stream in one lock-step (different rows, lanes,
+    precisions, lengths, short last rows, empty and one-symbol streams): the same symbols as
+    decode() stream by stream, and a bad stream fails the batch as it fails alone."""
+    items, expected = [], []
+    for rows, row, seed in [(300, 784, 1), (3, 5, 2), (0, 7, 3), (1000, 1, 4), (40, 224, 5), (1, 1, 6), (7, 300, 7)]:
+        symbols = _dead_columns(rows, row, seed=seed)[: max(0, rows * row - seed % 3)]
+        coder = RansCtxCoder(row)
+        items.append((coder, coder.encode(symbols), symbols.size))
+        expected.append(symbols)
+    for got, want in zip(RansCtxCoder.decode_batch(items), expected):
+        np.testing.assert_array_equal(got, want)
+    coder, stream, count = items[0]
+    for bad in (stream[:-2], stream + b"\0\0"):
+        with pytest.raises(CoderError):
+            RansCtxCoder.decode_batch([(coder, bad, count)] + items[1:])
+        check_decode_fails(coder, bad, count)

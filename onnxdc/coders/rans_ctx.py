@@ -38,6 +38,8 @@ counters, tables of at most 6 x 2**16 entries and per-step temporaries of ``lane
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -98,10 +100,12 @@ class RansCtxCoder(Coder):
 
     coder_id = "rans-ctx"
     numpy_decode = True
+    can_batch = True
     #: Automatic choices try it on streams of at most this many symbols: the sample models' largest
-    #: tensors (LeNet-5 fc1: 400,000 levels) but none of the 25M-parameter benchmark model (its
-    #: smallest weight has 589,824), whose decompression a numpy loop of 8,192 steps per tensor slows.
-    auto_max_symbols = 1 << 19
+    #: tensors (LeNet-5 fc1: 400,000 levels) but no weight of the 25M-parameter benchmark model, whose
+    #: decompression a loop of 8,192 numpy steps would slow by about 0.15 s (at 2**19 its fc0, 524,288
+    #: levels, chose rans-ctx for 0.66% of its bytes).
+    auto_max_symbols = 400 * 1024
 
     def __init__(self, row: int) -> None:
         self.row = check_int_param(self.coder_id, "row", row, 1, MAX_ROW)
@@ -174,7 +178,34 @@ class RansCtxCoder(Coder):
             xs[:] = (q << bits) + r + c
         return bytes(head) + x.astype("<u4").tobytes() + np.concatenate(words)[::-1].tobytes()
 
+    def batch_part(self, buf: bytes, *, count: int) -> tuple[type[Coder], Coder, bytes]:
+        """rans-ctx streams decode together, all their lanes in one lock-step (:func:`_decode_joint`)."""
+        return RansCtxCoder, self, buf
+
+    @classmethod
+    def decode_batch(cls, items: Sequence[tuple[Coder, bytes, int]]) -> list[np.ndarray]:
+        """Several streams in one lock-step: as many steps as the longest needs (about 8,192), not
+        their sum. Results and errors are those of :meth:`decode` on each stream."""
+        out: list[np.ndarray | None] = [None] * len(items)
+        parsed: list[tuple[int, _Parsed]] = []
+        for i, (coder, buf, count) in enumerate(items):
+            assert isinstance(coder, RansCtxCoder)
+            p = coder._parse(buf, count)
+            if isinstance(p, np.ndarray):
+                out[i] = p
+            else:
+                parsed.append((i, p))
+        if parsed:
+            for (i, _), symbols in zip(parsed, _decode_joint([p for _, p in parsed])):
+                out[i] = symbols
+        return out  # type: ignore[return-value]
+
     def decode(self, buf: bytes, *, count: int) -> np.ndarray:
+        return self.decode_batch([(self, buf, count)])[0]
+
+    def _parse(self, buf: bytes, count: int) -> _Parsed | np.ndarray:
+        """Check a stream's header, models and sizes (see the module docstring); the decoded
+        symbols when there is nothing to decode."""
         count = check_count(count)
         if count == 0:
             if len(buf):
@@ -206,7 +237,22 @@ class RansCtxCoder(Coder):
         if (states < _LOW).any():
             raise DecodeError("rans-ctx stream has a lane state below its lower bound")
         words = np.frombuffer(buf, dtype="<u2", count=nwords, offset=pos + 4 * lanes).astype(np.int64)
-        return _decode(states, words, freq, bits, used, count, self.row)
+        return _Parsed(count, self.row, bits, used, freq, states, words)
+
+
+@dataclass(frozen=True)
+class _Parsed:
+    """A validated stream: its count, row, models, lanes' states and words."""
+
+    count: int
+    row: int
+    bits: int
+    used: int
+    freq: np.ndarray  # CONTEXTS x 256
+    states: np.ndarray  # int64, one per lane
+    words: np.ndarray  # int64
+
+
 
 
 def _check_capacity(freq: np.ndarray, bits: int, used: int, *, count: int, row: int, nwords: int,
@@ -228,64 +274,96 @@ def _check_capacity(freq: np.ndarray, bits: int, used: int, *, count: int, row: 
         raise DecodeError(f"rans-ctx stream of {nwords} words cannot hold {count} symbols")
 
 
-def _bucket_slots(bits: int) -> np.ndarray:
-    """Context << bits by q = ceil(64 * nonzero / rows above), 0..64 (rows above > 0): 64 * nonzero
+def _buckets() -> np.ndarray:
+    """The context by q = ceil(64 * nonzero / rows above), 0..64 (rows above > 0): 64 * nonzero
     > e * rows exactly when q > e, and q = 0 exactly when nonzero = 0, so the contexts of the module
     docstring are ranges of q."""
     q = np.arange(65)
-    return np.where(q == 0, 1, 2 + (q[:, None] > np.array(EDGES)).sum(axis=1)).astype(np.int64) << bits
+    return np.where(q == 0, 1, 2 + (q[:, None] > np.array(EDGES)).sum(axis=1)).astype(np.int64)
 
 
-def _decode(x: np.ndarray, words: np.ndarray, freq: np.ndarray, bits: int, used: int, count: int,
-            row: int) -> np.ndarray:
-    """The lock-step loop: one symbol of every lane a step, each from its context's table."""
-    lanes, m = x.size, 1 << bits
-    # Slot (context << bits | x mod M) -> symbol, frequency and bias, for every context.
+def _tables(p: _Parsed) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Slot (context << bits | x mod M) -> symbol, frequency (0 in a context without a model: an
+    error when reached) and bias (slot - cumulative frequency), for every context: 6 M entries."""
+    m = 1 << p.bits
     slots = np.arange(CONTEXTS * m) & (m - 1)
-    ctx_of_slot = np.arange(CONTEXTS * m) >> bits
-    cum = np.cumsum(freq, axis=1)
-    symbol_of = np.empty(CONTEXTS * m, dtype=np.int64)
+    ctx_of_slot = np.arange(CONTEXTS * m) >> p.bits
+    cum = np.cumsum(p.freq, axis=1)
+    symbol_of = np.zeros(CONTEXTS * m, dtype=np.int64)
     for c in range(CONTEXTS):
-        symbol_of[c * m:(c + 1) * m] = np.searchsorted(cum[c], slots[:m], side="right") if used >> c & 1 else 0
-    symbol_of = np.minimum(symbol_of, 255)
-    freq_of = freq[ctx_of_slot, symbol_of]  # 0 in a context without a model: an error when reached
-    bias_of = slots - (cum - freq)[ctx_of_slot, symbol_of]
-    symbol_of = symbol_of.astype(np.uint8)
-    checked = used != (1 << CONTEXTS) - 1
-    lut = _bucket_slots(bits)
-    nonzero = np.zeros(min(row, count), dtype=np.int64)
-    out = np.empty(count, dtype=np.uint8)
-    n = np.arange(lanes, dtype=np.int64)
-    pos, mask = 0, m - 1
-    for t in range(-(-count // lanes)):
-        start = t * lanes
-        if start + lanes > count:  # the last step may decode fewer lanes
-            n = n[:count - start]
-        k = n.size
-        above, col = np.divmod(n, row)
+        if p.used >> c & 1:
+            symbol_of[c * m:(c + 1) * m] = np.searchsorted(cum[c], slots[:m], side="right")
+    freq_of = p.freq[ctx_of_slot, symbol_of]
+    bias_of = slots - (cum - p.freq)[ctx_of_slot, symbol_of]
+    return symbol_of.astype(np.uint8), freq_of, bias_of
+
+
+def _decode_joint(streams: list[_Parsed]) -> list[np.ndarray]:
+    """The lock-step loop over the lanes of every stream: one symbol of every active lane a step,
+    each from its own stream's table of its context, the context read from its stream's column
+    counters; each lane reads its own stream's words."""
+    nstreams = len(streams)
+    lanes = np.array([p.states.size for p in streams], dtype=np.int64)
+    stream_of = np.repeat(np.arange(nstreams), lanes)
+    local = np.arange(int(lanes.sum())) - np.repeat(np.cumsum(lanes) - lanes, lanes)
+    tables = [_tables(p) for p in streams]
+    symbol_of, freq_of, bias_of = (np.concatenate([t[k] for t in tables]) for k in range(3))
+    table_start = np.cumsum([0] + [t[0].size for t in tables])[:-1]
+    counts = np.array([p.count for p in streams], dtype=np.int64)
+    rows = np.array([p.row for p in streams], dtype=np.int64)
+    columns = np.minimum(rows, counts)
+    col_start = np.cumsum(columns) - columns
+    out_start = np.cumsum(counts) - counts
+    words = np.concatenate([p.words for p in streams])
+    nwords = np.array([p.words.size for p in streams], dtype=np.int64)
+    word_start = np.cumsum(nwords) - nwords
+    read = np.zeros(nstreams, dtype=np.int64)
+    x = np.concatenate([p.states for p in streams])
+    bits_l = np.array([p.bits for p in streams], dtype=np.int64)[stream_of]
+    nonzero = np.zeros(int(columns.sum()), dtype=np.int64)
+    out = np.empty(int(counts.sum()), dtype=np.uint8)
+    lut = _buckets()
+    checked = any(p.used != (1 << CONTEXTS) - 1 for p in streams)
+    steps = -(-counts // lanes)
+    last = counts - (steps - 1) * lanes  # lanes of each stream decoding in its last step
+    changes = set((steps - 1).tolist()) | set(steps.tolist()) | {0}
+    first_row_steps = int((-(-rows // lanes)).max())  # steps that may hold a first-row symbol
+    for t in range(int(steps.max())):
+        if t in changes:  # a stream enters its last step or is done: the active lanes change
+            keep = np.where(t < steps - 1, lanes, np.where(t == steps - 1, last, 0))
+            act = np.flatnonzero(local < keep[stream_of])
+            a_stream, a_bits, a_row = stream_of[act], bits_l[act], rows[stream_of[act]]
+            a_mask, a_table = (1 << a_bits) - 1, table_start[a_stream]
+            a_col0, a_out0, a_n = col_start[a_stream], out_start[a_stream], local[act] + t * lanes[a_stream]
+            a_stride = lanes[a_stream]
+        above, col = np.divmod(a_n, a_row)
+        col += a_col0
         nz = nonzero[col]
-        if start < row:  # a step holding first-row symbols (context 0)
+        if t < first_row_steps:
             ctx = np.where(above == 0, 0, lut[(64 * nz + above - 1) // np.maximum(above, 1)])
         else:
             ctx = lut[(64 * nz + above - 1) // above]
-        xs = x[:k]
-        slot = (xs & mask) | ctx
+        xa = x[act]
+        slot = (xa & a_mask) + (ctx << a_bits) + a_table
         f = freq_of[slot]
         if checked and not f.all():
             raise DecodeError("rans-ctx stream reaches a context that has no model")
         sym = symbol_of[slot]
-        out[start:start + k] = sym
+        out[a_out0 + a_n] = sym
         nonzero[col] = nz + (sym != 0)
-        xs = f * (xs >> bits) + bias_of[slot]
-        refill = np.flatnonzero(xs < _LOW)
+        xa = f * (xa >> a_bits) + bias_of[slot]
+        refill = np.flatnonzero(xa < _LOW)
         if refill.size:
-            end = pos + refill.size
-            if end > words.size:
-                raise DecodeError(f"rans-ctx stream ends early (needs more than its {words.size} words)")
-            xs[refill] = (xs[refill] << _WORD) | words[pos:end]
-            pos = end
-        x[:k] = xs
-        n += lanes
-    if pos != words.size or (x != _LOW).any():
+            sid = a_stream[refill]
+            per = np.bincount(sid, minlength=nstreams)
+            if (read + per > nwords).any():
+                s = int(np.flatnonzero(read + per > nwords)[0])
+                raise DecodeError(f"rans-ctx stream ends early (needs more than its {int(nwords[s])} words)")
+            rank = np.arange(refill.size) - (np.cumsum(per) - per)[sid]
+            xa[refill] = (xa[refill] << _WORD) | words[word_start[sid] + read[sid] + rank]
+            read += per
+        x[act] = xa
+        a_n += a_stride
+    if (read != nwords).any() or (x != _LOW).any():
         raise DecodeError("rans-ctx stream does not end where its symbols do (corrupt or trailing words)")
-    return out
+    return [out[out_start[i]:out_start[i] + counts[i]] for i in range(nstreams)]
