@@ -64,6 +64,23 @@ def test_beats_order0_rans_on_dead_columns() -> None:
     assert 0 <= coder.estimate_size(symbols) - size <= lanes_for(symbols.size, 784) + 8  # states count 4 bytes
 
 
+def test_small_streams_share_one_level_table() -> None:
+    """On a small tensor six tables cost more than the levels' information: the stream sends one
+    table of the non-zero levels and a zero frequency per context (flag 0x80 of the context set),
+    and decodes to the same symbols."""
+    symbols = _dead_columns(20, 64, seed=9)
+    stream = check_encode_decode(RansCtxCoder(64), symbols)
+    assert stream[2] & 0x80
+    # Large, and dense columns hold other levels (1..3) than sparse ones (4..7): a table a context.
+    rng = np.random.default_rng(10)
+    dense = rng.random(500) < 0.5
+    nz = rng.random((400, 500)) < np.where(dense, 0.6, 0.05)
+    levels = np.where(dense, rng.integers(1, 4, (400, 500)), rng.integers(4, 8, (400, 500)))
+    other = (nz * levels).astype(np.uint8).reshape(-1)
+    stream = check_encode_decode(RansCtxCoder(500), other)
+    assert lanes_for(other.size, 500) == 25 and not stream[2] & 0x80
+
+
 def test_memoryless_levels_cost_little_more_than_rans() -> None:
     """No structure to find: the six tables and the lanes cost under 2% over order-0 rANS."""
     rng = np.random.default_rng(2)
@@ -102,6 +119,9 @@ def test_a_handmade_stream_decodes() -> None:
     (_stream(words=b"\x00" * 64), "holds 32 words, more than 6 symbols can need"),
     (_stream(used=0b1, models=b"\x00\x04"), "of 0 words cannot hold 6 symbols"),  # 2 fit in the first row
     (_stream(used=0b100001), "reaches a context that has no model"),  # row 1 is in context 1
+    (_stream(used=0x81, models=b"\x00\x04\x00"), "shared level table gives symbol 0 a frequency"),
+    (_stream(used=0x83, models=b"\x02\x00\x00\x02\x02" + b"\x05\x00"), "zero frequency 5 of context 0 leaves"),
+    (_stream(used=0x83, models=b"\x02\x00\x00\x02\x02" + b"\x03\x00"), "zero frequency 3 of context 0 leaves no room for 2"),
 ])
 def test_malformed_streams(stream: bytes, message: str) -> None:
     with pytest.raises(CoderError, match=message):

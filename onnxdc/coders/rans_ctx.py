@@ -65,6 +65,8 @@ MAX_ROW = 1 << 40
 _LOW = 1 << 16
 _WORD = 16
 _MAX_PROB_BITS = 16
+#: The context-set byte's flag of the shared level model.
+_SHARED = 0x80
 
 
 def lanes_for(count: int, row: int) -> int:
@@ -119,27 +121,28 @@ class RansCtxCoder(Coder):
         lanes = lanes_for(count, self.row)
         return 3 + CONTEXTS * (2 + 3 * 256) + 4 * lanes + 2 * count + 2 * lanes
 
-    def _plan(self, symbols: np.ndarray) -> tuple[np.ndarray, int, list[np.ndarray | None], int]:
-        """Contexts, the precision, each context's frequencies (None: unused) and the estimated
-        size: the one precision (1..16) that makes the models and the payload smallest."""
+    def _plan(self, symbols: np.ndarray) -> tuple[np.ndarray, int, int, bytes, np.ndarray, int]:
+        """Contexts, the precision, the context-set byte, the model bytes, the frequencies (a row
+        per context) and the estimated size: the precision (1..16) and model kind (a table per
+        context, or one shared level table) that make the models and the payload smallest."""
         ctx = contexts(symbols, self.row)
         counts = np.bincount(ctx * 256 + symbols, minlength=CONTEXTS * 256).reshape(CONTEXTS, 256)
-        used = [c for c in range(CONTEXTS) if counts[c].any()]
+        used = sum(1 << c for c in range(CONTEXTS) if counts[c].any())
         lanes = lanes_for(symbols.size, self.row)
         fixed = len(write_varint(lanes)) + 2 + 4 * lanes
-        distinct = max(int(np.count_nonzero(counts[c])) for c in used)
-        best: tuple[int, list[np.ndarray | None], int] | None = None
+        distinct = max(int(np.count_nonzero(counts[c])) for c in range(CONTEXTS))
+        best: tuple[int, int, bytes, np.ndarray, int] | None = None
         for bits in range(max(1, math.ceil(math.log2(distinct))), _MAX_PROB_BITS + 1):
-            models: list[np.ndarray | None] = [None] * CONTEXTS
-            size, payload = fixed, 0.0
-            for c in used:
-                models[c] = quantize(counts[c], bits)
-                size += len(_model_bytes(models[c]))
-                payload += _payload_bits(counts[c], models[c], bits)
-            size += math.ceil(payload / 8)
-            if best is None or size < best[2]:
-                best = (bits, models, size)
-            elif bits > best[0] + 1:
+            improved = False
+            for flag, model in ((0, _full_model(counts, used, bits)), (_SHARED, _shared_model(counts, used, bits))):
+                if model is None:
+                    continue
+                head, freq = model
+                payload = sum(_payload_bits(counts[c], freq[c], bits) for c in range(CONTEXTS) if used >> c & 1)
+                size = fixed + len(head) + math.ceil(payload / 8)
+                if best is None or size < best[4]:
+                    best, improved = (bits, used | flag, head, freq, size), True
+            if not improved and bits > best[0] + 1:  # type: ignore[index]
                 break  # two precisions past the best: finer tables only cost more from here on
         assert best is not None
         return ctx, *best
@@ -147,21 +150,16 @@ class RansCtxCoder(Coder):
     def estimate_size(self, symbols: np.ndarray) -> int:
         """The size :meth:`encode` gives ``symbols``, to within a few bytes, without coding them."""
         symbols = check_symbols(symbols)
-        return 0 if symbols.size == 0 else self._plan(symbols)[3]
+        return 0 if symbols.size == 0 else self._plan(symbols)[5]
 
     def encode(self, symbols: np.ndarray) -> bytes:
         symbols = check_symbols(symbols)
         n = symbols.size
         if n == 0:
             return b""
-        ctx, bits, models, _ = self._plan(symbols)
-        freq = np.zeros((CONTEXTS, 256), dtype=np.int64)
+        ctx, bits, used, model, freq, _ = self._plan(symbols)
         lanes = lanes_for(n, self.row)
-        head = bytearray(write_varint(lanes) + bytes([bits, sum(1 << c for c, m in enumerate(models) if m is not None)]))
-        for c, model in enumerate(models):
-            if model is not None:
-                freq[c] = model
-                head += _model_bytes(model)
+        head = write_varint(lanes) + bytes([bits, used]) + model
         cum = np.cumsum(freq, axis=1) - freq
         f_all = freq[ctx, symbols]
         c_all = cum[ctx, symbols]
@@ -176,7 +174,7 @@ class RansCtxCoder(Coder):
             xs[emit] >>= _WORD
             q, r = np.divmod(xs, f)
             xs[:] = (q << bits) + r + c
-        return bytes(head) + x.astype("<u4").tobytes() + np.concatenate(words)[::-1].tobytes()
+        return head + x.astype("<u4").tobytes() + np.concatenate(words)[::-1].tobytes()
 
     def batch_part(self, buf: bytes, *, count: int) -> tuple[type[Coder], Coder, bytes]:
         """rans-ctx streams decode together, all their lanes in one lock-step (:func:`_decode_joint`)."""
@@ -220,13 +218,11 @@ class RansCtxCoder(Coder):
         bits, used = buf[pos], buf[pos + 1]
         if not 1 <= bits <= _MAX_PROB_BITS:
             raise DecodeError(f"rans-ctx probability bits must be in 1..{_MAX_PROB_BITS}, found {bits}")
+        shared, used = used & _SHARED, used & ~_SHARED
         if not 0 < used < 1 << CONTEXTS:
             raise DecodeError(f"rans-ctx context set {used:#x} is not a non-empty subset of {CONTEXTS} contexts")
         pos += 2
-        freq = np.zeros((CONTEXTS, 256), dtype=np.int64)
-        for c in range(CONTEXTS):
-            if used >> c & 1:
-                freq[c], pos = _read_model(buf, pos, 1 << bits)
+        freq, pos = (_read_shared_model if shared else _read_full_model)(buf, pos, used, bits)
         nwords, odd = divmod(len(buf) - pos - 4 * lanes, 2)
         if nwords < 0 or odd:
             raise DecodeError(f"rans-ctx stream of {lanes} lanes has {len(buf) - pos} bytes after its models")
@@ -253,6 +249,84 @@ class _Parsed:
     words: np.ndarray  # int64
 
 
+
+
+def _full_model(counts: np.ndarray, used: int, bits: int) -> tuple[bytes, np.ndarray]:
+    """A table per used context (rans' form): the model bytes and the frequencies."""
+    freq = np.zeros((CONTEXTS, 256), dtype=np.int64)
+    head = bytearray()
+    for c in range(CONTEXTS):
+        if used >> c & 1:
+            freq[c] = quantize(counts[c], bits)
+            head += _model_bytes(freq[c])
+    return bytes(head), freq
+
+
+def _shared_model(counts: np.ndarray, used: int, bits: int) -> tuple[bytes, np.ndarray] | None:
+    """One table of the non-zero levels (symbol 0 absent) and, per used context, a varint: the
+    frequency of 0; the rest of M is spread over the levels by :func:`_spread`. None when the
+    stream has no non-zero level or M is too small to give each level and zero a frequency."""
+    levels = counts.sum(axis=0)
+    levels[0] = 0
+    present = int(np.count_nonzero(levels))
+    m = 1 << bits
+    if present == 0 or present + 1 > m:
+        return None
+    table = quantize(levels, bits)
+    head = bytearray(_model_bytes(table))
+    freq = np.zeros((CONTEXTS, 256), dtype=np.int64)
+    for c in range(CONTEXTS):
+        if used >> c & 1:
+            zeros, total = int(counts[c, 0]), int(counts[c].sum())
+            if zeros == total:
+                z = m
+            elif zeros == 0:
+                z = 0
+            else:
+                z = min(max(1, (zeros * m + total // 2) // total), m - present)
+            freq[c] = _spread(table, z, bits)
+            head += write_varint(z)
+    return bytes(head), freq
+
+
+def _spread(table: np.ndarray, zero: int, bits: int) -> np.ndarray:
+    """A context's frequencies in the shared model: ``zero`` for symbol 0, and the rest R of M in
+    integers over the levels of ``table``: each 1 + floor((R - P) * table / M) (P levels), the
+    remainder to the most frequent level (the first, on ties). R is 0 or at least P."""
+    m = 1 << bits
+    rest = m - zero
+    freq = np.zeros(256, dtype=np.int64)
+    freq[0] = zero
+    if rest:
+        present = table > 0
+        spread = np.where(present, ((rest - int(present.sum())) * table >> bits) + 1, 0)
+        spread[int(np.argmax(table))] += rest - int(spread.sum())
+        freq[1:] = spread[1:]
+    return freq
+
+
+def _read_full_model(buf: bytes, pos: int, used: int, bits: int) -> tuple[np.ndarray, int]:
+    freq = np.zeros((CONTEXTS, 256), dtype=np.int64)
+    for c in range(CONTEXTS):
+        if used >> c & 1:
+            freq[c], pos = _read_model(buf, pos, 1 << bits)
+    return freq, pos
+
+
+def _read_shared_model(buf: bytes, pos: int, used: int, bits: int) -> tuple[np.ndarray, int]:
+    m = 1 << bits
+    table, pos = _read_model(buf, pos, m)
+    present = int(np.count_nonzero(table))
+    if table[0]:
+        raise DecodeError("rans-ctx shared level table gives symbol 0 a frequency")
+    freq = np.zeros((CONTEXTS, 256), dtype=np.int64)
+    for c in range(CONTEXTS):
+        if used >> c & 1:
+            z, pos = read_varint(buf, pos)
+            if z > m or 0 < m - z < present:
+                raise DecodeError(f"rans-ctx zero frequency {z} of context {c} leaves no room for {present} levels of {m}")
+            freq[c] = _spread(table, z, bits)
+    return freq, pos
 
 
 def _check_capacity(freq: np.ndarray, bits: int, used: int, *, count: int, row: int, nwords: int,

@@ -31,7 +31,7 @@ class SharedTensor:
 
 def encode_shared(w: np.ndarray, keep: np.ndarray, *, share: ShareConfig, index_coders: list[dict],
                   positions: str = "auto", op: str = "", kind: str = "",
-                  clustering: Clustering | None = None) -> SharedTensor:
+                  clustering: Clustering | None = None, contexts: bool = True) -> SharedTensor:
     """Weight-share the kept entries of ``w`` and code indices, positions and codebook.
 
     Args:
@@ -43,6 +43,9 @@ def encode_shared(w: np.ndarray, keep: np.ndarray, *, share: ShareConfig, index_
         positions: ``auto`` (smallest of the schemes) or one of ``relative``, ``mask``, ``dense``.
         clustering: shared values and indices already chosen for the kept weights (in flat
             order), e.g. by calibration-aware compression; k-means is then skipped.
+        contexts: whether an automatic choice of the dense layout's coder also tries the
+            context-modelled rANS (``rans-ctx``); off, the choice is the one before it existed
+            (``benchmarks/context_coding.py`` compares the two).
     """
     flat = w.reshape(-1)
     if clustering is None:
@@ -82,7 +85,7 @@ def encode_shared(w: np.ndarray, keep: np.ndarray, *, share: ShareConfig, index_
         dense_idx[pos] = dclus.indices + (1 if zero_code else 0)
         cb = dclus.codebook.astype(cb_dtype)
         cb_dense = np.concatenate([np.zeros(1, cb_dtype), cb]) if zero_code else cb
-        d = encode_best(dense_idx, candidates_idx + _context_coders(w.shape, op, automatic=len(candidates_idx) > 1))
+        d = encode_best(dense_idx, candidates_idx + _context_coders(w.shape, op, automatic=contexts and len(candidates_idx) > 1))
         layouts.append(_Layout("dense", 0, None, d, cb_dense, dense_idx, zero_code))
     best = min(layouts, key=lambda lay: lay.size)
 
