@@ -107,8 +107,8 @@ def test_a_handmade_stream_decodes() -> None:
 @pytest.mark.parametrize(("stream", "message"), [
     (_stream(lanes=0), "0 lanes, expected 1..2"),
     (_stream(lanes=3), "3 lanes, expected 1..2"),
-    (_stream(bits=0), "probability bits must be in 1..16, found 0"),
-    (_stream(bits=17), "probability bits must be in 1..16, found 17"),
+    (_stream(bits=0), "probability bits must be in 1..4, found 0"),
+    (_stream(bits=5), "probability bits must be in 1..4, found 5"),  # at most 4 x 6 symbols
     (_stream(used=0), "context set 0x0 is not a non-empty subset of 6 contexts"),
     (_stream(used=0x40), "context set 0x40 is not a non-empty subset"),
     (_stream(models=b"\x00\x04" + b"\x00\x03"), "frequencies add up to 3, expected 4"),

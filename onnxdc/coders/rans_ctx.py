@@ -2,11 +2,13 @@
 
 A pruned tensor's levels are not memoryless: whole input columns die together (an MNIST border
 pixel, an unused feature), so whether a column's weights were zero in the rows above predicts the
-next one. Measured on the sample models' automatic containers (ideal bits, model excluded), a
-context from the *previous* symbol of the column (``(i-1, j)``, its value or significance) takes
-1-7% off the order-0 entropy of the dense levels; the column's *history* — the fraction of
-non-zero symbols among all rows above — takes 13-35% off (LeNet-300-100 fc1: 17,305 -> 13,591
-bytes), and adding the symbol above to it buys under 0.1% more. So the context is that history:
+next one. Measured on the dense levels of the sample models' automatic containers (ideal bits,
+models excluded, tensors of 1,000 weights or more), a context of the symbol above, ``(i-1, j)``
+(one per level), takes 0.2-13% off their order-0 entropy (LeNet-5 fc1: 23,689 -> 20,705 bytes);
+the column's *history*, the fraction of non-zero symbols among all the rows above in a few
+buckets, takes 0.2-36% off (LeNet-5 fc1: -> 15,115; LeNet-300-100 fc1: 17,305 -> 13,591; CRNN's
+GRU W: 7,065 -> 6,701), and adding the significance of the symbol above to it at most 0.3% more.
+So the context is that history:
 
     context 0           the first row (nothing above)
     context 1           no non-zero symbol in the column so far
@@ -20,19 +22,32 @@ Symbol ``n`` belongs to lane ``n % lanes`` and decodes at step ``n // lanes``; w
 lanes, every symbol of the rows above decodes at an earlier step, so one numpy step decodes a
 symbol of every lane, its context read from per-column counters the earlier steps updated. The lanes
 (one per 8,192 symbols, as :mod:`onnxdc.coders.rans`) and the 32-bit states renormalized by 16-bit
-words are those of ``rans``; each context has its own quantized frequency table and precision.
+words are those of ``rans``; each context has its own quantized frequency table, all of one
+precision (a step's table slot is then ``context << prob_bits | state mod M``).
 
 Stream layout (the empty stream codes zero symbols)::
 
     varint  lanes        1..min(count, row, 4096)
-    6 x     model        byte prob_bits: 0 for a context no symbol uses, else 1..16, followed by
-                         the context's table in rans' form (max symbol byte, run-length varints)
+    byte    prob_bits    1..max_prob_bits(count) (at most 16); M = 2**prob_bits, the total of
+                         every context's frequencies
+    byte    contexts     bit c (0..5) set: context c has a model; bit 7 set: the shared model
+    models  a table per context, or the shared model (below), for the contexts present, in order
     u32     states       each lane's state after encoding, in [2**16, 2**32)
     u16     words        the renormalization words, little-endian, to the end of the stream
 
+A table is rans' (max symbol byte, run-length varints, adding up to M). The shared model is one
+table of the non-zero levels (symbol 0 absent), then a varint per context: its frequency z of
+symbol 0 (M, 0, or in 1..M-P for P levels); the other M - z go to the levels in integers, each
+``1 + floor((M - z - P) * table / M)`` and the remainder to the table's most frequent level (the
+first, on ties). On small tensors six tables cost more than the contexts save (LeNet-5 conv2:
+104 bytes of tables against 37 for the shared model, the payload 25 bytes larger); the encoder
+picks the kind and the precision that make the stream smallest.
+
 The decoder accepts only what the encoder writes (rans' checks, per context; a symbol whose context
-has no table is an error) and allocates the ``count`` output symbols, ``min(row, count)`` column
-counters, tables of at most 6 x 2**16 entries and per-step temporaries of ``lanes`` entries.
+has no model is an error) and allocates the ``count`` output symbols, ``min(row, count)`` column
+counters, tables of 6 M entries (M at most 4 x count, and 2**16: :func:`max_prob_bits`) and
+per-step temporaries of ``lanes`` entries.
+Several streams decode in one lock-step (:meth:`RansCtxCoder.decode_batch`).
 """
 
 from __future__ import annotations
@@ -67,6 +82,13 @@ _WORD = 16
 _MAX_PROB_BITS = 16
 #: The context-set byte's flag of the shared level model.
 _SHARED = 0x80
+
+
+def max_prob_bits(count: int) -> int:
+    """The finest precision a stream of ``count`` symbols may use: M at most twice the count
+    rounded up to a power of two (finer tables cannot code fewer bits: every frequency already has
+    the count's resolution), so a decoder's tables stay a constant times the count."""
+    return min(_MAX_PROB_BITS, max(1, (count - 1).bit_length() + 1))
 
 
 def lanes_for(count: int, row: int) -> int:
@@ -132,7 +154,7 @@ class RansCtxCoder(Coder):
         fixed = len(write_varint(lanes)) + 2 + 4 * lanes
         distinct = max(int(np.count_nonzero(counts[c])) for c in range(CONTEXTS))
         best: tuple[int, int, bytes, np.ndarray, int] | None = None
-        for bits in range(max(1, math.ceil(math.log2(distinct))), _MAX_PROB_BITS + 1):
+        for bits in range(max(1, math.ceil(math.log2(distinct))), max_prob_bits(symbols.size) + 1):
             improved = False
             for flag, model in ((0, _full_model(counts, used, bits)), (_SHARED, _shared_model(counts, used, bits))):
                 if model is None:
@@ -216,8 +238,8 @@ class RansCtxCoder(Coder):
         if pos + 2 > len(buf):
             raise DecodeError("rans-ctx stream is too short for its header")
         bits, used = buf[pos], buf[pos + 1]
-        if not 1 <= bits <= _MAX_PROB_BITS:
-            raise DecodeError(f"rans-ctx probability bits must be in 1..{_MAX_PROB_BITS}, found {bits}")
+        if not 1 <= bits <= max_prob_bits(count):
+            raise DecodeError(f"rans-ctx probability bits must be in 1..{max_prob_bits(count)}, found {bits}")
         shared, used = used & _SHARED, used & ~_SHARED
         if not 0 < used < 1 << CONTEXTS:
             raise DecodeError(f"rans-ctx context set {used:#x} is not a non-empty subset of {CONTEXTS} contexts")
