@@ -6,8 +6,9 @@ next one. Measured on the dense levels of the sample models' automatic container
 models excluded, tensors of 1,000 weights or more), a context of the symbol above, ``(i-1, j)``
 (one per level), takes 0.2-13% off their order-0 entropy (LeNet-5 fc1: 23,689 -> 20,705 bytes);
 the column's *history*, the fraction of non-zero symbols among all the rows above in a few
-buckets, takes 0.2-36% off (LeNet-5 fc1: -> 15,115; LeNet-300-100 fc1: 17,305 -> 13,591; CRNN's
-GRU W: 7,065 -> 6,701), and adding the significance of the symbol above to it at most 0.3% more.
+buckets, takes 0.2-36% off (LeNet-5 fc1: -> 15,162; LeNet-300-100 fc1: 17,305 -> 13,642; CRNN's
+GRU W: 7,065 -> 6,705), and adding the significance of the symbol above to it at most 0.4% more
+(``benchmarks/context_coding.py --candidates``).
 So the context is that history:
 
     context 0           the first row (nothing above)
