@@ -202,3 +202,27 @@ def test_streams_decoded_together_equal_one_by_one() -> None:
         with pytest.raises(CoderError):
             RansCtxCoder.decode_batch([(coder, bad, count)] + items[1:])
         check_decode_fails(coder, bad, count)
+
+
+def test_the_dense_layout_tries_it_in_automatic_choices_only() -> None:
+    """A [64, 48] weight whose third of input columns is near zero: pruning empties those columns,
+    the automatic choice codes the dense levels with rans-ctx (row 48); a coder named alone, or
+    contexts=False, keeps the choice without it."""
+    from onnxdc.pipeline.settings import AUTO_INDEX_CODERS
+    from onnxdc.pipeline.shared import encode_shared
+    from onnxdc.stages.quantize import ShareConfig
+
+    rng = np.random.default_rng(3)
+    w = rng.standard_normal((64, 48)).astype(np.float32)
+    w[:, rng.permutation(48)[:16]] *= 0.01
+    keep = np.abs(w) > np.quantile(np.abs(w), 0.6)
+    share = ShareConfig(bits=3)
+    auto = encode_shared(w, keep, share=share, index_coders=AUTO_INDEX_CODERS, positions="dense", op="Gemm")
+    assert auto.streams["indices"].coder == {"id": "rans-ctx", "row": 48}
+    without = encode_shared(w, keep, share=share, index_coders=AUTO_INDEX_CODERS, positions="dense", op="Gemm",
+                            contexts=False)
+    assert without.streams["indices"].coder["id"] != "rans-ctx"
+    assert len(auto.streams["indices"].data) < len(without.streams["indices"].data)
+    np.testing.assert_array_equal(auto.values, without.values)
+    named = encode_shared(w, keep, share=share, index_coders=[{"id": "huffman"}], positions="dense", op="Gemm")
+    assert named.streams["indices"].coder["id"] == "huffman"
