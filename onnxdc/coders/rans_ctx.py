@@ -417,7 +417,9 @@ def _decode_joint(streams: list[_Parsed]) -> list[np.ndarray]:
     read = np.zeros(nstreams, dtype=np.int64)
     x = np.concatenate([p.states for p in streams])
     bits_l = np.array([p.bits for p in streams], dtype=np.int64)[stream_of]
-    nonzero = np.zeros(int(columns.sum()), dtype=np.int64)
+    # Column counters hold 64 * non-zeros - 1: ceil(64 * non-zeros / rows above) is then
+    # (counter + rows above) // rows above, the index of the context in the bucket table.
+    counter = np.full(int(columns.sum()), -1, dtype=np.int64)
     out = np.empty(int(counts.sum()), dtype=np.uint8)
     lut = _buckets()
     checked = any(p.used != (1 << CONTEXTS) - 1 for p in streams)
@@ -425,29 +427,33 @@ def _decode_joint(streams: list[_Parsed]) -> list[np.ndarray]:
     last = counts - (steps - 1) * lanes  # lanes of each stream decoding in its last step
     changes = set((steps - 1).tolist()) | set(steps.tolist()) | {0}
     first_row_steps = int((-(-rows // lanes)).max())  # steps that may hold a first-row symbol
+    act = np.zeros(0, dtype=np.int64)
+    xa = x[act]
     for t in range(int(steps.max())):
         if t in changes:  # a stream enters its last step or is done: the active lanes change
+            x[act] = xa
             keep = np.where(t < steps - 1, lanes, np.where(t == steps - 1, last, 0))
             act = np.flatnonzero(local < keep[stream_of])
             a_stream, a_bits, a_row = stream_of[act], bits_l[act], rows[stream_of[act]]
             a_mask, a_table = (1 << a_bits) - 1, table_start[a_stream]
-            a_col0, a_out0, a_n = col_start[a_stream], out_start[a_stream], local[act] + t * lanes[a_stream]
-            a_stride = lanes[a_stream]
+            a_col0, a_stride = col_start[a_stream], lanes[a_stream]
+            a_n = local[act] + t * a_stride
+            a_out = out_start[a_stream] + a_n
+            xa = x[act]
         above, col = np.divmod(a_n, a_row)
         col += a_col0
-        nz = nonzero[col]
+        c = counter[col]
         if t < first_row_steps:
-            ctx = np.where(above == 0, 0, lut[(64 * nz + above - 1) // np.maximum(above, 1)])
+            ctx = np.where(above == 0, 0, lut[np.maximum(c + above, 0) // np.maximum(above, 1)])
         else:
-            ctx = lut[(64 * nz + above - 1) // above]
-        xa = x[act]
+            ctx = lut[(c + above) // above]
         slot = (xa & a_mask) + (ctx << a_bits) + a_table
         f = freq_of[slot]
         if checked and not f.all():
             raise DecodeError("rans-ctx stream reaches a context that has no model")
         sym = symbol_of[slot]
-        out[a_out0 + a_n] = sym
-        nonzero[col] = nz + (sym != 0)
+        out[a_out] = sym
+        counter[col] = c + ((sym != 0) << 6)
         xa = f * (xa >> a_bits) + bias_of[slot]
         refill = np.flatnonzero(xa < _LOW)
         if refill.size:
@@ -459,8 +465,9 @@ def _decode_joint(streams: list[_Parsed]) -> list[np.ndarray]:
             rank = np.arange(refill.size) - (np.cumsum(per) - per)[sid]
             xa[refill] = (xa[refill] << _WORD) | words[word_start[sid] + read[sid] + rank]
             read += per
-        x[act] = xa
         a_n += a_stride
+        a_out += a_stride
+    x[act] = xa
     if (read != nwords).any() or (x != _LOW).any():
         raise DecodeError("rans-ctx stream does not end where its symbols do (corrupt or trailing words)")
     return [out[out_start[i]:out_start[i] + counts[i]] for i in range(nstreams)]
