@@ -861,6 +861,8 @@ def lenet_containers() -> dict[str, tuple[bytes, dict[int, bytes]]]:
     for name, config in [("lossless", onnxdc.CompressConfig()), ("shared", onnxdc.CompressConfig(sharing=sharing))]:
         data = onnxdc.compress(model, config=config).data
         out[name] = (data, stored_arrays(onnxdc.decompress(data)))
+    data = (FIXTURES / "v2_0_context.onnxdc").read_bytes()  # fc1's levels in a rans-ctx stream
+    out["context"] = (data, stored_arrays(onnxdc.decompress(data)))
     return out
 
 
@@ -900,7 +902,7 @@ def _corrupt(data: bytes, rng: np.random.Generator, header_size: int) -> bytes:
     return bytes(out)
 
 
-@pytest.mark.parametrize("which", ["lossless", "shared"])
+@pytest.mark.parametrize("which", ["lossless", "shared", "context"])
 def test_fuzz_corruptions(lenet_containers: dict[str, tuple[bytes, dict[int, bytes]]], which: str) -> None:
     """Random byte corruptions may only be refused (ContainerError) or change nothing the model holds."""
     data, expected = lenet_containers[which]
@@ -950,7 +952,7 @@ def _crc_fixed_corruption(data: bytes, rng: np.random.Generator) -> bytes:
     return pack(obj, chunks, fix=False)
 
 
-@pytest.mark.parametrize("which", ["lossless", "shared"])
+@pytest.mark.parametrize("which", ["lossless", "shared", "context"])
 def test_fuzz_corruptions_behind_valid_checksums(lenet_containers: dict[str, tuple[bytes, dict[int, bytes]]],
                                                  which: str) -> None:
     """With the CRCs repaired, the structural checks and the tensor checksums must still catch everything.
