@@ -39,6 +39,7 @@ from onnxdc.auto.search import (
 )
 from onnxdc.calibration.synthetic import DEFAULT_DIM, defaulted_dims, parse_dims, synthetic_inputs
 from onnxdc.coders import coder_from_spec, get_coder, registered_coders
+from onnxdc.coders.rans_ctx import contexts as level_contexts
 from onnxdc.compare import compare_coders, format_comparison
 from onnxdc.errors import (
     CoderError,
@@ -78,23 +79,24 @@ from onnxdc.pipeline.encode import CompressConfig, CompressResult, compress
 from onnxdc.pipeline.paths import compress_file, decompress_file
 from onnxdc.pipeline.plan import WeightPlan, plan_sharing
 from onnxdc.pipeline.settings import AUTO_INDEX_CODERS, Rule, SharingConfig, load_recipe
-from onnxdc.pipeline.shared import encode_shared
+from onnxdc.pipeline.shared import encode_shared, row_length
+from onnxdc.pipeline.streams import order0_entropy_bits
 from onnxdc.report import Report, build_report, format_report, printable, report_for
 from onnxdc.stages.prune import PruneConfig, prune
-from onnxdc.stages.quantize import ShareConfig, kmeans_1d
+from onnxdc.stages.quantize import Clustering, ShareConfig, kmeans_1d
 from onnxdc.threads import usable_cores
 
 __all__ = [
-    "AUTO_INDEX_CODERS", "AUTO_MIN_ELEMENTS", "AutoResult", "Budget", "CoderError", "CompressConfig",
+    "AUTO_INDEX_CODERS", "AUTO_MIN_ELEMENTS", "AutoResult", "Budget", "Clustering", "CoderError", "CompressConfig",
     "CompressResult", "ConfigError", "Container", "ContainerError", "DEFAULT_DIM", "DataError", "DecodeError", "EncodeError", "EvalResult",
     "MAGIC", "ModelError", "Notice", "OnnxdcError", "OutputError", "Progress", "PruneConfig", "Report", "Rule",
     "ShareConfig", "SharingConfig", "UnknownCoderError", "WeightPlan", "__version__", "auto_inputs",
     "build_report", "check_model_quietly", "check_output_path", "coder_from_spec", "compare_coders",
     "compress", "compress_auto", "compress_auto_path", "compress_file", "compress_path", "decompress",
     "decompress_file", "defaulted_dims", "encode_shared", "kmeans_1d", "prune", "evaluate", "format_comparison", "format_report", "get_coder",
-    "inspect_file", "load_data", "read_container_file", "load_model", "load_recipe", "model_input_files", "open_container",
-    "parse_dims", "plan_sharing", "printable", "read_container", "read_regular_file", "recipe_toml",
-    "registered_coders", "report_for", "sensitivity", "sensitivity_path", "split", "synthetic_inputs", "write_atomic",
+    "inspect_file", "level_contexts", "load_data", "read_container_file", "load_model", "load_recipe", "model_input_files", "open_container",
+    "order0_entropy_bits", "parse_dims", "plan_sharing", "printable", "read_container", "read_regular_file", "recipe_toml",
+    "registered_coders", "report_for", "row_length", "sensitivity", "sensitivity_path", "split", "synthetic_inputs", "write_atomic",
     "Metric", "OutputMetrics", "Reference", "check_budget", "compare", "evaluate_candidate", "prepare_reference",
     "session_thread_count", "session_threads", "set_session_threads", "usable_cores",
 ]

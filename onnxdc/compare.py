@@ -3,7 +3,9 @@
 The streams are built once (cluster indices per tensor, relative-position symbols per tensor) and
 then coded with each coder, so the table isolates the coder's effect — the way a study of coder
 choices on a real network tabulates it — next to the order-0 entropy that a symbol coder such as
-Huffman can at best approach.
+Huffman can at best approach. Three rows code each tensor's levels in one stream, zero included
+(the ``dense`` layout, positions implied): their order-0 entropy, their entropy given the column
+contexts of ``rans-ctx`` (models excluded), and what ``rans-ctx`` writes.
 """
 
 from __future__ import annotations
@@ -14,7 +16,9 @@ import numpy as np
 import onnx
 
 from onnxdc.coders import coder_from_spec, get_coder
+from onnxdc.coders.rans_ctx import contexts
 from onnxdc.pipeline.settings import SharingConfig
+from onnxdc.pipeline.shared import row_length
 from onnxdc.pipeline.streams import order0_entropy_bits
 from onnxdc.stages.positions import relative_symbols
 from onnxdc.stages.quantize import share_kept
@@ -58,6 +62,8 @@ class _Streams:
     bits: int
     positions8: np.ndarray
     positions_fixed: list[np.ndarray]  # relative symbols at gap widths 2..8
+    levels: np.ndarray  # the dense layout's symbols: 0 where pruned, else 1 + the index
+    row: int  # the levels' row length (rans-ctx)
 
 
 def compare_coders(model: onnx.ModelProto, *, sharing: SharingConfig,
@@ -78,8 +84,11 @@ def compare_coders(model: onnx.ModelProto, *, sharing: SharingConfig,
         codebook_bytes += clus.codebook.nbytes
         original += w.nbytes
         weights += pos.size
+        levels = np.zeros(w.size, dtype=np.uint8)
+        levels[pos] = clus.indices + 1
         streams.append(_Streams(clus.indices, plan.settings.share.bits, relative_symbols(pos, bits=8),
-                                [relative_symbols(pos, bits=b) for b in range(2, 9)]))
+                                [relative_symbols(pos, bits=b) for b in range(2, 9)], levels,
+                                row_length(w.shape, plan.candidate.op)))
     rows = [CoderRow("entropy (order 0)",
                      int(sum(order0_entropy_bits(s.indices) for s in streams) / 8),
                      int(sum(order0_entropy_bits(s.positions8) for s in streams) / 8),
@@ -94,7 +103,19 @@ def compare_coders(model: onnx.ModelProto, *, sharing: SharingConfig,
             else:
                 pos_b += len(_coder(spec, 8).encode(s.positions8))
         rows.append(CoderRow(spec, idx, pos_b, codebook_bytes, weights, original))
+    rows.append(CoderRow("dense entropy", int(sum(order0_entropy_bits(s.levels) for s in streams) / 8),
+                         0, codebook_bytes, weights, original))
+    rows.append(CoderRow("dense ctx entropy", int(sum(_context_entropy_bits(s) for s in streams) / 8),
+                         0, codebook_bytes, weights, original))
+    rows.append(CoderRow("dense rans-ctx", sum(len(get_coder({"id": "rans-ctx", "row": s.row}).encode(s.levels))
+                                                 for s in streams), 0, codebook_bytes, weights, original))
     return rows
+
+
+def _context_entropy_bits(s: _Streams) -> float:
+    """The levels' entropy given their rans-ctx contexts: the sum of each context's order-0 entropy."""
+    ctx = contexts(s.levels, s.row)
+    return sum(order0_entropy_bits(s.levels[ctx == c]) for c in np.unique(ctx))
 
 
 def _coder(spec: str, bits: int):  # noqa: ANN202 - a Coder

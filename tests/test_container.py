@@ -861,6 +861,8 @@ def lenet_containers() -> dict[str, tuple[bytes, dict[int, bytes]]]:
     for name, config in [("lossless", onnxdc.CompressConfig()), ("shared", onnxdc.CompressConfig(sharing=sharing))]:
         data = onnxdc.compress(model, config=config).data
         out[name] = (data, stored_arrays(onnxdc.decompress(data)))
+    data = (FIXTURES / "v2_0_context.onnxdc").read_bytes()  # fc1's levels in a rans-ctx stream
+    out["context"] = (data, stored_arrays(onnxdc.decompress(data)))
     return out
 
 
@@ -900,7 +902,7 @@ def _corrupt(data: bytes, rng: np.random.Generator, header_size: int) -> bytes:
     return bytes(out)
 
 
-@pytest.mark.parametrize("which", ["lossless", "shared"])
+@pytest.mark.parametrize("which", ["lossless", "shared", "context"])
 def test_fuzz_corruptions(lenet_containers: dict[str, tuple[bytes, dict[int, bytes]]], which: str) -> None:
     """Random byte corruptions may only be refused (ContainerError) or change nothing the model holds."""
     data, expected = lenet_containers[which]
@@ -950,7 +952,7 @@ def _crc_fixed_corruption(data: bytes, rng: np.random.Generator) -> bytes:
     return pack(obj, chunks, fix=False)
 
 
-@pytest.mark.parametrize("which", ["lossless", "shared"])
+@pytest.mark.parametrize("which", ["lossless", "shared", "context"])
 def test_fuzz_corruptions_behind_valid_checksums(lenet_containers: dict[str, tuple[bytes, dict[int, bytes]]],
                                                  which: str) -> None:
     """With the CRCs repaired, the structural checks and the tensor checksums must still catch everything.
@@ -1014,7 +1016,7 @@ def test_lying_headers_only_raise_container_error(shared: bool, lies: list, fix:
 # --------------------------------------------------------------------------- golden fixtures
 
 
-GOLDEN = ["v1_0_lossless", "v1_0_shared", "v2_0_lossless", "v2_0_shared"]
+GOLDEN = ["v1_0_lossless", "v1_0_shared", "v2_0_lossless", "v2_0_shared", "v2_0_context"]
 
 
 @pytest.mark.parametrize("name", GOLDEN)
@@ -1041,7 +1043,7 @@ def _coder_ids(config: dict[str, Any]) -> list[str]:
 @pytest.mark.parametrize("version", ["v1_0", "v2_0"])
 def test_golden_fixtures_cover_every_encoding_and_scheme(version: str) -> None:
     seen = set()
-    for name in (f"{version}_lossless", f"{version}_shared"):
+    for name in (f"{version}_lossless", f"{version}_shared") + ((f"{version}_context",) if version == "v2_0" else ()):
         h = read_container((FIXTURES / f"{name}.onnxdc").read_bytes()).header
         for t in h.tensors:
             seen.add(t.encoding if t.encoding == "planes" else f"shared/{t.params['positions']}")
@@ -1049,7 +1051,7 @@ def test_golden_fixtures_cover_every_encoding_and_scheme(version: str) -> None:
         seen.add(f"skeleton/{h.streams[h.skeleton].coder['id']}")
     assert {"planes", "shared/relative", "shared/mask", "shared/dense", "raw", "zstd", "huffman", "chain"} <= seen
     if version == "v2_0":
-        assert {"skeleton/zstd-dict", "rans"} <= seen
+        assert {"skeleton/zstd-dict", "rans", "rans-ctx"} <= seen
 
 
 def test_container_errors_carry_a_check_code() -> None:

@@ -285,7 +285,13 @@ def test_lenet300_ratio_and_report_adds_up() -> None:
 def test_compare_coders_rows() -> None:
     model = load_model(MODELS / "lenet300.onnx")
     rows = compare_coders(model, sharing=SharingConfig(sparsity=0.9, bits=5))
-    assert [r.coder for r in rows[1:]] == list(SPECS)
+    assert [r.coder for r in rows[1:-3]] == list(SPECS)
+    assert [r.coder for r in rows[-3:]] == ["dense entropy", "dense ctx entropy", "dense rans-ctx"]
+    dense_h0, dense_hctx, dense_ctx = rows[-3:]
+    # The context entropy is at most the order-0 one; rans-ctx writes within 2% of it plus its models.
+    assert dense_hctx.index_bytes <= dense_h0.index_bytes
+    assert dense_hctx.index_bytes <= dense_ctx.index_bytes <= 1.02 * dense_hctx.index_bytes + 300
+    assert dense_h0.position_bytes == dense_ctx.position_bytes == 0
     entropy = rows[0]
     huff = next(r for r in rows if r.coder == "huffman")
     raw = next(r for r in rows if r.coder == "raw")

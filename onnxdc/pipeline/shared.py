@@ -31,7 +31,7 @@ class SharedTensor:
 
 def encode_shared(w: np.ndarray, keep: np.ndarray, *, share: ShareConfig, index_coders: list[dict],
                   positions: str = "auto", op: str = "", kind: str = "",
-                  clustering: Clustering | None = None) -> SharedTensor:
+                  clustering: Clustering | None = None, contexts: bool = True) -> SharedTensor:
     """Weight-share the kept entries of ``w`` and code indices, positions and codebook.
 
     Args:
@@ -43,6 +43,9 @@ def encode_shared(w: np.ndarray, keep: np.ndarray, *, share: ShareConfig, index_
         positions: ``auto`` (smallest of the schemes) or one of ``relative``, ``mask``, ``dense``.
         clustering: shared values and indices already chosen for the kept weights (in flat
             order), e.g. by calibration-aware compression; k-means is then skipped.
+        contexts: whether an automatic choice of the dense layout's coder also tries the
+            context-modelled rANS (``rans-ctx``); off, the choice is the one before it existed
+            (``benchmarks/context_coding.py`` compares the two).
     """
     flat = w.reshape(-1)
     if clustering is None:
@@ -82,7 +85,7 @@ def encode_shared(w: np.ndarray, keep: np.ndarray, *, share: ShareConfig, index_
         dense_idx[pos] = dclus.indices + (1 if zero_code else 0)
         cb = dclus.codebook.astype(cb_dtype)
         cb_dense = np.concatenate([np.zeros(1, cb_dtype), cb]) if zero_code else cb
-        d = encode_best(dense_idx, candidates_idx)
+        d = encode_best(dense_idx, candidates_idx + _context_coders(w.shape, op, automatic=contexts and len(candidates_idx) > 1))
         layouts.append(_Layout("dense", 0, None, d, cb_dense, dense_idx, zero_code))
     best = min(layouts, key=lambda lay: lay.size)
 
@@ -123,6 +126,27 @@ class _Layout:
     @property
     def size(self) -> int:
         return (len(self.positions.data) if self.positions else 0) + len(self.indices.data) + self.codebook.nbytes
+
+
+#: Ops whose weights are [directions, gates x hidden, inputs]: a row is one gate unit's inputs.
+_RECURRENT = ("GRU", "LSTM", "RNN")
+
+
+def row_length(shape: tuple[int, ...], op: str) -> int:
+    """Symbols per row of a tensor's dense levels, the rows :mod:`onnxdc.coders.rans_ctx` conditions
+    on: one output channel (``prod(shape[1:])``), or one gate unit's inputs in a recurrent W or R."""
+    if op in _RECURRENT and len(shape) == 3:
+        return int(shape[-1])
+    return int(np.prod(shape[1:], dtype=np.int64)) if len(shape) > 1 else 1
+
+
+def _context_coders(shape: tuple[int, ...], op: str, *, automatic: bool) -> list[dict]:
+    """The context-modelled rANS candidate for a dense index stream: only in an automatic choice
+    (a coder named alone stays alone) and only for tensors of at least two rows."""
+    row = row_length(shape, op)
+    if not automatic or len(shape) < 2 or row >= int(np.prod(shape, dtype=np.int64)):
+        return []
+    return [{"id": "rans-ctx", "row": row}]
 
 
 def _coders_for(index_coders: list[dict], bits: int) -> list[dict]:

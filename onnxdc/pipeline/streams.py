@@ -14,6 +14,7 @@ from onnxdc.coders.base import histogram
 from onnxdc.coders.chain import ChainCoder
 from onnxdc.coders.huffman import HuffmanCoder, HuffmanPlan
 from onnxdc.coders.rans import RansCoder
+from onnxdc.coders.rans_ctx import RansCtxCoder
 from onnxdc.coders.raw import RawCoder
 
 
@@ -170,6 +171,8 @@ class _Trials:
             return coder.max_encoded_size(symbols.size)  # exact; packed only if it wins
         if isinstance(coder, RansCoder):
             return coder.estimate_size(self.histogram())  # within a few bytes; coded only if it wins
+        if isinstance(coder, RansCtxCoder):
+            return coder.estimate_size(symbols)  # the same, from the symbols' contexts
         if not isinstance(coder, HuffmanCoder):
             return len(self.run(config))
         key = json.dumps(config, sort_keys=True)
