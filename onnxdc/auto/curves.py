@@ -21,6 +21,7 @@ import zstandard
 from onnxdc.calibration.linear import weight_matrices, weight_tensor
 from onnxdc.calibration.stats import LayerStats
 from onnxdc.coders.huffman import huffman_code_lengths, payload_bits
+from onnxdc.coders.rans_ctx import RansCtxCoder
 from onnxdc.pipeline.streams import order0_entropy_bits
 from onnxdc.stages.compensate import LayerProblem
 from onnxdc.stages.ecq import (
@@ -108,8 +109,12 @@ class Curve:
     has_stats: bool = True
 
 
-def level_bytes(levels: np.ndarray, *, codebook_itemsize: int = 4) -> int:
-    """Estimated container bytes of a tensor quantized to ``levels`` (any shape, int8)."""
+def level_bytes(levels: np.ndarray, *, codebook_itemsize: int = 4, row: int | None = None) -> int:
+    """Estimated container bytes of a tensor quantized to ``levels`` (any shape, int8).
+
+    With ``row`` (the tensor's row length, :func:`onnxdc.pipeline.shared.row_length`), the dense
+    layout's context-modelled rANS is estimated too, where the automatic coder choice tries it.
+    """
     flat = levels.reshape(-1)
     counts = np.bincount(flat.astype(np.int64) + MAX_LEVEL, minlength=2 * MAX_LEVEL + 1)
     nz = flat.size - int(counts[MAX_LEVEL])
@@ -125,6 +130,11 @@ def level_bytes(levels: np.ndarray, *, codebook_itemsize: int = 4) -> int:
         return (payload_bits(c, huffman_code_lengths(c, 16)) + 7) // 8 + c.size
 
     dense = huff(counts)
+    if row is not None and 1 < row < flat.size <= RansCtxCoder.auto_max_symbols:
+        rank = np.cumsum(counts > 0) - 1  # dense symbols: zero is 0, the used levels 1..k in order
+        symbols = (rank[flat.astype(np.int64) + MAX_LEVEL] + (0 if counts[MAX_LEVEL] else 1)).astype(np.uint8)
+        symbols[flat == 0] = 0
+        dense = min(dense, RansCtxCoder(row).estimate_size(symbols))
     nz_counts = counts.copy()
     nz_counts[MAX_LEVEL] = 0
     pos = np.flatnonzero(flat)
@@ -167,7 +177,7 @@ def refit_target(h: np.ndarray, g: np.ndarray, w0: np.ndarray) -> np.ndarray:
 
 
 @single_blas_thread
-def tensor_curve(slot: int, name: str, w: np.ndarray, stats: LayerStats | None) -> Curve:
+def tensor_curve(slot: int, name: str, w: np.ndarray, stats: LayerStats | None, *, row: int | None = None) -> Curve:
     """The rate–distortion curve of one tensor (``w`` in its own shape and dtype)."""
     w32 = w.astype(np.float32)
     if stats is None:
@@ -184,7 +194,7 @@ def tensor_curve(slot: int, name: str, w: np.ndarray, stats: LayerStats | None) 
                                                minlength=2 * MAX_LEVEL + 1))
             lv = ec_round(w0, step=step, lam=lam, lengths=lengths)
             table = centroids(w0, lv, step)  # without feedback, the weights' means lower the error
-            pts.append(CurvePoint.of(step, level_bytes(lv), layer_error(table[lv.astype(np.int64) + MAX_LEVEL], w0, None),
+            pts.append(CurvePoint.of(step, level_bytes(lv, row=row), layer_error(table[lv.astype(np.int64) + MAX_LEVEL], w0, None),
                                      lv, kappa, table))
     else:
         form = stats.form
@@ -207,10 +217,10 @@ def tensor_curve(slot: int, name: str, w: np.ndarray, stats: LayerStats | None) 
             lv_g = [ec_sweep(p.w_star, p.u, step=step, lam=lam, lengths=lengths) for p in probs]
             dist = sum(layer_error(step * lv.astype(np.float64), p.w_star, p.h) for lv, p in zip(lv_g, probs))
             lv = weight_tensor(form, [x.astype(np.int8) for x in lv_g], w32.shape).astype(np.int8)
-            pts.append(CurvePoint.of(step, level_bytes(lv), dist, lv, kappa))
-        pts.extend(kmeans_points(w32, probs, form))
+            pts.append(CurvePoint.of(step, level_bytes(lv, row=row), dist, lv, kappa))
+        pts.extend(kmeans_points(w32, probs, form, row=row))
     if stats is None:
-        pts.extend(kmeans_points(w32, None))
+        pts.extend(kmeans_points(w32, None, row=row))
     pts.append(CurvePoint.of(0.0, exact_bytes(w), 0.0, None))
     pts.sort(key=lambda p: (p.est_bytes, p.distortion))
     return Curve(slot, name, energy, pts, stats is not None)
@@ -228,7 +238,8 @@ def kmeans_table(codebook: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 @single_blas_thread
-def kmeans_points(w: np.ndarray, probs: list[LayerProblem] | None, form=None) -> list[CurvePoint]:  # noqa: ANN001
+def kmeans_points(w: np.ndarray, probs: list[LayerProblem] | None, form=None,  # noqa: ANN001
+                  *, row: int | None = None) -> list[CurvePoint]:
     """Deep Compression's own sharing as curve points: k-means codebooks of 2**bits values for
     :data:`KMEANS_BITS`, every weight kept, GPTQ-rounded to the codebook where the layer has
     statistics (``probs`` and its linear ``form``). The allocation then never does worse than
@@ -257,5 +268,5 @@ def kmeans_points(w: np.ndarray, probs: list[LayerProblem] | None, form=None) ->
                 dist += layer_error(wq, p.w_star, p.h)
             lv = weight_tensor(form, groups, w.shape).astype(np.int8)
         # κ = 0 marks a fixed codebook: a refresh rounds to it again rather than to a step.
-        out.append(CurvePoint.of(0.0, level_bytes(lv), dist, lv, 0.0, table))
+        out.append(CurvePoint.of(0.0, level_bytes(lv, row=row), dist, lv, 0.0, table))
     return out

@@ -416,6 +416,7 @@ def compress_rd(model: onnx.ModelProto, *, base: SharingConfig, data: dict[str, 
     from onnxdc.pipeline.decode import decompress
     from onnxdc.pipeline.encode import CompressConfig, compress
     from onnxdc.pipeline.plan import check_finite_weights, plan_sharing, tensor_label
+    from onnxdc.pipeline.shared import row_length
 
     for ref in iter_tensors(model):  # refuse what compress() would refuse, before any search
         if has_data(ref.proto):
@@ -432,9 +433,11 @@ def compress_rd(model: onnx.ModelProto, *, base: SharingConfig, data: dict[str, 
     fit, check = split(data, max_samples=max_samples)
     stats = collect_stats(model, plans, fit, seed=base.seed, progress=progress)
     weights = {slot: weight_of(plan) for slot, plan in plans.items()}
+    rows = {slot: row_length(weights[slot].shape, plan.candidate.op) for slot, plan in plans.items()}
     curves = {}
     for done, (slot, plan) in enumerate(plans.items(), 1):
-        curves[slot] = tensor_curve(slot, tensor_label(plan.candidate.ref), weights[slot], stats.get(slot))
+        curves[slot] = tensor_curve(slot, tensor_label(plan.candidate.ref), weights[slot], stats.get(slot),
+                                    row=rows[slot])
         if progress:
             progress(done, len(plans), "curves")
     needed = {slot: st.samples_needed for slot, st in stats.items()}
@@ -486,7 +489,7 @@ def compress_rd(model: onnx.ModelProto, *, base: SharingConfig, data: dict[str, 
     refreshed = False
     if refresh_trials and options[-1].met and any(c.has_stats for c in curves.values()):
         best, _ = climb(k, len(path) - 1, lambda i: on_path(i, True), max_trials=refresh_trials)
-        if best is not None and _bytes(outcomes[best, True].quantized) < _bytes(options[-1].quantized):
+        if best is not None and _bytes(outcomes[best, True].quantized, rows) < _bytes(options[-1].quantized, rows):
             options.append(outcomes[best, True])
             refreshed = True
     if options[-1].met and options[-1].evaluation is not None:
@@ -533,8 +536,8 @@ def plain_quantized(curve: Curve, i: int) -> Quantized:
     return Quantized(p.levels, p.step, p.distortion / curve.energy if curve.energy else 0.0, p.kappa, p.values)
 
 
-def _bytes(qs: dict[int, Quantized]) -> int:
-    return sum(level_bytes(q.levels) for q in qs.values())
+def _bytes(qs: dict[int, Quantized], rows: dict[int, int]) -> int:
+    return sum(level_bytes(q.levels, row=rows.get(s)) for s, q in qs.items())
 
 
 def climb(lo: int, hi: int, ok, *, max_trials: int) -> tuple[int | None, int]:  # noqa: ANN001
