@@ -2,7 +2,7 @@
 
 Every compressible tensor gets a curve of points, each an entropy-constrained uniform
 quantization (:mod:`onnxdc.stages.ecq`) at one step, from steps so coarse that nearly every weight
-is zero down to 127 levels a side, half an octave apart, plus the exact tensor (stored losslessly)
+is zero down to 64 levels a side, half an octave apart, plus the exact tensor (stored losslessly)
 as the most careful point. A point's distortion is the closed-form layer error ``tr(ΔWᵀ H ΔW)``
 against the input statistics of :mod:`onnxdc.calibration.stats` (plain squared error for weights
 without a linear form), and its rate the bytes the container's layouts would take, estimated from
@@ -38,6 +38,9 @@ from onnxdc.stages.ecq import (
 from onnxdc.stages.positions import relative_symbols
 from onnxdc.threads import single_blas_thread
 
+#: The finest step gives the largest weight this many levels (7 bits a side): finer points are
+#: never chosen, since their bytes grow as fast as their error falls, and each costs a sweep.
+FINEST_LEVELS = 64
 #: Curve points per octave of the step.
 STEPS_PER_OCTAVE = 2
 #: Octaves below the largest weight the coarsest step starts at.
@@ -149,16 +152,17 @@ def exact_bytes(w: np.ndarray) -> int:
 
 
 def steps_for(w: np.ndarray) -> list[tuple[float, float]]:
-    """The curve's (step, κ) pairs, coarsest first: steps half an octave apart down to 127 levels a
-    side at ECSQ's slope (κ = 1), and wider dead zones (larger κ) at the coarsest steps, where
-    most weights become zero and the rate is mostly where the non-zero ones sit."""
+    """The curve's (step, κ) pairs, coarsest first: steps half an octave apart down to
+    :data:`FINEST_LEVELS` levels a side at ECSQ's slope (κ = 1), and wider dead zones (larger κ)
+    at the coarsest steps, where most weights become zero and the rate is mostly where the
+    non-zero ones sit."""
     amax = float(np.max(np.abs(w))) if w.size else 0.0
     if amax == 0 or not math.isfinite(amax):
         return []
     out, k = [], 0
     while True:
         step = amax / 2 ** (FIRST_OCTAVE + k / STEPS_PER_OCTAVE)
-        if amax / step > MAX_LEVEL:
+        if amax / step > FINEST_LEVELS:
             return out
         out.extend((step, kappa) for kappa in (WIDE_KAPPAS if k < WIDE_STEPS else ()) + KAPPAS)
         k += 1
