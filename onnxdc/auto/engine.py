@@ -28,7 +28,8 @@ import numpy as np
 import onnx
 
 from onnxdc.auto.budget import Budget, mean_cosine
-from onnxdc.auto.curves import Curve, level_bytes, tensor_curve
+from onnxdc.auto.curves import Curve, CurvePoint, level_bytes, tensor_curve
+from onnxdc.auto.hull import lower_hull
 from onnxdc.auto.search import AutoResult, Choice, Progress, _escape_glob, auto_sharing, split
 from onnxdc.auto.trials import TrialRunner
 from onnxdc.calibration.calibrate import CalibratedTensor, weight_of
@@ -120,35 +121,13 @@ class Path:
         return self.events[k - 1][0] if k else math.inf
 
 
-def hull(bytes_: list[int], loss: list[float]) -> tuple[list[int], list[float]]:
-    """Indices of the lower convex hull of (bytes, loss), from the smallest to the most careful,
-    and the λ at which each next one takes over (``bytes + λ·loss`` minimized)."""
-    order = sorted(range(len(bytes_)), key=lambda i: (bytes_[i], loss[i]))
-    cur = order[0]
-    chain, lams = [cur], []
-    while True:
-        best, best_lam = None, math.inf
-        for i in order:
-            dl = loss[cur] - loss[i]
-            if dl <= 0:
-                continue
-            lam = max(0.0, (bytes_[i] - bytes_[cur]) / dl)
-            if lam < best_lam or (lam == best_lam and loss[i] < loss[best]):
-                best, best_lam = i, lam
-        if best is None:
-            return chain, lams
-        chain.append(best)
-        lams.append(best_lam)
-        cur = best
-
-
 def lagrangian_path(curves: dict[int, Curve], sens: dict[int, float]) -> tuple[Path, dict[int, list[float]]]:
     """The :class:`Path` of the curves under the sensitivities, and every point's predicted loss."""
     careful, events, losses = {}, [], {}
     for slot, c in curves.items():
         loss = [sens[slot] * p.distortion for p in c.points]
         losses[slot] = loss
-        chain, lams = hull([p.est_bytes for p in c.points], loss)
+        chain, lams = lower_hull([p.est_bytes for p in c.points], loss)
         careful[slot] = chain[-1]
         events.extend((lam, slot, j) for lam, j in zip(lams, chain[:-1]))
     events.sort(key=lambda e: (-e[0], e[1], e[2]))
@@ -213,18 +192,35 @@ def search(path: Path, pred: list[float], trial, *, budget: Budget, max_trials: 
 
 @dataclass(frozen=True, eq=False)
 class Quantized:
-    """One tensor's final levels and step (after the refresh), and its relative layer error."""
+    """One tensor's final levels (zstd-packed, as curve points keep them: an allocation holds every
+    tensor, and the search many allocations), and its relative layer error."""
 
-    levels: np.ndarray
-    step: float
+    point: CurvePoint
     rel_error: float
-    kappa: float = 1.0
-    values: np.ndarray | None = None  # every level's value; None: step · level
+
+    @classmethod
+    def of(cls, levels: np.ndarray, step: float, rel_error: float, kappa: float = 1.0,
+           values: np.ndarray | None = None) -> Quantized:
+        return cls(CurvePoint.of(step, 0, 0.0, levels, kappa, values), rel_error)
+
+    @property
+    def levels(self) -> np.ndarray:
+        return self.point.levels
+
+    @property
+    def step(self) -> float:
+        return self.point.step
+
+    @property
+    def kappa(self) -> float:
+        return self.point.kappa
+
+    @property
+    def values(self) -> np.ndarray | None:
+        return self.point.values
 
     def table(self) -> np.ndarray:
-        from onnxdc.stages.ecq import uniform_table
-
-        return uniform_table(self.step) if self.values is None else self.values
+        return self.point.table()
 
     def weights(self, dtype: np.dtype) -> np.ndarray:
         return self.table()[self.levels.astype(np.int64) + MAX_LEVEL].astype(dtype)
@@ -305,7 +301,7 @@ def _requantize(q: Quantized, st, w: np.ndarray) -> Quantized:  # noqa: ANN001 -
             groups.append((used[np.searchsorted(mids, wq)] - MAX_LEVEL).astype(np.int8))
             err += layer_error(wq, prob.w_star, h)
             energy += prob.energy
-        return Quantized(weight_tensor(st.form, groups, w.shape).astype(np.int8), q.step,
+        return Quantized.of(weight_tensor(st.form, groups, w.shape).astype(np.int8), q.step,
                          err / energy if energy > 0 else 0.0, q.kappa, q.values)
     lengths = code_lengths(np.bincount(q.levels.reshape(-1).astype(np.int64) + MAX_LEVEL, minlength=2 * MAX_LEVEL + 1))
     lv_g, err, energy = [], 0.0, 0.0
@@ -315,7 +311,7 @@ def _requantize(q: Quantized, st, w: np.ndarray) -> Quantized:  # noqa: ANN001 -
         lv_g.append(lv)
         err += layer_error(q.step * lv.astype(np.float64), prob.w_star, h)
         energy += prob.energy
-    return Quantized(weight_tensor(st.form, lv_g, w.shape).astype(np.int8), q.step,
+    return Quantized.of(weight_tensor(st.form, lv_g, w.shape).astype(np.int8), q.step,
                      err / energy if energy > 0 else 0.0, q.kappa)
 
 
@@ -533,7 +529,7 @@ class Outcome:
 def plain_quantized(curve: Curve, i: int) -> Quantized:
     """Point ``i`` of a curve as it stands (no refresh)."""
     p = curve.points[i]
-    return Quantized(p.levels, p.step, p.distortion / curve.energy if curve.energy else 0.0, p.kappa, p.values)
+    return Quantized(p, p.distortion / curve.energy if curve.energy else 0.0)
 
 
 def _bytes(qs: dict[int, Quantized], rows: dict[int, int]) -> int:

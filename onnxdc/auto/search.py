@@ -19,6 +19,7 @@ import numpy as np
 import onnx
 
 from onnxdc.auto.budget import Budget, mean_cosine
+from onnxdc.auto.hull import lower_hull
 from onnxdc.calibration.calibrate import CalibratedTensor, calibrate, compress_alone, quantized_model
 from onnxdc.errors import ConfigError, DataError, Notice
 from onnxdc.evaluate import EvalResult, evaluate_candidate, prepare_reference
@@ -206,23 +207,7 @@ def _chain(pts: list[Point]) -> tuple[list[int], list[float]]:
     def order(i: int) -> tuple:
         return (pts[i].est_bytes, _loss(pts[i]), -pts[i].sparsity, pts[i].bits)
 
-    cur = min(range(len(pts)), key=order)
-    chain, lams = [cur], []
-    while True:
-        best, best_lam = None, math.inf
-        for i, q in enumerate(pts):
-            dl = _loss(pts[cur]) - _loss(q)
-            if dl <= 0:
-                continue
-            lam = max(0.0, (q.est_bytes - pts[cur].est_bytes) / dl)
-            # the earliest switch wins; at the same λ the most careful point, then the smaller
-            if lam < best_lam or (lam == best_lam and (_loss(q), order(i)) < (_loss(pts[best]), order(best))):
-                best, best_lam = i, lam
-        if best is None:
-            return chain, lams
-        chain.append(best)
-        lams.append(best_lam)
-        cur = best
+    return lower_hull([p.est_bytes for p in pts], [_loss(p) for p in pts], key=order)
 
 
 @dataclass(frozen=True)

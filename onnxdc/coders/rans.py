@@ -325,20 +325,28 @@ def _decode_joint(streams: list[_Parsed]) -> list[np.ndarray]:
         sl = (xa & a_mask) + a_base
         out[a_at + t * a_stride] = symbol_of[sl]
         xa = freq_of[sl] * (xa >> a_bits) + bias_of[sl]
-        refill = np.flatnonzero(xa < _LOW)
-        if refill.size:
-            sid = a_stream[refill]
-            per = np.bincount(sid, minlength=nstreams)
-            if (read + per > nwords).any():
-                s = int(np.flatnonzero(read + per > nwords)[0])
-                raise DecodeError(f"rans stream ends early (needs more than its {int(nwords[s])} words)")
-            rank = np.arange(refill.size) - (np.cumsum(per) - per)[sid]
-            xa[refill] = (xa[refill] << _WORD) | words[word_start[sid] + read[sid] + rank]
-            read += per
+        refill_states(xa, a_stream, words, word_start, read, nwords, coder="rans")
         x[act] = xa
     if (read != nwords).any() or (x != _LOW).any():
         raise DecodeError("rans stream does not end where its symbols do (corrupt or trailing words)")
     return [out[out_start[i]:out_start[i + 1]] for i in range(nstreams)]
+
+
+def refill_states(xa: np.ndarray, stream: np.ndarray, words: np.ndarray, word_start: np.ndarray,
+                  read: np.ndarray, nwords: np.ndarray, *, coder: str) -> None:
+    """Refill, in place, the lock-step lanes of ``xa`` whose state fell below the renormalization
+    bound, each with the next word of its own stream (``read`` words taken so far per stream)."""
+    refill = np.flatnonzero(xa < _LOW)
+    if not refill.size:
+        return
+    sid = stream[refill]
+    per = np.bincount(sid, minlength=nwords.size)
+    if (read + per > nwords).any():
+        s = int(np.flatnonzero(read + per > nwords)[0])
+        raise DecodeError(f"{coder} stream ends early (needs more than its {int(nwords[s])} words)")
+    rank = np.arange(refill.size) - (np.cumsum(per) - per)[sid]
+    xa[refill] = (xa[refill] << _WORD) | words[word_start[sid] + read[sid] + rank]
+    read += per
 
 
 def _decode_lanes(x: np.ndarray, words: np.ndarray, freq: np.ndarray, bits: int, count: int) -> np.ndarray:

@@ -68,7 +68,15 @@ from onnxdc.coders.base import (
     read_varint,
     write_varint,
 )
-from onnxdc.coders.rans import LANE_SYMBOLS, MAX_LANES, _model_bytes, _payload_bits, _read_model, quantize
+from onnxdc.coders.rans import (
+    LANE_SYMBOLS,
+    MAX_LANES,
+    _model_bytes,
+    _payload_bits,
+    _read_model,
+    quantize,
+    refill_states,
+)
 from onnxdc.coders.registry import register_coder
 from onnxdc.errors import DecodeError
 
@@ -455,16 +463,7 @@ def _decode_joint(streams: list[_Parsed]) -> list[np.ndarray]:
         out[a_out] = sym
         counter[col] = c + ((sym != 0) << 6)
         xa = f * (xa >> a_bits) + bias_of[slot]
-        refill = np.flatnonzero(xa < _LOW)
-        if refill.size:
-            sid = a_stream[refill]
-            per = np.bincount(sid, minlength=nstreams)
-            if (read + per > nwords).any():
-                s = int(np.flatnonzero(read + per > nwords)[0])
-                raise DecodeError(f"rans-ctx stream ends early (needs more than its {int(nwords[s])} words)")
-            rank = np.arange(refill.size) - (np.cumsum(per) - per)[sid]
-            xa[refill] = (xa[refill] << _WORD) | words[word_start[sid] + read[sid] + rank]
-            read += per
+        refill_states(xa, a_stream, words, word_start, read, nwords, coder="rans-ctx")
         a_n += a_stride
         a_out += a_stride
     x[act] = xa

@@ -20,6 +20,7 @@ layers before it are compressed and ``T = X_ref @ W0`` the outputs of the origin
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -159,23 +160,36 @@ def obs_sweep(w: np.ndarray, u: np.ndarray, *, sparsity: float | None = None, ma
             if k:
                 blk[np.argpartition(score.reshape(-1), k - 1)[:k]] = False
             keep[i1:i2] = blk.reshape(score.shape)
-        # Errors spread row by row inside sub-blocks of SUB_BLOCK rows and by one matrix product
-        # beyond them: the same arithmetic as a row-by-row sweep, with small per-row updates.
-        for j1 in range(i1, i2, SUB_BLOCK):
-            j2 = min(j1 + SUB_BLOCK, i2)
-            w1 = w[j1:j2]
-            u1 = u[j1:j2, j1:j2]
-            errs = np.zeros_like(w1)
-            for r in range(j2 - j1):
-                row = w1[r]
-                q = codebook[np.searchsorted(mids, row)] if mids is not None else row.copy()
-                q = np.where(keep[j1 + r], q, 0.0)
-                err = (row - q) / u1[r, r]
-                w1[r] = q
-                w1[r + 1:] -= np.outer(u1[r, r + 1:], err)
-                errs[r] = err
-            w[j2:] -= u[j1:j2, j2:].T @ errs
+
+        def rounded(i: int, row: np.ndarray, _d: float) -> np.ndarray:
+            q = codebook[np.searchsorted(mids, row)] if mids is not None else row.copy()
+            return np.where(keep[i], q, 0.0)
+
+        sweep_rows(w, u, i1, i2, rounded)
     return w, keep
+
+
+def sweep_rows(w: np.ndarray, u: np.ndarray, lo: int, hi: int,
+               rounded: Callable[[int, np.ndarray, float], np.ndarray]) -> None:
+    """The GPTQ sweep of rows ``lo..hi`` of ``w`` (in × out, float64, in place): each row becomes
+    ``rounded(index, row, u_rr)`` and its error is spread onto the rows not yet visited.
+
+    Errors spread row by row inside sub-blocks of SUB_BLOCK rows and by one matrix product beyond
+    them: the same arithmetic as a row-by-row sweep, with small per-row updates.
+    """
+    for j1 in range(lo, hi, SUB_BLOCK):
+        j2 = min(j1 + SUB_BLOCK, hi)
+        w1 = w[j1:j2]
+        u1 = u[j1:j2, j1:j2]
+        errs = np.zeros_like(w1)
+        for r in range(j2 - j1):
+            row = w1[r]
+            q = rounded(j1 + r, row, u1[r, r])
+            err = (row - q) / u1[r, r]
+            w1[r] = q
+            w1[r + 1:] -= np.outer(u1[r, r + 1:], err)
+            errs[r] = err
+        w[j2:] -= u[j1:j2, j2:].T @ errs
 
 
 @single_blas_thread

@@ -24,12 +24,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from onnxdc.stages.compensate import sweep_rows
 from onnxdc.threads import single_blas_thread
 
 #: Largest |level|: levels and the zero fit the container's uint8 indices (2·127 shared values).
 MAX_LEVEL = 127
-#: Rows rounded one by one before a block product spreads their errors (speed only).
-SUB_BLOCK = 32
 #: ECSQ's slope: a uniform quantizer of step Δ trades ``(ln 2 / 6)·Δ²`` of squared error per bit.
 SLOPE = np.log(2.0) / 6.0
 
@@ -95,22 +94,14 @@ def ec_sweep(w: np.ndarray, u: np.ndarray, *, step: float, lam: float, lengths: 
     Returns the levels (in × out, int8). ``u`` is the upper Cholesky factor of ``H⁻¹``.
     """
     w = w.astype(np.float64, copy=True)
-    n_in = w.shape[0]
     levels = np.zeros(w.shape, dtype=np.int8)
-    for j1 in range(0, n_in, SUB_BLOCK):
-        j2 = min(j1 + SUB_BLOCK, n_in)
-        w1 = w[j1:j2]
-        u1 = u[j1:j2, j1:j2]
-        errs = np.zeros_like(w1)
-        for r in range(j2 - j1):
-            row = w1[r]
-            d = u1[r, r]
-            c = _round(row, step, d * d, lam, lengths)
-            levels[j1 + r] = c
-            err = (row - step * c) / d
-            w1[r + 1:] -= np.outer(u1[r, r + 1:], err)
-            errs[r] = err
-        w[j2:] -= u[j1:j2, j2:].T @ errs
+
+    def rounded(i: int, row: np.ndarray, d: float) -> np.ndarray:
+        c = _round(row, step, d * d, lam, lengths)
+        levels[i] = c
+        return step * c
+
+    sweep_rows(w, u, 0, w.shape[0], rounded)
     return levels
 
 
