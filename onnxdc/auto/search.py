@@ -36,9 +36,10 @@ SPARSITIES = (0.0, 0.5, 0.7, 0.8, 0.85, 0.9, 0.93, 0.95, 0.97)
 BITS = (8, 5, 4, 3, 2)
 Progress = Callable[[int, int, str], None]
 #: Automatic mode's default ``min_elements``. The manual default (1024) keeps small tensors exact
-#: because nothing measures what sharing them costs; automatic mode measures every tensor, so it
-#: only leaves out tensors so small that a codebook and a header entry outweigh what sharing saves.
-AUTO_MIN_ELEMENTS = 64
+#: because nothing measures what sharing them costs; automatic mode measures every tensor and
+#: every curve has the exact point, so it only leaves out tensors so small that a codebook and a
+#: header entry outweigh what sharing could save (CRNN's 16- and 32-value conv biases: 106 bytes).
+AUTO_MIN_ELEMENTS = 16
 #: Points per tensor that automatic mode measures on the whole model; the rest are predicted.
 MEASURED_POINTS = 3
 
