@@ -29,6 +29,8 @@ from onnxdc.threads import single_blas_thread
 
 #: Largest |level|: levels and the zero fit the container's uint8 indices (2·127 shared values).
 MAX_LEVEL = 127
+#: Values rounded at once by :func:`ec_round`.
+ROUND_CHUNK = 1 << 20
 #: ECSQ's slope: a uniform quantizer of step Δ trades ``(ln 2 / 6)·Δ²`` of squared error per bit.
 SLOPE = np.log(2.0) / 6.0
 
@@ -106,8 +108,13 @@ def ec_sweep(w: np.ndarray, u: np.ndarray, *, step: float, lam: float, lengths: 
 
 
 def ec_round(w: np.ndarray, *, step: float, lam: float, lengths: np.ndarray) -> np.ndarray:
-    """Entropy-constrained rounding without error feedback (identity ``H``), any shape."""
-    return _round(w.astype(np.float64), step, 1.0, lam, lengths).astype(np.int8)
+    """Entropy-constrained rounding without error feedback (identity ``H``), any shape; in chunks,
+    so that an embedding table's temporaries stay a few megabytes."""
+    flat = w.reshape(-1)
+    out = np.empty(flat.size, dtype=np.int8)
+    for s in range(0, flat.size, ROUND_CHUNK):
+        out[s:s + ROUND_CHUNK] = _round(flat[s:s + ROUND_CHUNK].astype(np.float64), step, 1.0, lam, lengths)
+    return out.reshape(w.shape)
 
 
 def lam_for(step: float, u_diag: np.ndarray | None, kappa: float) -> float:
