@@ -46,11 +46,11 @@ PROBE_ERROR = 1e-3
 #: Real trials of the allocation at most (each is one run over the checking samples).
 MAX_TRIALS = 12
 #: Trials with refreshed layers (see :func:`refresh`) along the path, at most; 0 turns the refresh off.
-REFRESH_TRIALS = 7
+REFRESH_TRIALS = 4
 #: Statistics passes of one refresh at most (consecutive layers share a pass beyond that).
 REFRESH_PASSES = 4
 #: Real trials of the greedy refinement after the path search, at most.
-REFINE_TRIALS = 8
+REFINE_TRIALS = 6
 #: Samples of the fitting split the sensitivities are measured on, at most.
 SENSITIVITY_SAMPLES = 64
 #: ... and at most this many input bytes, but never fewer than MIN_SENSITIVITY_SAMPLES samples.
