@@ -3,17 +3,21 @@
 1. **Statistics**, one pass: every layer's input second moment ``H`` on the fitting samples
    (:mod:`onnxdc.calibration.stats`).
 2. **Curves**: per tensor, entropy-constrained uniform quantizations at steps half an octave
-   apart, GPTQ-rounded against ``H``, each with its closed-form layer error ``D`` and estimated
-   bytes (:mod:`onnxdc.auto.curves`).
+   apart and several dead-zone widths, GPTQ-rounded against ``H``, Deep Compression's k-means at
+   2-6 bits and the exact tensor, each with its closed-form layer error ``D`` and estimated bytes
+   (:mod:`onnxdc.auto.curves`).
 3. **Sensitivities**: one whole-model run per tensor (that tensor alone quantized, on the fitting
    samples) maps layer error to output fidelity: the outputs' cosine deficit is ``s · D`` for
    small errors (both are quadratic in the weight error).
 4. **Allocation**: each tensor takes the point minimizing ``bytes + λ · s · D``; λ moves along the
    distinct choices (each tensor stepping along the lower convex hull of its curve) from the
    choice whose predicted deficit meets the budget, and real runs on the checking samples, which
-   fitting never saw, gallop and bisect to the smallest choice that meets the budget.
+   fitting never saw, gallop and bisect to the smallest choice that meets the budget. Refreshed
+   trials (:func:`refresh`: each layer refit to the inputs it sees once the layers before it are
+   compressed) then climb further along λ, and greedy moves off the hull (:func:`refine`), each
+   checked by a real run, take the slack that is left.
 5. **Encoding and verification**: the container is decoded and checked once more on the checking
-   samples; should it miss, the allocation steps back to more careful choices until it holds.
+   samples; should it miss, the choices before are encoded in turn, down to every tensor exact.
 
 Deterministic: the same model, data and settings give the same bytes, whatever the thread counts.
 """
@@ -67,8 +71,7 @@ def deficit(ref_outputs: list[np.ndarray], outputs: list[np.ndarray], samples: i
 
 def dequantized(curve: Curve, i: int, dtype: np.dtype) -> np.ndarray | None:
     """Point ``i``'s weights (None for the exact point)."""
-    p = curve.points[i]
-    return None if p.exact else p.table()[p.levels.astype(np.int64) + MAX_LEVEL].astype(dtype)
+    return None if curve.points[i].exact else plain_quantized(curve, i).weights(dtype)
 
 
 @single_blas_thread
@@ -78,6 +81,8 @@ def sensitivities(curves: dict[int, Curve], runner: TrialRunner, ref_outputs: li
     out = {}
     for done, (slot, c) in enumerate(curves.items(), 1):
         lossy = [i for i, p in enumerate(c.points) if not p.exact and p.distortion > 0]
+        if progress:
+            progress(done, len(curves), "sensitivity")
         if not lossy or c.energy <= 0:
             out[slot] = 0.0
             continue
@@ -92,8 +97,6 @@ def sensitivities(curves: dict[int, Curve], runner: TrialRunner, ref_outputs: li
                 break
             j = max(0, j - 2)
         out[slot] = s
-        if progress:
-            progress(done, len(curves), "sensitivity")
     return out
 
 
@@ -117,8 +120,6 @@ class Path:
             idx[slot] = j
         return idx
 
-    def lam(self, k: int) -> float:
-        return self.events[k - 1][0] if k else math.inf
 
 
 def lagrangian_path(curves: dict[int, Curve], sens: dict[int, float]) -> tuple[Path, dict[int, list[float]]]:
@@ -564,7 +565,3 @@ def _decoded_outputs(runner: TrialRunner, data: bytes, decompress) -> list[np.nd
     from onnxdc.evaluate import run_model, session
 
     return run_model(session(decompress(data, max_ratio=math.inf)), runner.feed)
-
-
-def _finite(x: float) -> float | None:
-    return x if math.isfinite(x) else None
