@@ -84,6 +84,7 @@ from onnxdc.pipeline.streams import order0_entropy_bits
 from onnxdc.report import Report, build_report, format_report, printable, report_for
 from onnxdc.stages.prune import PruneConfig, prune
 from onnxdc.stages.quantize import Clustering, ShareConfig, kmeans_1d
+from onnxdc.study import CoderStudy, StudyRow, coder_study, format_study
 from onnxdc.threads import usable_cores
 
 __all__ = [
@@ -91,7 +92,8 @@ __all__ = [
     "CompressResult", "ConfigError", "Container", "ContainerError", "DEFAULT_DIM", "DataError", "DecodeError", "EncodeError", "EvalResult",
     "MAGIC", "ModelError", "Notice", "OnnxdcError", "OutputError", "Progress", "PruneConfig", "Report", "Rule",
     "ShareConfig", "SharingConfig", "UnknownCoderError", "WeightPlan", "__version__", "auto_inputs",
-    "build_report", "check_model_quietly", "check_output_path", "coder_from_spec", "compare_coders",
+    "build_report", "check_model_quietly", "check_output_path", "coder_from_spec", "coder_study", "CoderStudy",
+    "StudyRow", "compare_coders", "format_study",
     "compress", "compress_auto", "compress_auto_path", "compress_file", "compress_path", "decompress",
     "decompress_file", "defaulted_dims", "encode_shared", "kmeans_1d", "prune", "evaluate", "format_comparison", "format_report", "get_coder",
     "inspect_file", "level_contexts", "load_data", "read_container_file", "load_model", "load_recipe", "model_input_files", "open_container",

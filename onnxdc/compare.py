@@ -57,13 +57,36 @@ class CoderRow:
 
 
 @dataclass(frozen=True)
-class _Streams:
+class TensorStreams:
+    """One shared tensor's symbol streams, built once and then coded by every coder compared."""
+
     indices: np.ndarray
     bits: int
+    positions: np.ndarray  # sorted flat positions of the surviving weights
     positions8: np.ndarray
     positions_fixed: list[np.ndarray]  # relative symbols at gap widths 2..8
     levels: np.ndarray  # the dense layout's symbols: 0 where pruned, else 1 + the index
     row: int  # the levels' row length (rans-ctx)
+    codebook_bytes: int
+    original_bytes: int
+
+
+def shared_streams(model: onnx.ModelProto, *, sharing: SharingConfig) -> list[TensorStreams]:
+    """Prune and share the tensors ``compress`` would share at ``sharing``, once, into their streams."""
+    from onnxdc.onnx_io.tensors import tensor_array, tensor_raw_bytes
+    from onnxdc.pipeline.plan import plan_sharing
+
+    streams: list[TensorStreams] = []
+    for plan in plan_sharing(model, sharing).values():
+        proto = plan.candidate.ref.proto
+        w = tensor_array(proto, tensor_raw_bytes(proto))
+        pos, clus = share_kept(w, plan.mask(w), config=plan.settings.share)
+        levels = np.zeros(w.size, dtype=np.uint8)
+        levels[pos] = clus.indices + 1
+        streams.append(TensorStreams(clus.indices, plan.settings.share.bits, pos, relative_symbols(pos, bits=8),
+                                     [relative_symbols(pos, bits=b) for b in range(2, 9)], levels,
+                                     row_length(w.shape, plan.candidate.op), clus.codebook.nbytes, w.nbytes))
+    return streams
 
 
 def compare_coders(model: onnx.ModelProto, *, sharing: SharingConfig,
@@ -72,23 +95,10 @@ def compare_coders(model: onnx.ModelProto, *, sharing: SharingConfig,
 
     The first row is the order-0 entropy bound (``entropy``), not a real coder.
     """
-    from onnxdc.onnx_io.tensors import tensor_array, tensor_raw_bytes
-    from onnxdc.pipeline.plan import plan_sharing
-
-    streams: list[_Streams] = []
-    codebook_bytes = original = weights = 0
-    for plan in plan_sharing(model, sharing).values():
-        proto = plan.candidate.ref.proto
-        w = tensor_array(proto, tensor_raw_bytes(proto))
-        pos, clus = share_kept(w, plan.mask(w), config=plan.settings.share)
-        codebook_bytes += clus.codebook.nbytes
-        original += w.nbytes
-        weights += pos.size
-        levels = np.zeros(w.size, dtype=np.uint8)
-        levels[pos] = clus.indices + 1
-        streams.append(_Streams(clus.indices, plan.settings.share.bits, relative_symbols(pos, bits=8),
-                                [relative_symbols(pos, bits=b) for b in range(2, 9)], levels,
-                                row_length(w.shape, plan.candidate.op)))
+    streams = shared_streams(model, sharing=sharing)
+    codebook_bytes = sum(s.codebook_bytes for s in streams)
+    original = sum(s.original_bytes for s in streams)
+    weights = sum(s.indices.size for s in streams)
     rows = [CoderRow("entropy (order 0)",
                      int(sum(order0_entropy_bits(s.indices) for s in streams) / 8),
                      int(sum(order0_entropy_bits(s.positions8) for s in streams) / 8),
@@ -96,29 +106,29 @@ def compare_coders(model: onnx.ModelProto, *, sharing: SharingConfig,
     for spec in specs:
         idx = pos_b = 0
         for s in streams:
-            idx += len(_coder(spec, s.bits).encode(s.indices))
+            idx += len(coder_for(spec, s.bits).encode(s.indices))
             if spec.split("+")[0] == "raw":
                 # Paper-style fixed-width gaps: the best width per tensor, then the rest of the chain.
-                pos_b += min(len(_coder(spec, b).encode(syms)) for b, syms in zip(range(2, 9), s.positions_fixed))
+                pos_b += min(len(coder_for(spec, b).encode(syms)) for b, syms in zip(range(2, 9), s.positions_fixed))
             else:
-                pos_b += len(_coder(spec, 8).encode(s.positions8))
+                pos_b += len(coder_for(spec, 8).encode(s.positions8))
         rows.append(CoderRow(spec, idx, pos_b, codebook_bytes, weights, original))
     rows.append(CoderRow("dense entropy", int(sum(order0_entropy_bits(s.levels) for s in streams) / 8),
                          0, codebook_bytes, weights, original))
-    rows.append(CoderRow("dense ctx entropy", int(sum(_context_entropy_bits(s) for s in streams) / 8),
+    rows.append(CoderRow("dense ctx entropy", int(sum(context_entropy_bits(s) for s in streams) / 8),
                          0, codebook_bytes, weights, original))
     rows.append(CoderRow("dense rans-ctx", sum(len(get_coder({"id": "rans-ctx", "row": s.row}).encode(s.levels))
                                                  for s in streams), 0, codebook_bytes, weights, original))
     return rows
 
 
-def _context_entropy_bits(s: _Streams) -> float:
+def context_entropy_bits(s: TensorStreams) -> float:
     """The levels' entropy given their rans-ctx contexts: the sum of each context's order-0 entropy."""
     ctx = contexts(s.levels, s.row)
     return sum(order0_entropy_bits(s.levels[ctx == c]) for c in np.unique(ctx))
 
 
-def _coder(spec: str, bits: int):  # noqa: ANN202 - a Coder
+def coder_for(spec: str, bits: int):  # noqa: ANN201 - a Coder
     """The coder for ``spec``, with a leading ``raw`` given the stream's bit width."""
     parts = spec.split("+")
     if parts[0] == "raw":

@@ -50,7 +50,7 @@ FILE_MODELS = [pytest.param(p, id=_model_id(p)) for p in SAMPLE_MODELS + BACKEND
 
 
 def test_the_model_collections_are_found() -> None:
-    assert [p.stem for p in SAMPLE_MODELS] == ["crnn", "lenet300", "lenet5"]
+    assert [p.stem for p in SAMPLE_MODELS] == ["crnn", "lenet300", "lenet5", "yolo"]
     assert len(BACKEND_MODELS) >= 100, f"onnx backend test models not found under {BACKEND_DIR}"
 
 

@@ -27,12 +27,19 @@ from onnxdc.cli.main import (
 
 @main.command("compare-coders")
 @click.argument("model", type=click.Path(dir_okay=False))
+@click.option("--study", is_flag=True,
+              help="The coder study's table: codebook, fixed-width and coded bytes of the study's coders, "
+                   "chains and the new ones, with the order-0 entropies.")
 @sharing_options
 @json_option
-def compare_coders_cmd(model: str, as_json: bool, **kw: Any) -> None:
+def compare_coders_cmd(model: str, study: bool, as_json: bool, **kw: Any) -> None:
     """Size MODEL's index and position streams under every coder and two-coder chain."""
-    from onnxdc.api import compare_coders, format_comparison, load_model
+    from onnxdc.api import coder_study, compare_coders, format_comparison, format_study, load_model
 
+    if study:
+        table = coder_study(load_model(model), sharing=sharing_config(kw))
+        click.echo(json.dumps(table.to_json(), indent=2) if as_json else format_study(table))
+        return
     rows = compare_coders(load_model(model), sharing=sharing_config(kw))
     if as_json:
         click.echo(json.dumps([r.to_json() for r in rows], indent=2))
