@@ -191,17 +191,23 @@ def conv_output(form: LinearForm, shape: tuple[int, ...]) -> tuple[list[int], in
     return pads, (h + top + bottom - (kh - 1) * dh - 1) // sh + 1, (w + left + right - (kw - 1) * dw - 1) // sw + 1
 
 
+def padded(x: np.ndarray, form: LinearForm) -> tuple[np.ndarray, tuple[int, int], tuple[int, int],
+                                                      tuple[int, int], int, int]:
+    """A 2-D conv input padded as the conv pads it, with the kernel, strides, dilations and the
+    output height and width: what unrolling its patches needs."""
+    (top, left, bottom, right), oh, ow = conv_output(form, x.shape)
+    xp = np.pad(x, ((0, 0), (0, 0), (top, bottom), (left, right)))
+    return (xp, tuple(form.attrs["kernel"]), tuple(form.attrs["strides"]), tuple(form.attrs["dilations"]),
+            oh, ow)
+
+
 def im2col_groups(x: np.ndarray, form: LinearForm) -> list[np.ndarray]:
     """Unfold a 2-D conv input (N, C, H, W) into per-group patch matrices (N*OH*OW, C/g*kh*kw).
 
     Patch columns are ordered (channel, kh, kw), matching ``weight.reshape(cout, -1)``.
     """
-    n, c, h, w = x.shape
-    kh, kw = form.attrs["kernel"]
-    sh, sw = form.attrs["strides"]
-    dh, dw = form.attrs["dilations"]
-    (top, left, bottom, right), oh, ow = conv_output(form, x.shape)
-    xp = np.pad(x, ((0, 0), (0, 0), (top, bottom), (left, right)))
+    n, c, _, _ = x.shape
+    xp, (kh, kw), (sh, sw), (dh, dw), oh, ow = padded(x, form)
     # Written straight into the row-major patch layout: with one group, its matrix is a view.
     cols = np.empty((n, oh, ow, c, kh, kw), dtype=x.dtype)
     for i in range(kh):

@@ -211,16 +211,12 @@ def _rows_of(form: LinearForm, srcs: list[np.ndarray], pick: np.ndarray | None) 
 def conv_patches(x: np.ndarray, form: LinearForm, pick: np.ndarray | None) -> list[np.ndarray]:
     """Rows ``pick`` of :func:`onnxdc.calibration.linear.im2col_groups` (all if None), gathered
     directly: unrolling a high-resolution batch whole would cost kh·kw times its size."""
-    from onnxdc.calibration.linear import im2col_groups
+    from onnxdc.calibration.linear import im2col_groups, padded
 
     if pick is None:
         return im2col_groups(x, form)
     n, c, _, _ = x.shape
-    kh, kw = form.attrs["kernel"]
-    sh, sw = form.attrs["strides"]
-    dh, dw = form.attrs["dilations"]
-    (top, left, bottom, right), oh, ow = conv_output(form, x.shape)
-    xp = np.pad(x, ((0, 0), (0, 0), (top, bottom), (left, right)))
+    xp, (kh, kw), (sh, sw), (dh, dw), oh, ow = padded(x, form)
     img, rest = np.divmod(pick, oh * ow)
     oy, ox = np.divmod(rest, ow)
     ys = (oy * sh)[:, None] + (np.arange(kh) * dh)[None, :]  # rows × kh
