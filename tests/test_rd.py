@@ -13,8 +13,9 @@ from onnx import TensorProto, helper, numpy_helper
 
 from onnxdc import decompress
 from onnxdc.api import AUTO_MIN_ELEMENTS, Budget, SharingConfig, compress_auto, evaluate, load_data, load_model
+from onnxdc.auto.allocate import lagrangian_path, predicted
 from onnxdc.auto.curves import level_bytes, tensor_curve
-from onnxdc.auto.engine import deficit, dequantized, lagrangian_path, predicted, sensitivities
+from onnxdc.auto.engine import deficit, dequantized, sensitivities
 from onnxdc.auto.hull import lower_hull as hull
 from onnxdc.auto.search import split
 from onnxdc.auto.trials import TrialRunner

@@ -12,10 +12,10 @@
 4. **Allocation**: each tensor takes the point minimizing ``bytes + λ · s · D``; λ moves along the
    distinct choices (each tensor stepping along the lower convex hull of its curve) from the
    choice whose predicted deficit meets the budget, and real runs on the checking samples, which
-   fitting never saw, gallop and bisect to the smallest choice that meets the budget. Refreshed
-   trials (:func:`refresh`: each layer refit to the inputs it sees once the layers before it are
-   compressed) then climb further along λ, and greedy moves off the hull (:func:`refine`), each
-   checked by a real run, take the slack that is left.
+   fitting never saw, gallop and bisect to the smallest choice that meets the budget
+   (:mod:`onnxdc.auto.allocate`). Refreshed trials (:mod:`onnxdc.auto.refresh`: each layer refit
+   to the inputs it sees once the layers before it are compressed) then climb further along λ,
+   and greedy moves off the hull, each checked by a real run, take the slack that is left.
 5. **Encoding and verification**: the container is decoded and checked once more on the checking
    samples; should it miss, the choices before are encoded in turn, down to every tensor exact.
 
@@ -25,21 +25,21 @@ Deterministic: the same model, data and settings give the same bytes, whatever t
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 import numpy as np
 import onnx
 
+from onnxdc.auto.allocate import MAX_TRIALS, REFINE_TRIALS, Outcome, climb, lagrangian_path, predicted, refine, search
 from onnxdc.auto.budget import Budget, mean_cosine
-from onnxdc.auto.curves import Curve, CurvePoint, level_bytes, tensor_curve
-from onnxdc.auto.hull import lower_hull
+from onnxdc.auto.curves import Curve, level_bytes, tensor_curve
+from onnxdc.auto.refresh import Quantized, plain_quantized, refresh
 from onnxdc.auto.search import AutoResult, Choice, Progress, _escape_glob, auto_sharing, split
 from onnxdc.auto.trials import TrialRunner
 from onnxdc.calibration.calibrate import CalibratedTensor, weight_of
 from onnxdc.calibration.stats import RowCache, collect_stats
 from onnxdc.errors import Notice
-from onnxdc.evaluate import EvalResult, compare, output_metrics, prepare_reference
+from onnxdc.evaluate import compare, output_metrics, prepare_reference
 from onnxdc.pipeline.settings import Rule, SharingConfig
 from onnxdc.stages.ecq import MAX_LEVEL
 from onnxdc.stages.quantize import Clustering
@@ -47,14 +47,8 @@ from onnxdc.threads import single_blas_thread
 
 #: Relative layer error at which a tensor's sensitivity is first probed.
 PROBE_ERROR = 1e-3
-#: Real trials of the allocation at most (each is one run over the checking samples).
-MAX_TRIALS = 12
-#: Trials with refreshed layers (see :func:`refresh`) along the path, at most; 0 turns the refresh off.
+#: Trials with refreshed layers (:mod:`onnxdc.auto.refresh`) along the path, at most; 0 turns the refresh off.
 REFRESH_TRIALS = 4
-#: Statistics passes of one refresh at most (consecutive layers share a pass beyond that).
-REFRESH_PASSES = 4
-#: Real trials of the greedy refinement after the path search, at most.
-REFINE_TRIALS = 6
 #: Samples of the fitting split the sensitivities are measured on, at most.
 SENSITIVITY_SAMPLES = 64
 #: ... and at most this many input bytes, but never fewer than MIN_SENSITIVITY_SAMPLES samples.
@@ -98,274 +92,6 @@ def sensitivities(curves: dict[int, Curve], runner: TrialRunner, ref_outputs: li
             j = max(0, j - 2)
         out[slot] = s
     return out
-
-
-@dataclass(frozen=True)
-class Path:
-    """The distinct allocations along λ, from the most careful (0) to the smallest.
-
-    Each tensor walks the lower convex hull of its (bytes, s·D) points; the allocations are the
-    most careful picks plus one step of one tensor per event, in decreasing λ.
-    """
-
-    careful: dict[int, int]
-    events: tuple[tuple[float, int, int], ...]  # (λ, slot, point taken below λ)
-
-    def __len__(self) -> int:
-        return len(self.events) + 1
-
-    def picks(self, k: int) -> dict[int, int]:
-        idx = dict(self.careful)
-        for _, slot, j in self.events[:k]:
-            idx[slot] = j
-        return idx
-
-
-
-def lagrangian_path(curves: dict[int, Curve], sens: dict[int, float]) -> tuple[Path, dict[int, list[float]]]:
-    """The :class:`Path` of the curves under the sensitivities, and every point's predicted loss."""
-    careful, events, losses = {}, [], {}
-    for slot, c in curves.items():
-        loss = [sens[slot] * p.distortion for p in c.points]
-        losses[slot] = loss
-        chain, lams = lower_hull([p.est_bytes for p in c.points], loss)
-        careful[slot] = chain[-1]
-        events.extend((lam, slot, j) for lam, j in zip(lams, chain[:-1]))
-    events.sort(key=lambda e: (-e[0], e[1], e[2]))
-    return Path(careful, tuple(events)), losses
-
-
-def predicted(path: Path, losses: dict[int, list[float]]) -> list[float]:
-    """Summed predicted loss of every allocation along the path."""
-    idx = dict(path.careful)
-    total = sum(losses[s][j] for s, j in idx.items())
-    out = [total]
-    for _, slot, j in path.events:
-        total += losses[slot][j] - losses[slot][idx[slot]]
-        idx[slot] = j
-        out.append(total)
-    return out
-
-
-def search(path: Path, pred: list[float], trial, *, budget: Budget, max_trials: int = MAX_TRIALS) -> tuple[int, int]:  # noqa: ANN001
-    """The largest allocation index that meets the budget in real trials (gallop, then bisect),
-    assuming a more careful allocation never measures worse; returns (index, trials)."""
-    results: dict[int, bool] = {}
-
-    def ok(k: int) -> bool:
-        if k not in results:
-            results[k] = trial(k)
-        return results[k]
-
-    n = len(path)
-    if budget.min_cosine is not None:
-        fits = [k for k, loss in enumerate(pred) if loss <= 1.0 - budget.min_cosine]
-        start = fits[-1] if fits else 0
-    else:
-        start = n // 2
-    good, bad = -1, n
-    if ok(start):
-        good, step = start, 1
-        while good + step < bad and len(results) < max_trials - 1:
-            if not ok(good + step):
-                bad = good + step
-                break
-            good, step = good + step, step * 2
-        else:
-            if good + step >= bad and good + 1 < bad and len(results) < max_trials - 1 and ok(bad - 1):
-                good = bad - 1
-    else:
-        bad, step = start, 1
-        while bad > 0 and len(results) < max_trials - 1:
-            k = max(0, bad - step)
-            if ok(k):
-                good = k
-                break
-            bad, step = k, step * 2
-    while good >= 0 and bad - good > 1 and len(results) < max_trials:
-        mid = (good + bad) // 2
-        if ok(mid):
-            good = mid
-        else:
-            bad = mid
-    return max(good, 0), len(results)
-
-
-@dataclass(frozen=True, eq=False)
-class Quantized:
-    """One tensor's final levels (zstd-packed, as curve points keep them: an allocation holds every
-    tensor, and the search many allocations), and its relative layer error."""
-
-    point: CurvePoint
-    rel_error: float
-
-    @classmethod
-    def of(cls, levels: np.ndarray, step: float, rel_error: float, kappa: float = 1.0,
-           values: np.ndarray | None = None) -> Quantized:
-        return cls(CurvePoint.of(step, 0, 0.0, levels, kappa, values), rel_error)
-
-    @property
-    def levels(self) -> np.ndarray:
-        return self.point.levels
-
-    @property
-    def step(self) -> float:
-        return self.point.step
-
-    @property
-    def kappa(self) -> float:
-        return self.point.kappa
-
-    @property
-    def values(self) -> np.ndarray | None:
-        return self.point.values
-
-    def table(self) -> np.ndarray:
-        return self.point.table()
-
-    def weights(self, dtype: np.dtype) -> np.ndarray:
-        return self.table()[self.levels.astype(np.int64) + MAX_LEVEL].astype(dtype)
-
-
-@single_blas_thread
-def refresh(model: onnx.ModelProto, plans: dict, curves: dict[int, Curve], picks: dict[int, int],
-            fit: dict[str, np.ndarray], weights: dict[int, np.ndarray], *, seed: int = 0,
-            memo: dict | None = None, needed: dict[int, int] | None = None,
-            max_passes: int = REFRESH_PASSES, reference_cache: RowCache | None = None) -> dict[int, Quantized]:
-    """Requantize the picks layer by layer so that each layer absorbs the error of those before it.
-
-    A curve's points quantize the original weights against the original model's inputs; once the
-    layers before it are compressed, a layer sees other inputs. In graph order, each layer's ``H``
-    and its cross moment ``G`` with the original inputs are collected on the fitting samples with
-    every layer before it already requantized; ``W* = H⁻¹ G W0`` (the least-squares weights mapping
-    the inputs it now sees to the outputs the original layer gave) is GPTQ-rounded at the pick's
-    step, dead zone and code lengths. Deep models group consecutive layers into at most
-    ``max_passes`` statistics passes (one session pair each); with ``memo``, a group whose picks
-    and those before it were refreshed before is reused. ``needed``
-    (slot -> samples) takes evenly spaced fitting samples, as many as give the layer its rows: a
-    high-resolution convolution needs a few images, not all of them.
-    """
-    from onnxdc.auto.trials import replaced_model
-    from onnxdc.calibration.calibrate import layer_of
-
-    out: dict[int, Quantized] = {}
-    for s, j in picks.items():
-        p = curves[s].points[j]
-        if not p.exact:
-            out[s] = plain_quantized(curves[s], j)
-    # Every layer is requantized, those reading graph inputs too: their target is then the damped
-    # least-squares one, and their code lengths those of their own levels (one more alternation).
-    order = sorted((s for s in out if curves[s].has_stats), key=lambda s: (layer_of(model, plans[s])[0], s))
-    size = -(-len(order) // max_passes) if order else 1
-    for start in range(0, len(order), size):
-        group = order[start:start + size]
-        before = {t: q.weights(weights[t].dtype) for t, q in out.items() if t not in order[start:]}
-        # Layers of one group share a statistics pass: each sees those of the group before it
-        # at their curve points, the earlier groups refreshed.
-        key = (tuple(group), tuple(sorted((t, picks[t]) for t in [*before, *group])))
-        if memo is not None and key in memo:
-            out.update(memo[key])
-            continue
-        n = max(((needed or {}).get(t) or 0) for t in group) or None
-        stats = collect_stats(replaced_model(model, {**before, **{t: out[t].weights(weights[t].dtype) for t in group}}),
-                              {t: plans[t] for t in group}, _subset(fit, n), seed=seed, reference=model,
-                              reference_cache=reference_cache)
-        for t in group:
-            out[t] = _requantize(out[t], stats[t], weights[t])
-        if memo is not None:
-            memo[key] = {t: out[t] for t in group}
-    return out
-
-
-@single_blas_thread
-def _requantize(q: Quantized, st, w: np.ndarray) -> Quantized:  # noqa: ANN001 - LayerStats
-    """``q``'s step, dead zone and code lengths applied to the refit target of fresh statistics."""
-    from onnxdc.auto.curves import refit_target
-    from onnxdc.calibration.linear import weight_matrices, weight_tensor
-    from onnxdc.stages.compensate import LayerProblem
-    from onnxdc.stages.ecq import code_lengths, ec_sweep, lam_for, layer_error
-
-    w0s = [m.astype(np.float64) for m in weight_matrices(st.form, w.astype(np.float32))]
-    if q.kappa == 0:  # a k-means codebook: GPTQ-round the refit target to the same values
-        from onnxdc.stages.compensate import obs_sweep
-
-        table = q.table()
-        used = np.flatnonzero(np.bincount(q.levels.reshape(-1).astype(np.int64) + MAX_LEVEL,
-                                          minlength=2 * MAX_LEVEL + 1))
-        used = used[used != MAX_LEVEL]
-        cb = table[used]
-        mids = (cb[:-1] + cb[1:]) / 2.0
-        groups, err, energy = [], 0.0, 0.0
-        for h, g, w0 in zip(st.h, st.g, w0s):
-            prob = LayerProblem(h, refit_target(h, g, w0))
-            wq, _ = obs_sweep(prob.w_star, prob.u, mask=np.ones(w0.shape, bool), codebook=cb)
-            groups.append((used[np.searchsorted(mids, wq)] - MAX_LEVEL).astype(np.int8))
-            err += layer_error(wq, prob.w_star, h)
-            energy += prob.energy
-        return Quantized.of(weight_tensor(st.form, groups, w.shape).astype(np.int8), q.step,
-                         err / energy if energy > 0 else 0.0, q.kappa, q.values)
-    lengths = code_lengths(np.bincount(q.levels.reshape(-1).astype(np.int64) + MAX_LEVEL, minlength=2 * MAX_LEVEL + 1))
-    lv_g, err, energy = [], 0.0, 0.0
-    for h, g, w0 in zip(st.h, st.g, w0s):
-        prob = LayerProblem(h, refit_target(h, g, w0))
-        lv = ec_sweep(prob.w_star, prob.u, step=q.step, lam=lam_for(q.step, np.diag(prob.u), q.kappa), lengths=lengths)
-        lv_g.append(lv)
-        err += layer_error(q.step * lv.astype(np.float64), prob.w_star, h)
-        energy += prob.energy
-    return Quantized.of(weight_tensor(st.form, lv_g, w.shape).astype(np.int8), q.step,
-                     err / energy if energy > 0 else 0.0, q.kappa)
-
-
-def _subset(data: dict[str, np.ndarray], n: int | None) -> dict[str, np.ndarray]:
-    """``n`` evenly spaced samples of ``data`` (all when ``n`` is None or not fewer)."""
-    total = len(next(iter(data.values())))
-    if n is None or n >= total:
-        return data
-    keep = np.linspace(0, total - 1, n).round().astype(np.int64)
-    return {k: v[keep] for k, v in data.items()}
-
-
-def refine(start: Outcome, curves: dict[int, Curve], losses: dict[int, list[float]],
-           run: Callable[[dict[int, int]], Outcome], *, budget: Budget, boundary: float | None,
-           max_trials: int = REFINE_TRIALS) -> Outcome:
-    """Greedy steps off the Lagrangian path, each checked by a real run (``run``).
-
-    The path only visits each curve's lower convex hull; between two hull points a tensor often
-    has points the allocation could afford but λ never picks, and real losses differ from the
-    predicted ones by a factor that the trials measure. Each step moves one tensor to the point
-    saving the most bytes whose predicted loss, scaled by the measured real/predicted ratio, still
-    fits the budget (or the smallest real loss seen to fail, for budgets without a cosine floor).
-    """
-    allowed = (1.0 - budget.min_cosine) if budget.min_cosine is not None else boundary
-    failed: set[tuple[int, int]] = set()
-    best_so_far = start
-    for _ in range(max_trials):
-        picks = best_so_far.picks
-        real = 1.0 - mean_cosine(best_so_far.evaluation)
-        pred = sum(losses[s][j] for s, j in picks.items())
-        scale = real / pred if pred > 0 and real > 0 else 1.0
-        move = None
-        for s, c in curves.items():
-            cur = c.points[picks[s]]
-            for j, p in enumerate(c.points):
-                saved = cur.est_bytes - p.est_bytes
-                if saved <= 0 or (s, j) in failed:
-                    continue
-                extra = max(losses[s][j] - losses[s][picks[s]], 0.0) * scale
-                if allowed is not None and real + extra > allowed:
-                    continue
-                key = (saved, -extra, -s, -j)
-                if move is None or key > move[0]:
-                    move = (key, s, j)
-        if move is None:
-            break
-        _, s, j = move
-        got = run({**picks, s: j})
-        if got.met:
-            best_so_far = got
-        else:
-            failed.add((s, j))
-    return best_so_far
 
 
 def calibrated_tensor(q: Quantized, *, has_stats: bool) -> CalibratedTensor:
@@ -517,47 +243,8 @@ def compress_rd(model: onnx.ModelProto, *, base: SharingConfig, data: dict[str, 
     return AutoResult(res, choice, {}, sharing if lossy else base, budget.met(verified), verified)
 
 
-@dataclass(frozen=True, eq=False)
-class Outcome:
-    """One allocation tried for real: the picks, the tensors as quantized, and how they measured."""
-
-    picks: dict[int, int]
-    quantized: dict[int, Quantized]
-    evaluation: EvalResult | None
-    met: bool
-
-
-def plain_quantized(curve: Curve, i: int) -> Quantized:
-    """Point ``i`` of a curve as it stands (no refresh)."""
-    p = curve.points[i]
-    return Quantized(p, p.distortion / curve.energy if curve.energy else 0.0)
-
-
 def _bytes(qs: dict[int, Quantized], rows: dict[int, int]) -> int:
     return sum(level_bytes(q.levels, row=rows.get(s)) for s, q in qs.items())
-
-
-def climb(lo: int, hi: int, ok, *, max_trials: int) -> tuple[int | None, int]:  # noqa: ANN001
-    """The largest ``i`` in ``lo..hi`` with ``ok(i)``, galloping up from ``lo`` then bisecting
-    (``ok`` assumed to hold up to some threshold only); (None, trials) if ``ok(lo)`` fails."""
-    trials = 1
-    if not ok(lo):
-        return None, trials
-    good, bad, step = lo, hi + 1, 1
-    while good + step < bad and trials < max_trials:
-        trials += 1
-        if not ok(good + step):
-            bad = good + step
-            break
-        good, step = good + step, step * 2
-    while bad - good > 1 and trials < max_trials:
-        mid = (good + bad) // 2
-        trials += 1
-        if ok(mid):
-            good = mid
-        else:
-            bad = mid
-    return good, trials
 
 
 def _decoded_outputs(runner: TrialRunner, data: bytes, decompress) -> list[np.ndarray]:  # noqa: ANN001
