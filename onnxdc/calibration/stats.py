@@ -87,10 +87,13 @@ def collect_stats(model: onnx.ModelProto, plans: dict, data: dict[str, np.ndarra
     sess = session(m, arena=False) if wanted else None
     ref_run = None
     if reference is not None:
-        ref_stats_model, ref_wanted = exposing(reference, names)
-        ref_sess = session(ref_stats_model, arena=False) if ref_wanted else None
+        ref_sessions: list = []  # opened on the first batch the cache cannot serve
 
         def ref_run(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+            if not ref_sessions:
+                ref_stats_model, ref_wanted = exposing(reference, names)
+                ref_sessions.append((session(ref_stats_model, arena=False) if ref_wanted else None, ref_wanted))
+            ref_sess, ref_wanted = ref_sessions[0]
             got = dict(zip(ref_wanted, ref_sess.run(ref_wanted, {i.name: batch[i.name] for i in ref_sess.get_inputs()}))
                        ) if ref_sess is not None else {}
             return {s: (got[s] if s in got else batch[s]) for s in names}
