@@ -116,18 +116,24 @@ def session(model: onnx.ModelProto, *, threads: int | None = None,
         raise ModelError(f"onnxruntime cannot load the model: {str(exc).splitlines()[0]}") from None
 
 
-def run_model(sess, inputs: dict[str, np.ndarray], *, batch_size: int = 256) -> list[np.ndarray]:  # noqa: ANN001
-    """Run ``sess`` over ``inputs`` in batches along the first axis; outputs concatenated."""
-    names = [i.name for i in sess.get_inputs()]
-    fixed = [i.shape[0] for i in sess.get_inputs() if i.shape and isinstance(i.shape[0], int) and i.shape[0] > 0]
+def run_model(sess, inputs: dict[str, np.ndarray], *, batch_size: int = 256,  # noqa: ANN001
+              whole: dict[str, np.ndarray] | None = None) -> list[np.ndarray]:
+    """Run ``sess`` over ``inputs`` in batches along the first axis; outputs concatenated.
+
+    ``whole`` holds inputs given to every batch as they are (weights fed as inputs): they are not
+    sliced, and their first axis is no batch size.
+    """
+    whole = whole or {}
+    batched = [i for i in sess.get_inputs() if i.name not in whole]
+    fixed = [i.shape[0] for i in batched if i.shape and isinstance(i.shape[0], int) and i.shape[0] > 0]
     if fixed:  # a model with a fixed batch size runs in slices of exactly that size
         batch_size = min(fixed)
     n = len(next(iter(inputs.values())))
     outs: list[list[np.ndarray]] = []
     for start in range(0, n, batch_size):
-        feed = {k: inputs[k][start:start + batch_size] for k in names}
+        feed = {i.name: inputs[i.name][start:start + batch_size] for i in batched}
         try:
-            res = sess.run(None, feed)
+            res = sess.run(None, {**feed, **whole})
         except Exception as exc:  # noqa: BLE001
             raise ModelError(f"onnxruntime failed on the inputs: {str(exc).splitlines()[0]}") from None
         if not outs:

@@ -14,8 +14,7 @@ import onnx
 from onnx import helper
 
 from onnxdc.calibration.stats import model_feed
-from onnxdc.errors import ModelError
-from onnxdc.evaluate import concat_batches, run_model, session
+from onnxdc.evaluate import run_model, session
 from onnxdc.onnx_io.tensors import iter_tensors, le_bytes, set_raw_data
 from onnxdc.threads import single_blas_thread
 
@@ -63,20 +62,7 @@ class TrialRunner:
         ws = {self.names[s]: np.ascontiguousarray((weights[s] if s in weights else self.original[s])
                                                   .astype(self.original[s].dtype, copy=False))
               for s in self.names}
-        fixed = [i.shape[0] for i in self.session.get_inputs()
-                 if i.name in self.feed and i.shape and isinstance(i.shape[0], int) and i.shape[0] > 0]
-        step = min(fixed) if fixed else batch_size
-        parts: list[list[np.ndarray]] = []
-        for start in range(0, self.n, step):
-            try:
-                res = self.session.run(None, {**{k: v[start:start + step] for k, v in self.feed.items()}, **ws})
-            except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own untyped errors
-                raise ModelError(f"onnxruntime failed on the inputs: {str(exc).splitlines()[0]}") from None
-            if not parts:
-                parts = [[] for _ in res]
-            for acc, r in zip(parts, res):
-                acc.append(np.asarray(r))
-        return [concat_batches(p) for p in parts]
+        return run_model(self.session, self.feed, batch_size=batch_size, whole=ws)
 
     def replaced(self, weights: dict[int, np.ndarray]) -> onnx.ModelProto:
         """A copy of the model with ``weights`` set."""
