@@ -110,7 +110,7 @@ def test_robust_graph_compresses_within_budget_and_runs(tmp_path: Path) -> None:
     assert ev.outputs[0].cosine > 0.99
     by_name = {t.name: t for t in out.graph.initializer}
     assert by_name["w16"].data_type == TensorProto.FLOAT16
-    meta = auto.result.container.header.metadata["calibration"]["tensors"]
+    meta = auto.result.record["calibration"]["tensors"]
     assert "no layer statistics" in meta["shared_w"]["method"]  # shared by two nodes: no single layer
     # the recipe records every tensor's pick and reads back as rules
     recipe = tmp_path / "r.toml"

@@ -143,7 +143,7 @@ def test_calibrated_beats_magnitude_on_the_test_split(name: str) -> None:
     for tname, q in cal.quantized.items():
         np.testing.assert_array_equal(out[tname], q)
         assert abs((q == 0).mean() - 0.9) < 0.02
-    methods = cal.container.header.metadata["calibration"]["tensors"]
+    methods = cal.record["calibration"]["tensors"]
     assert all(m["error_refit"] <= m["error_kmeans"] + 1e-9 for m in methods.values())
     assert all(m["method"] == "compensated" for m in methods.values())  # GRU W and R (linear_before_reset=1) too
 
@@ -209,5 +209,5 @@ def test_high_resolution_conv_statistics_use_a_few_evenly_spaced_samples() -> No
     assert need == 8
     np.testing.assert_array_equal(sub["x"], data["x"][np.linspace(0, 15, need).round().astype(int)])
     res = compress(model, config=CompressConfig(sharing=SharingConfig(sparsity=0.5, bits=4), calibration=data))
-    meta = res.container.header.metadata["calibration"]["tensors"]["w"]
+    meta = res.record["calibration"]["tensors"]["w"]
     assert meta["method"] == "compensated" and meta["error_refit"] <= meta["error_kmeans"]

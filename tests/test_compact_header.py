@@ -39,7 +39,7 @@ def written(model: onnx.ModelProto, config: onnxdc.CompressConfig, *, major: int
     skeleton = onnx.ModelProto()
     skeleton.CopyFrom(model)
     writer = ContainerWriter(major=major)
-    header, _ = encode_model(skeleton, writer=writer, config=config, original=model)
+    header, _, _ = encode_model(skeleton, writer=writer, config=config, original=model)
     return writer.to_bytes(header)
 
 

@@ -257,7 +257,7 @@ def test_allocation_meets_the_budget_on_checking_samples_the_fitting_never_saw()
     assert ev.outputs[0].cosine_mean >= 0.999
     weights = sum(numpy_helper.to_array(t).nbytes for t in model.graph.initializer)
     assert weights / len(auto.result.data) > 40
-    meta = auto.result.container.header.metadata["auto"]
+    meta = auto.result.record["auto"]
     assert meta["engine"] == "rd" and meta["check_samples"] == len(check["input"])
 
 

@@ -93,6 +93,9 @@ class CompressResult:
     data: bytes
     container: Container
     quantized: dict[str, np.ndarray]
+    #: What the run did, in full (the header keeps :func:`brief_metadata` of it): the settings with
+    #: every rule, each calibrated tensor's method and errors, the automatic mode's trials.
+    record: dict[str, Any] = field(default_factory=dict)
 
 
 @single_blas_thread
@@ -109,18 +112,21 @@ def compress(model: onnx.ModelProto, *, config: CompressConfig = CompressConfig(
     skeleton = onnx.ModelProto()
     skeleton.CopyFrom(model)
     writer = ContainerWriter()
-    header, quantized = encode_model(skeleton, writer=writer, config=config, original=model, progress=progress,
-                                     calibrated=calibrated, notice=notice)
+    header, quantized, record = encode_model(skeleton, writer=writer, config=config, original=model,
+                                             progress=progress, calibrated=calibrated, notice=notice)
     data = writer.to_bytes(header)
-    return CompressResult(data, read_container(data), quantized)
+    return CompressResult(data, read_container(data), quantized, record)
 
 
 def encode_model(skeleton: onnx.ModelProto, *, writer: ContainerWriter, config: CompressConfig,
                  original: onnx.ModelProto | None = None, read: Callable[[onnx.TensorProto], bytes] = tensor_raw_bytes,
                  keep_values: bool = True, progress: Progress | None = None,
                  calibrated: dict[int, Any] | None = None,
-                 notice: Notice | None = None) -> tuple[Header, dict[str, np.ndarray]]:
+                 notice: Notice | None = None) -> tuple[Header, dict[str, np.ndarray], dict[str, Any]]:
     """Code every tensor of ``skeleton`` into ``writer`` (stripping their data) and build the header.
+
+    Returns the header, the quantized weights (with ``keep_values``) and the run's full record,
+    whose :func:`brief_metadata` the header holds.
 
     Args:
         skeleton: the model to code; its stored tensors lose their data (it becomes the skeleton).
@@ -194,9 +200,27 @@ def encode_model(skeleton: onnx.ModelProto, *, writer: ContainerWriter, config: 
                 if c.error_kmeans or c.error_refit else {})}
                         for s, c in calibrated.items()},
         }
-    header = writer.header(producer=f"onnxdc {__version__}", metadata=metadata, skeleton=skeleton_id,
+    header = writer.header(producer=f"onnxdc {__version__}", metadata=brief_metadata(metadata), skeleton=skeleton_id,
                            skeleton_crc32=zlib.crc32(skel_bytes), tensors=entries)
-    return header, quantized
+    return header, quantized, metadata
+
+
+def brief_metadata(record: dict[str, Any]) -> dict[str, Any]:
+    """What the header keeps of a run's record: how the file was made, not every detail of it.
+
+    On a small model every header byte counts (the CRNN sample's full record was a third of its
+    header), and what is left out is either in the tensors' own params (each tensor's sparsity and
+    bits, which the automatic mode's rules only repeat) or in the recipe and the
+    :class:`CompressResult` the run returns (each tensor's calibration method and errors, the
+    automatic mode's trial counts).
+    """
+    out = dict(record)
+    if "auto" in out:
+        out["auto"] = {k: v for k, v in out["auto"].items() if k in ("engine", "budget", "budget_met")}
+        out["settings"] = {k: v for k, v in out.get("settings", {}).items() if k != "rules"}
+    if "calibration" in out:
+        out["calibration"] = {k: v for k, v in out["calibration"].items() if k != "tensors"}
+    return out
 
 
 @dataclass(frozen=True)

@@ -50,8 +50,8 @@ def compress_file(path: str | os.PathLike[str], out: str | os.PathLike[str], *,
     out_path = Path(out)
     with spool_beside(out_path) as spool:
         writer = ContainerWriter(spool=spool, spool_above=SPOOL_ABOVE)
-        header, _ = encode_model(skeleton, writer=writer, config=config, read=read, keep_values=False,
-                                 progress=progress, notice=notice)
+        header, _, _ = encode_model(skeleton, writer=writer, config=config, read=read, keep_values=False,
+                                    progress=progress, notice=notice)
         write_atomic(out_path, writer.iter_bytes(header), overwrite=overwrite)
     return header, writer.header_size
 
