@@ -57,6 +57,40 @@ def lanes_for(count: int) -> int:
     return max(1, min(MAX_LANES, -(-count // LANE_SYMBOLS)))
 
 
+def encode_lanes(f: np.ndarray, c: np.ndarray, *, lanes: int, bits: int) -> tuple[bytes, bytes]:
+    """rANS-encode a stream whose symbol ``i`` (of lane ``i % lanes``) has frequency ``f[i]`` and
+    cumulative frequency ``c[i]`` (int64, of a total of ``2**bits``): the lanes' final states (u32
+    each) and the renormalization words, as the decoders read them (step order, then lane order).
+
+    Shared by the order-0 and the context coder, which differ only in where ``f`` and ``c`` come
+    from. The loop runs backwards over the ``count / lanes`` steps (the decoder reads forwards),
+    each a handful of whole-step numpy calls on arrays laid out by step beforehand: the encoder's
+    cost is these calls, not the arithmetic (a 200 Ki-symbol stream in 25 lanes is 8,192 steps).
+    """
+    n = f.size
+    x = np.full(lanes, _LOW, dtype=np.int64)
+    words: list[np.ndarray] = []
+    full, rest = divmod(n, lanes)
+    shift = 32 - bits
+
+    def step(xs: np.ndarray, fs: np.ndarray, cs: np.ndarray, limit: np.ndarray) -> None:
+        emit = xs >= limit
+        words.append((xs[emit] & 0xFFFF)[::-1].astype("<u2"))
+        np.right_shift(xs, _WORD, out=xs, where=emit)
+        q = xs // fs
+        xs += (q << bits) - q * fs + cs  # x = (q << bits) + (x - q*f) + c, in place
+
+    if rest:  # the last step holds fewer symbols than there are lanes
+        fs, cs = f[full * lanes:], c[full * lanes:]
+        step(x[:rest], fs, cs, fs << shift)
+    f2 = f[:full * lanes].reshape(full, lanes)
+    c2 = c[:full * lanes].reshape(full, lanes)
+    limits = f2 << shift
+    for t in range(full - 1, -1, -1):
+        step(x, f2[t], c2[t], limits[t])
+    return x.astype("<u4").tobytes(), np.concatenate(words)[::-1].tobytes()
+
+
 def quantize(counts: np.ndarray, prob_bits: int) -> np.ndarray:
     """Frequencies adding up to ``2**prob_bits``, each present symbol at least 1, close to
     proportional to ``counts`` (the rounding is fixed up greedily by the least costly changes).
@@ -176,22 +210,9 @@ class RansCoder(Coder):
         bits, freq, _ = self.plan(histogram(symbols))
         lanes = lanes_for(n)
         cum = np.concatenate([[0], np.cumsum(freq)[:-1]]).astype(np.int64)
-        steps = -(-n // lanes)
-        x = np.full(lanes, _LOW, dtype=np.int64)
-        words: list[np.ndarray] = []
         freq64 = freq.astype(np.int64)
-        for t in range(steps - 1, -1, -1):  # backwards: the decoder reads forwards
-            s = symbols[t * lanes:(t + 1) * lanes]
-            k = s.size  # the last step may hold fewer symbols than there are lanes
-            f = freq64[s]
-            xs = x[:k]
-            emit = np.flatnonzero(xs >= (f << (32 - bits)))[::-1]
-            words.append((xs[emit] & 0xFFFF).astype("<u2"))
-            xs[emit] >>= _WORD
-            q, r = np.divmod(xs, f)
-            xs[:] = (q << bits) + r + cum[s]
-        out = write_varint(lanes) + bytes([bits]) + _model_bytes(freq) + x.astype("<u4").tobytes()
-        return out + np.concatenate(words)[::-1].tobytes()
+        states, words = encode_lanes(freq64[symbols], cum[symbols], lanes=lanes, bits=bits)
+        return write_varint(lanes) + bytes([bits]) + _model_bytes(freq) + states + words
 
     def batch_part(self, buf: bytes, *, count: int) -> tuple[type[Coder], Coder, bytes]:
         """rANS streams decode together, all their lanes in one lock-step (:func:`decode_many`)."""

@@ -74,6 +74,7 @@ from onnxdc.coders.rans import (
     _model_bytes,
     _payload_bits,
     _read_model,
+    encode_lanes,
     quantize,
     refill_states,
 )
@@ -192,20 +193,9 @@ class RansCtxCoder(Coder):
         lanes = lanes_for(n, self.row)
         head = write_varint(lanes) + bytes([bits, used]) + model
         cum = np.cumsum(freq, axis=1) - freq
-        f_all = freq[ctx, symbols]
-        c_all = cum[ctx, symbols]
-        x = np.full(lanes, _LOW, dtype=np.int64)
-        words: list[np.ndarray] = []
-        for t in range(-(-n // lanes) - 1, -1, -1):  # backwards: the decoder reads forwards
-            sl = slice(t * lanes, (t + 1) * lanes)
-            f, c = f_all[sl], c_all[sl]
-            xs = x[:f.size]
-            emit = np.flatnonzero(xs >= (f << (32 - bits)))[::-1]
-            words.append((xs[emit] & 0xFFFF).astype("<u2"))
-            xs[emit] >>= _WORD
-            q, r = np.divmod(xs, f)
-            xs[:] = (q << bits) + r + c
-        return head + x.astype("<u4").tobytes() + np.concatenate(words)[::-1].tobytes()
+        states, words = encode_lanes(freq[ctx, symbols].astype(np.int64), cum[ctx, symbols].astype(np.int64),
+                                     lanes=lanes, bits=bits)
+        return head + states + words
 
     def batch_part(self, buf: bytes, *, count: int) -> tuple[type[Coder], Coder, bytes]:
         """rans-ctx streams decode together, all their lanes in one lock-step (:func:`_decode_joint`)."""
