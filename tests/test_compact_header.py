@@ -30,9 +30,6 @@ from onnxdc.format.container import ContainerWriter, read_container
 from onnxdc.format.header import Header, header_coder
 from onnxdc.pipeline.encode import encode_model
 
-LOSSLESS = onnxdc.compress(TINY).data
-SHARED = onnxdc.compress(TINY, config=SHARING).data
-
 
 def written(model: onnx.ModelProto, config: onnxdc.CompressConfig, *, major: int) -> bytes:
     """``model`` compressed with ``config`` into a container of format ``major``."""
@@ -43,10 +40,15 @@ def written(model: onnx.ModelProto, config: onnxdc.CompressConfig, *, major: int
     return writer.to_bytes(header)
 
 
+LOSSLESS = written(TINY, onnxdc.CompressConfig(), major=2)
+SHARED = written(TINY, SHARING, major=2)
+
+
 def unpack2(data: bytes) -> tuple[Any, list[bytes]]:
     """The compact header object of a valid container, and its streams' bytes."""
     c = read_container(data)
-    return json.loads(c.header.to_compact_json_bytes()), [c.stream_bytes(i) for i in range(len(c.header.streams))]
+    return (json.loads(c.header.to_compact_json_bytes(major=2)),
+            [c.stream_bytes(i) for i in range(len(c.header.streams))])
 
 
 def pack2(obj: Any, chunks: list[bytes], *, fix: bool = True) -> bytes:
@@ -58,7 +60,7 @@ def pack2(obj: Any, chunks: list[bytes], *, fix: bool = True) -> bytes:
             entry[1:3] = [len(chunk), zlib.crc32(chunk)]
         obj["k"] = entries[-1][1:]
     text = json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()
-    stored = header_coder().encode(np.frombuffer(text, dtype=np.uint8))
+    stored = header_coder(2).encode(np.frombuffer(text, dtype=np.uint8))
     return prefix(stored, major=2) + stored + b"".join(chunks)
 
 
@@ -155,7 +157,7 @@ def test_expansion_stays_within_a_constant_of_the_caps() -> None:
     few times as many (so memory stays bounded as for 1.0)."""
     for data in (LOSSLESS, SHARED):
         header = read_container(data).header
-        full, short = header.to_json_bytes().decode(), header.to_compact_json_bytes().decode()
+        full, short = header.to_json_bytes().decode(), header.to_compact_json_bytes(major=2).decode()
         for chars in ("{[", "{[,"):
             assert sum(full.count(c) for c in chars) <= 4 * sum(short.count(c) for c in chars)
 
@@ -217,7 +219,7 @@ def test_stream_lengths_must_cover_the_payload() -> None:
 
 @pytest.mark.parametrize("text", [b"[]", b"1", b"null", b"{", b'{"p": "a", "p": "b"}'])
 def test_compact_header_text_that_is_no_header(text: bytes) -> None:
-    stored = header_coder().encode(np.frombuffer(text, dtype=np.uint8))
+    stored = header_coder(2).encode(np.frombuffer(text, dtype=np.uint8))
     refused(prefix(stored, major=2) + stored, r"^header (must be a JSON object|is not valid JSON)")
 
 
@@ -271,7 +273,7 @@ def test_mutated_compact_headers_decode_or_raise_the_container_error(data: st.Da
 
 
 def test_dictionaries_load_and_match_their_digests(monkeypatch: pytest.MonkeyPatch) -> None:
-    assert dictionaries.dictionary_names() == ["header-2", "onnx-1"]
+    assert dictionaries.dictionary_names() == ["header-2", "header-3", "onnx-1", "onnx-2"]
     for name in dictionaries.dictionary_names():
         assert len(dictionaries.dictionary(name).as_bytes()) > 1000
     monkeypatch.setitem(dictionaries.DIGESTS, "onnx-1", "0" * 64)

@@ -7,10 +7,12 @@ names instead of stopping at a checksum.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 import re
 import struct
+import sys
 import tracemalloc
 import zlib
 from collections.abc import Callable
@@ -34,6 +36,9 @@ from onnxdc.onnx_io.tensors import has_data, iter_tensors
 
 FIXTURES = Path(__file__).parent / "fixtures"
 MODELS = Path(__file__).parent.parent / "models"
+_spec = importlib.util.spec_from_file_location("onnxdc_fuzz_mutate", MODELS.parent / "fuzz" / "mutate.py")
+mutate = sys.modules.setdefault("onnxdc_fuzz_mutate", importlib.util.module_from_spec(_spec))
+_spec.loader.exec_module(mutate)  # type: ignore[union-attr]
 SHARING = onnxdc.CompressConfig(
     sharing=onnxdc.pipeline.settings.SharingConfig(sparsity=0.5, bits=4, min_elements=16))
 
@@ -82,9 +87,9 @@ def with_header_text(text: bytes) -> bytes:
 
 
 def unpack(data: bytes) -> tuple[dict[str, Any], list[bytes]]:
-    """The header of a valid container as a JSON object, and its streams' bytes."""
-    c = read_container(data)
-    return json.loads(c.header.to_json_bytes()), [c.stream_bytes(i) for i in range(len(c.header.streams))]
+    """The header of a valid container as a 1.0 JSON object, and its streams' bytes (a 3.0
+    container as the 1.0 one it stands for: ``fuzz/mutate.py``'s ``unpack``)."""
+    return mutate.unpack(data)
 
 
 def pack(obj: Any, chunks: list[bytes], *, fix: bool = True) -> bytes:
@@ -184,11 +189,11 @@ def test_onnx_file_is_not_a_container() -> None:
     refused(TINY.SerializeToString(), r"bad magic")
 
 
-@pytest.mark.parametrize("major", [0, 3, 65535])
+@pytest.mark.parametrize("major", [0, 4, 65535])
 def test_unsupported_major_version(major: int) -> None:
     data = LOSSLESS[:8] + struct.pack("<HH", major, 3) + LOSSLESS[12:]
     msg = refused(data, r"unsupported container version", code="version")
-    assert f"{major}.3" in msg and f"{MAJOR_VERSION}.x" in msg and "1.x" in msg
+    assert f"{major}.3" in msg and f"{MAJOR_VERSION}.x" in msg and "1.x" in msg and "2.x" in msg
 
 
 def test_newer_minor_version_is_readable() -> None:
@@ -448,10 +453,16 @@ def test_trailing_data_by_shorter_stream() -> None:
 
 
 def test_stream_crc_mismatch() -> None:
+    """1.x and 2.x streams carry a CRC-32 each; 3.x's payload carries one."""
     c = read_container(LOSSLESS)
     data = bytearray(LOSSLESS)
     data[c.header_size + c.header.streams[1].offset + 5] ^= 0x40
-    refused(bytes(data), r"^stream 1 checksum mismatch \(file corrupted\)$")
+    refused(bytes(data), r"^payload checksum mismatch \(file corrupted\)$", code="payload-crc")
+    v1 = edited(LOSSLESS, lambda o, c: None)
+    c = read_container(v1)
+    data = bytearray(v1)
+    data[c.header_size + c.header.streams[1].offset + 5] ^= 0x40
+    refused(bytes(data), r"^stream 1 checksum mismatch \(file corrupted\)$", code="stream-crc")
 
     def lie(obj: dict[str, Any], chunks: list[bytes]) -> None:
         obj["streams"][-1]["crc32"] ^= 1
@@ -1016,7 +1027,8 @@ def test_lying_headers_only_raise_container_error(shared: bool, lies: list, fix:
 # --------------------------------------------------------------------------- golden fixtures
 
 
-GOLDEN = ["v1_0_lossless", "v1_0_shared", "v2_0_lossless", "v2_0_shared", "v2_0_context"]
+GOLDEN = ["v1_0_lossless", "v1_0_shared", "v2_0_lossless", "v2_0_shared", "v2_0_context",
+          "v3_0_lossless", "v3_0_shared", "v3_0_context", "v3_0_names"]
 
 
 @pytest.mark.parametrize("name", GOLDEN)
@@ -1040,22 +1052,26 @@ def _coder_ids(config: dict[str, Any]) -> list[str]:
     return [config["id"]] + [cid for c in config.get("coders", []) for cid in _coder_ids(c)]
 
 
-@pytest.mark.parametrize("version", ["v1_0", "v2_0"])
+@pytest.mark.parametrize("version", ["v1_0", "v2_0", "v3_0"])
 def test_golden_fixtures_cover_every_encoding_and_scheme(version: str) -> None:
     seen = set()
-    for name in (f"{version}_lossless", f"{version}_shared") + ((f"{version}_context",) if version == "v2_0" else ()):
+    extra = {"v1_0": (), "v2_0": ("context",), "v3_0": ("context", "names")}[version]
+    names = []
+    for name in [f"{version}_{n}" for n in ("lossless", "shared", *extra)]:
         h = read_container((FIXTURES / f"{name}.onnxdc").read_bytes()).header
+        names.append(h.skeleton_names)
         for t in h.tensors:
             seen.add(t.encoding if t.encoding == "planes" else f"shared/{t.params['positions']}")
             seen.update(cid for i in t.streams.values() for cid in _coder_ids(h.streams[i].coder))
         seen.add(f"skeleton/{h.streams[h.skeleton].coder['id']}")
     assert {"planes", "shared/relative", "shared/mask", "shared/dense", "raw", "zstd", "huffman", "chain"} <= seen
-    if version == "v2_0":
+    if version != "v1_0":
         assert {"skeleton/zstd-dict", "rans", "rans-ctx"} <= seen
+    assert any(names) == (version == "v3_0")  # the names fixture has its derived names left out
 
 
 def test_container_errors_carry_a_check_code() -> None:
-    """A flipped payload byte fails the stream checksum: the error's code says so."""
+    """A flipped payload byte fails the payload checksum: the error's code says so."""
     from onnxdc import CompressConfig, ContainerError, compress, load_model, read_container
 
     model = load_model(Path(__file__).resolve().parent.parent / "models" / "lenet300.onnx")
@@ -1063,7 +1079,7 @@ def test_container_errors_carry_a_check_code() -> None:
     data[-1] ^= 0xFF
     with pytest.raises(ContainerError) as info:
         read_container(bytes(data))
-    assert info.value.code == "stream-crc"
+    assert info.value.code == "payload-crc"
 
 
 def test_unknown_coder_error_carries_the_id() -> None:

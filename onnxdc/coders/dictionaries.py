@@ -5,7 +5,8 @@ which is what a stream of a few hundred bytes cannot pay for itself (a 3 KB ONNX
 smaller with one, a 2.0 header half the size). Containers name the dictionary they were coded
 with, so each file here is part of the format and never changes once released: its SHA-256 is
 pinned below and checked when it is loaded. A new dictionary gets a new name. The files are built
-by ``tools/make_dictionaries.py`` from the ONNX backend test models shipped with onnx, not from
+by ``tools/make_dictionaries.py`` from the ONNX backend test models shipped with onnx (and, from
+``onnx-2`` and ``header-3`` on, exported PyTorch models of generic architectures), not from
 onnxdc's own sample models (those measure the result).
 """
 
@@ -23,6 +24,8 @@ from onnxdc.errors import ConfigError
 DIGESTS: dict[str, str] = {
     "onnx-1": "8474520a0894faa980eed11f7bad52937c912daca0b999c6474119f90ae4cf58",
     "header-2": "4fe3caaa900df3351050aeaddc51837b6140e04fe2ea80fac4609e249465ef45",
+    "onnx-2": "73036b1af9e06c39fbca7c14d46f41817c7e5d3044d85ddeb1b32102ebe8aaaf",
+    "header-3": "e72973f75ae260185927c39ebb18b46759a29b586907c05b0d1a56d8aa6abc59",
 }
 
 

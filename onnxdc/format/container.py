@@ -1,13 +1,14 @@
-"""The ``.onnxdc`` container, format versions 1 and 2 (specified in ``docs/format.md``).
+"""The ``.onnxdc`` container, format versions 1, 2 and 3 (specified in ``docs/format.md``).
 
 Layout::
 
     magic (8) | major u16 | minor u16 | header_length u64 | header_crc32 u32 | header | payload
 
 All integers are little-endian. The header is UTF-8 JSON in a zstd frame (:mod:`onnxdc.format.header`
-parses it; in 2.0 compact JSON, :mod:`onnxdc.format.compact`, in a frame coded with a built-in dictionary); the payload is the concatenation of the streams the header lists, back to back in
-header order (so no offsets are stored), covering the rest of the file exactly. Every stream and
-the header carry a CRC-32.
+parses it; from 2.0 compact JSON, :mod:`onnxdc.format.compact`, in a frame coded with a built-in
+dictionary); the payload is the concatenation of the streams the header lists, back to back in
+header order (so no offsets are stored), covering the rest of the file exactly. The header carries
+a CRC-32, and so does every stream (1.x, 2.x) or the payload as a whole (3.x).
 
 The reader validates in a fixed order and raises one :class:`~onnxdc.errors.ContainerError` per
 failure, naming what is wrong and where, before it allocates anything a declared size asks for.
@@ -34,11 +35,11 @@ __all__ = ["MAGIC", "Container", "ContainerWriter", "Header", "StreamInfo", "Ten
            "open_container", "output_size", "read_container"]
 
 MAGIC = b"\x89ONNXDC\n"
-#: The version onnxdc writes: 2.0 (the compact header, :mod:`onnxdc.format.compact`).
-MAJOR_VERSION = 2
+#: The version onnxdc writes: 3.0 (the compact header of :mod:`onnxdc.format.compact`, one payload CRC).
+MAJOR_VERSION = 3
 MINOR_VERSION = 0
-#: The major versions this reader reads (1.x: the JSON header; 2.x: the compact header).
-READ_MAJOR_VERSIONS = (1, 2)
+#: The major versions this reader reads (1.x: the JSON header; 2.x and 3.x: the compact headers).
+READ_MAJOR_VERSIONS = (1, 2, 3)
 _PREFIX = struct.Struct("<8sHHQI")
 PREFIX_SIZE = _PREFIX.size  # 24
 MAX_HEADER_BYTES = 256 * 1024 * 1024  # cap on the stored and the decoded header
@@ -73,9 +74,11 @@ class ContainerWriter:
     major: int = MAJOR_VERSION  # the format version written (1 only to write 1.0 test containers)
     _size: int = 0
     _spooled: bool = False
+    _crc: int = 0  # CRC-32 of the payload so far
 
     def add_stream(self, data: bytes | memoryview, *, count: int, coder: dict[str, Any]) -> int:
         self.streams.append(StreamInfo(self._size, len(data), zlib.crc32(data), count, coder))
+        self._crc = zlib.crc32(data, self._crc)
         self.chunks.append(data)
         self._size += len(data)
         if self.spool is not None and (self._spooled or self._size > self.spool_above):
@@ -100,8 +103,16 @@ class ContainerWriter:
             yield block
 
     def header(self, *, producer: str, metadata: dict[str, Any], skeleton: int, skeleton_crc32: int,
-               tensors: list[TensorInfo]) -> Header:
-        return Header(producer, metadata, skeleton, tuple(self.streams), tuple(tensors), skeleton_crc32)
+               tensors: list[TensorInfo], skeleton_names: bool = False) -> Header:
+        """The header of the streams added so far; from 3.0 with the payload's CRC-32 in place of
+        the streams' (and ``skeleton_names``, which only 3.0 can say)."""
+        if self.major < 3:
+            if skeleton_names:
+                raise ContainerError(f"format {self.major}.x cannot mark skeleton names", code="schema")
+            return Header(producer, metadata, skeleton, tuple(self.streams), tuple(tensors), skeleton_crc32)
+        streams = tuple(StreamInfo(s.offset, s.length, None, s.count, s.coder) for s in self.streams)
+        return Header(producer, metadata, skeleton, streams, tuple(tensors), skeleton_crc32, self._crc,
+                      skeleton_names)
 
     def to_bytes(self, header: Header) -> bytes:
         return b"".join(self.iter_bytes(header))
@@ -156,7 +167,7 @@ class Container:
     def stream_bytes(self, index: int) -> bytes:
         s = self.header.streams[index]
         data = self.source.read(self.header_size + s.offset, s.length)
-        if self.check_on_read and zlib.crc32(data) != s.crc32:
+        if self.check_on_read and s.crc32 is not None and zlib.crc32(data) != s.crc32:
             raise ContainerError(f"stream {index} checksum mismatch (file corrupted)", code="stream-crc")
         return data
 
@@ -265,7 +276,9 @@ def open_container(file: BinaryIO, *, max_tensor_bytes: int = DEFAULT_MAX_TENSOR
     memory stays bounded whatever the file size. The file must stay open while the container is used.
 
     ``check_streams=False`` defers each stream's CRC check to the moment the stream is read for
-    decoding (:meth:`Container.stream_bytes`), still before any of its bytes are decoded: a reader
+    decoding (:meth:`Container.stream_bytes`), still before any of its bytes are decoded (a 3.x
+    container has no stream CRCs: the CRC-32 of each decoded tensor and of the skeleton then
+    catch what corruption changes, and the coders refuse what does not decode): a reader
     that decodes every stream (decompression) then reads the payload once, not twice, and the
     checks run in its decoding threads. Corruption is then found mid-way, so such a reader must
     write its output atomically (as :func:`onnxdc.pipeline.paths.decompress_file` does).
@@ -286,7 +299,8 @@ def _read(src: _Source, max_tensor_bytes: int, *, check_streams: bool = True) ->
         raise ContainerError(f"not an onnxdc container (bad magic {bytes(magic)!r})", code="bad-magic")
     if major not in READ_MAJOR_VERSIONS:
         raise ContainerError(
-            f"unsupported container version {major}.{minor}; this onnxdc reads 1.x and {MAJOR_VERSION}.x",
+            f"unsupported container version {major}.{minor}; this onnxdc reads "
+            f"{', '.join(f'{v}.x' for v in READ_MAJOR_VERSIONS)}",
             code="version",
         )
     if hlen > MAX_HEADER_BYTES:
@@ -302,7 +316,7 @@ def _read(src: _Source, max_tensor_bytes: int, *, check_streams: bool = True) ->
     if size > MAX_HEADER_BYTES:
         raise ContainerError(f"decoded header size ({size}) exceeds the cap ({MAX_HEADER_BYTES})", code="header-size")
     try:
-        coder = ZstdCoder() if major == 1 else header_coder()
+        coder = ZstdCoder() if major == 1 else header_coder(major)
         raw_header = coder.decode(hbytes, count=size).tobytes()
     except OnnxdcError as exc:
         raise ContainerError(f"header does not decompress ({exc})", code="header-zstd") from None
@@ -312,8 +326,11 @@ def _read(src: _Source, max_tensor_bytes: int, *, check_streams: bool = True) ->
         raise ContainerError("header is not valid UTF-8", code="header-utf8") from None
     header_size = PREFIX_SIZE + hlen
     header = parse_header(text, payload_size=src.size - header_size, max_tensor_bytes=max_tensor_bytes,
-                          compact=major >= 2)
-    for i, s in enumerate(header.streams if check_streams else ()):
+                          major=major)
+    if check_streams and header.payload_crc32 is not None:
+        if src.crc32(header_size, src.size - header_size) != header.payload_crc32:
+            raise ContainerError("payload checksum mismatch (file corrupted)", code="payload-crc")
+    for i, s in enumerate(header.streams if check_streams and header.payload_crc32 is None else ()):
         if src.crc32(header_size + s.offset, s.length) != s.crc32:
             raise ContainerError(f"stream {i} checksum mismatch (file corrupted)", code="stream-crc")
     return Container(header, src, (major, minor), header_size, check_on_read=not check_streams)

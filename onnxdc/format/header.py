@@ -33,13 +33,17 @@ MAX_HEADER_VALUES = 4_000_000
 #: Deepest nesting of JSON objects and arrays in a header (onnxdc writes 6 with two-stage chains).
 MAX_HEADER_DEPTH = 32
 
-#: The built-in zstd dictionary a 2.0 header is coded with (part of the format: a new one is a new major).
-HEADER_DICTIONARY = "header-2"
+#: The built-in zstd dictionary a 2.x and a 3.x header is coded with (part of the format: a new one
+#: is a new major).
+HEADER_DICTIONARIES = {2: "header-2", 3: "header-3"}
 #: The zstd level headers are written with.
 HEADER_LEVEL = 19
 
 _HEADER_KEYS = {"producer", "metadata", "skeleton", "skeleton_crc32", "streams", "tensors"}
-_STREAM_KEYS = {"length", "crc32", "count", "coder"}
+#: 3.0's: one CRC-32 of the whole payload instead of one per stream; the skeleton's derived value
+#: names left out (:mod:`onnxdc.onnx_io.names`).
+_HEADER_OPTIONAL = {"payload_crc32", "skeleton_names"}
+_STREAM_KEYS = {"length", "count", "coder"}
 _TENSOR_KEYS = {"slot", "path", "name", "dtype", "shape", "nbytes", "crc32", "encoding", "params", "streams"}
 
 
@@ -49,13 +53,14 @@ class StreamInfo:
 
     offset: int
     length: int
-    crc32: int
+    crc32: int | None  # None in 3.0, where the header holds the whole payload's CRC-32 instead
     count: int
     coder: dict[str, Any]
 
     def to_json(self) -> dict[str, Any]:
         # No offset: streams sit back to back in header order, so offsets follow from the lengths.
-        return {"length": self.length, "crc32": self.crc32, "count": self.count, "coder": self.coder}
+        crc = {} if self.crc32 is None else {"crc32": self.crc32}
+        return {"length": self.length, **crc, "count": self.count, "coder": self.coder}
 
 
 @dataclass(frozen=True)
@@ -93,19 +98,25 @@ class Header:
     streams: tuple[StreamInfo, ...]
     tensors: tuple[TensorInfo, ...]
     skeleton_crc32: int = 0  # CRC-32 of the decoded skeleton bytes
+    payload_crc32: int | None = None  # 3.0: CRC-32 of the payload (the streams then have none)
+    skeleton_names: bool = False  # 3.0: the skeleton's derived value names are marks
 
-    def to_bytes(self, *, major: int = 2) -> bytes:
-        """The header as stored by format ``major``: 1, the key-sorted JSON in one zstd frame; 2,
-        the compact JSON (:mod:`onnxdc.format.compact`) in one frame coded with the built-in
-        dictionary :data:`HEADER_DICTIONARY`."""
+    def to_bytes(self, *, major: int = 3) -> bytes:
+        """The header as stored by format ``major``: 1, the key-sorted JSON in one zstd frame; 2
+        and 3, the compact JSON of that major (:mod:`onnxdc.format.compact`) in one frame coded with
+        the major's built-in dictionary (:data:`HEADER_DICTIONARIES`)."""
         if major == 1:
             return ZstdCoder(level=HEADER_LEVEL).encode(np.frombuffer(self.to_json_bytes(), dtype=np.uint8))
-        return header_coder().encode(np.frombuffer(self.to_compact_json_bytes(), dtype=np.uint8))
+        return header_coder(major).encode(np.frombuffer(self.to_compact_json_bytes(major=major), dtype=np.uint8))
 
     def to_json(self) -> dict[str, Any]:
-        """The header as the 1.0 JSON object (the object model of every version)."""
+        """The header as the 1.0 JSON object (the object model of every version; 3.0's two keys
+        appear only when set)."""
+        extra: dict[str, Any] = {} if self.payload_crc32 is None else {"payload_crc32": self.payload_crc32}
+        if self.skeleton_names:
+            extra["skeleton_names"] = True
         return {"producer": self.producer, "metadata": self.metadata, "skeleton": self.skeleton,
-                "skeleton_crc32": self.skeleton_crc32,
+                "skeleton_crc32": self.skeleton_crc32, **extra,
                 "streams": [s.to_json() for s in self.streams],
                 "tensors": [t.to_json() for t in self.tensors]}
 
@@ -118,18 +129,19 @@ class Header:
         """
         return _dumps(self.to_json())
 
-    def to_compact_json_bytes(self) -> bytes:
-        """The header's 2.0 (compact) JSON text, refused if a reader would refuse it.
+    def to_compact_json_bytes(self, *, major: int = 3) -> bytes:
+        """The header's compact JSON text of format ``major`` (2 or 3), refused if a reader would
+        refuse it.
 
         Raises:
             ContainerError: as :meth:`to_json_bytes`, or the streams are not in tensor order.
         """
-        return _dumps(compact(self.to_json()))
+        return _dumps(compact(self.to_json(), major=major))
 
 
-def header_coder() -> ZstdDictCoder:
-    """The coder of a 2.0 header's frame."""
-    return ZstdDictCoder(dictionary=HEADER_DICTIONARY, level=HEADER_LEVEL)
+def header_coder(major: int = 3) -> ZstdDictCoder:
+    """The coder of a 2.x or 3.x header's frame."""
+    return ZstdDictCoder(dictionary=HEADER_DICTIONARIES[major], level=HEADER_LEVEL)
 
 
 def _dumps(obj: dict[str, Any]) -> bytes:
@@ -139,9 +151,10 @@ def _dumps(obj: dict[str, Any]) -> bytes:
     return text.encode("utf-8")
 
 
-def parse_header(text: str, *, payload_size: int, max_tensor_bytes: int, compact: bool = False) -> Header:
-    """Parse and validate the header's JSON text (see the module docstring); ``compact``: a 2.0
-    header's compact JSON, expanded (:func:`onnxdc.format.compact.expand`) before the same checks.
+def parse_header(text: str, *, payload_size: int, max_tensor_bytes: int, major: int = 1) -> Header:
+    """Parse and validate the header's JSON text of format ``major`` (see the module docstring): a
+    2.x or 3.x header's compact JSON is expanded (:func:`onnxdc.format.compact.expand`) before the
+    same checks.
 
     The text is counted before it is parsed (:func:`check_json_size`), so what it parses into
     stays within a bounded multiple of the caps, whatever the text holds.
@@ -156,7 +169,8 @@ def parse_header(text: str, *, payload_size: int, max_tensor_bytes: int, compact
     _check_depth(depth)
     if surrogate:
         raise ContainerError("header is not valid UTF-8 (a string escape holds a lone surrogate)", code="header-utf8")
-    return _parse_header(expand(obj) if compact else obj, payload_size, max_tensor_bytes)
+    return _parse_header(expand(obj, major=major) if major >= 2 else obj, payload_size, max_tensor_bytes,
+                         _HEADER_OPTIONAL if major >= 3 else set())
 
 
 def _check_depth(depth: int) -> None:
@@ -240,13 +254,13 @@ def _is_int(v: Any) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
 
-def _check_keys(obj: Any, allowed: set[str], what: str) -> dict[str, Any]:
+def _check_keys(obj: Any, allowed: set[str], what: str, optional: set[str] = frozenset()) -> dict[str, Any]:
     if not isinstance(obj, dict):
         raise ContainerError(f"{what} must be a JSON object, found {type(obj).__name__}", code="schema")
     missing = allowed - obj.keys()
     if missing:
         raise ContainerError(f"{what} lacks key(s) {', '.join(sorted(missing))}", code="schema")
-    unknown = obj.keys() - allowed
+    unknown = obj.keys() - allowed - optional
     if unknown:
         raise ContainerError(f"{what} has unknown key(s) {', '.join(sorted(unknown))}", code="schema")
     return obj
@@ -258,8 +272,14 @@ def _nonneg_int(v: Any, what: str, cap: int = 1 << 62) -> int:
     return v
 
 
-def _parse_header(obj: Any, payload_size: int, max_tensor_bytes: int) -> Header:
-    _check_keys(obj, _HEADER_KEYS, "header")
+def _parse_header(obj: Any, payload_size: int, max_tensor_bytes: int, optional: set[str]) -> Header:
+    _check_keys(obj, _HEADER_KEYS, "header", optional)
+    payload_crc = obj.get("payload_crc32")
+    if payload_crc is not None:
+        payload_crc = _nonneg_int(payload_crc, "header.payload_crc32", 0xFFFFFFFF)
+    names = obj.get("skeleton_names", False)
+    if not isinstance(names, bool):
+        raise ContainerError("header.skeleton_names must be true or false", code="schema")
     if not isinstance(obj["producer"], str):
         raise ContainerError("header.producer must be a string", code="schema")
     if not isinstance(obj["metadata"], dict):
@@ -269,7 +289,7 @@ def _parse_header(obj: Any, payload_size: int, max_tensor_bytes: int) -> Header:
     streams = []
     end = 0
     for i, s in enumerate(obj["streams"]):
-        info = _parse_stream(i, s, end, max_tensor_bytes)
+        info = _parse_stream(i, s, end, max_tensor_bytes, payload_crc is not None)
         end += info.length
         if end > payload_size:
             raise ContainerError(f"stream {i} end ({end}) exceeds payload size ({payload_size})", code="offsets")
@@ -305,15 +325,17 @@ def _parse_header(obj: Any, payload_size: int, max_tensor_bytes: int) -> Header:
     if len(used) != len(streams):
         raise ContainerError(f"{len(streams) - len(used)} stream(s) belong to no tensor", code="references")
     skeleton_crc = _nonneg_int(obj["skeleton_crc32"], "header.skeleton_crc32", 0xFFFFFFFF)
-    return Header(obj["producer"], obj["metadata"], skeleton, streams, tuple(tensors), skeleton_crc)
+    return Header(obj["producer"], obj["metadata"], skeleton, streams, tuple(tensors), skeleton_crc, payload_crc,
+                  names)
 
 
-def _parse_stream(i: int, s: Any, offset: int, max_bytes: int) -> StreamInfo:
-    _check_keys(s, _STREAM_KEYS, f"stream {i}")
+def _parse_stream(i: int, s: Any, offset: int, max_bytes: int, payload_crc: bool) -> StreamInfo:
+    """One stream entry: with its CRC-32, unless the header has the payload's (3.0), then without."""
+    _check_keys(s, _STREAM_KEYS if payload_crc else _STREAM_KEYS | {"crc32"}, f"stream {i}")
     info = StreamInfo(
         offset=offset,
         length=_nonneg_int(s["length"], f"stream {i} length"),
-        crc32=_nonneg_int(s["crc32"], f"stream {i} crc32", 0xFFFFFFFF),
+        crc32=None if payload_crc else _nonneg_int(s["crc32"], f"stream {i} crc32", 0xFFFFFFFF),
         count=_nonneg_int(s["count"], f"stream {i} count", max_bytes),
         coder=s["coder"],
     )

@@ -18,6 +18,7 @@ from onnxdc.format.container import (
     read_container,
 )
 from onnxdc.format.registry import RawBuffer, as_bytes, batched, decode_tensor
+from onnxdc.onnx_io.names import restore_names
 from onnxdc.onnx_io.tensors import has_data, iter_tensors, parse_model, set_raw_data
 from onnxdc.pipeline.jobs import ordered_map
 
@@ -78,12 +79,19 @@ def matched_tensors(container: Container) -> tuple[onnx.ModelProto, list[tuple[o
     """
     header = container.header
     skel_bytes = container.decode_stream(header.skeleton).tobytes()
-    if zlib.crc32(skel_bytes) != header.skeleton_crc32:
+    if not header.skeleton_names and zlib.crc32(skel_bytes) != header.skeleton_crc32:
         raise ContainerError("skeleton checksum mismatch after decoding", code="skeleton-crc")
     try:
         model = parse_model(skel_bytes, name="skeleton")
     except ModelError as exc:
         raise ContainerError(f"the skeleton stream does not hold a model: {exc}") from None
+    if header.skeleton_names:  # the derived names come back; the CRC is the original skeleton's
+        try:
+            restore_names(model)
+        except ValueError as exc:
+            raise ContainerError(f"the skeleton's names do not restore: {exc}", code="skeleton-crc") from None
+        if zlib.crc32(model.SerializeToString(deterministic=True)) != header.skeleton_crc32:
+            raise ContainerError("skeleton checksum mismatch after decoding", code="skeleton-crc")
     by_slot = {r.slot: r for r in iter_tensors(model)}
     pairs = []
     for info in header.tensors:

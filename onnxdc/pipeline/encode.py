@@ -25,6 +25,7 @@ from onnxdc.format.container import (
     TensorInfo,
     read_container,
 )
+from onnxdc.onnx_io.names import predict_names, restore_names
 from onnxdc.onnx_io.tensors import (
     check_storable,
     clear_data,
@@ -46,10 +47,13 @@ from onnxdc.pipeline.streams import encode_best
 from onnxdc.threads import single_blas_thread
 
 SKELETON_LEVEL = 19
-#: The coders the skeleton is tried with: zstd alone, and zstd primed with the ONNX dictionary
-#: (smaller on small graphs, where the vocabulary is most of the stream).
+#: The coders the skeleton is tried with: zstd alone, and zstd primed with an ONNX dictionary
+#: (smaller on small graphs, where the vocabulary is most of the stream): ``onnx-1`` from the ONNX
+#: backend test graphs, ``onnx-2`` from those and exported PyTorch graphs, with derived names marked
+#: (:mod:`onnxdc.onnx_io.names`; the 3.0 skeletons it was made for: a third smaller on the CRNN).
 SKELETON_CODERS = ({"id": "zstd", "level": SKELETON_LEVEL},
-                   {"id": "zstd-dict", "dictionary": "onnx-1", "level": SKELETON_LEVEL})
+                   {"id": "zstd-dict", "dictionary": "onnx-1", "level": SKELETON_LEVEL},
+                   {"id": "zstd-dict", "dictionary": "onnx-2", "level": SKELETON_LEVEL})
 
 
 
@@ -187,7 +191,9 @@ def encode_model(skeleton: onnx.ModelProto, *, writer: ContainerWriter, config: 
         if progress:
             progress(done, len(refs), ref.proto.name)
     skel_bytes = skeleton.SerializeToString(deterministic=True)
-    skel = encode_best(np.frombuffer(skel_bytes, dtype=np.uint8), SKELETON_CODERS)
+    stored = marked_skeleton(skeleton, skel_bytes) if writer.major >= 3 else None
+    coders = SKELETON_CODERS if writer.major >= 3 else SKELETON_CODERS[:2]  # onnx-2 came with 3.0
+    skel = encode_best(np.frombuffer(stored or skel_bytes, dtype=np.uint8), coders)
     skeleton_id = writer.add_stream(skel.data, count=skel.count, coder=skel.coder)
     metadata = dict(config.metadata)
     metadata["settings"] = config.sharing.to_json() if config.sharing is not None else {"lossless": True}
@@ -201,8 +207,22 @@ def encode_model(skeleton: onnx.ModelProto, *, writer: ContainerWriter, config: 
                         for s, c in calibrated.items()},
         }
     header = writer.header(producer=f"onnxdc {__version__}", metadata=brief_metadata(metadata), skeleton=skeleton_id,
-                           skeleton_crc32=zlib.crc32(skel_bytes), tensors=entries)
+                           skeleton_crc32=zlib.crc32(skel_bytes), tensors=entries, skeleton_names=stored is not None)
     return header, quantized, metadata
+
+
+def marked_skeleton(skeleton: onnx.ModelProto, skel_bytes: bytes) -> bytes | None:
+    """The skeleton with its derived value names marked (:func:`predict_names`), or None when it
+    has none, or when restoring the marks would not give back ``skel_bytes`` exactly (checked
+    here, so a reader's restore is always the original)."""
+    marked = predict_names(skeleton)
+    if marked is None:
+        return None
+    data = marked.SerializeToString(deterministic=True)
+    back = onnx.ModelProto()
+    back.ParseFromString(data)
+    restore_names(back)
+    return data if back.SerializeToString(deterministic=True) == skel_bytes else None
 
 
 def brief_metadata(record: dict[str, Any]) -> dict[str, Any]:
