@@ -170,6 +170,10 @@ def test_inapplicable_gates_fail_by_name_unless_optional() -> None:
                        [o + 0.01 for o in ref.outputs])
     [v] = judge_gates([parse_gate("state:top1>=0.5")], labelled)
     assert v.status == "fail" and "top-1 against labels needs (samples, classes) logits" in v.reason
+    two_heads = _reference({"a": rng.standard_normal((n, 4)), "b": rng.standard_normal((n, 3))}, rng.integers(0, 4, n))
+    [v] = judge_gates([parse_gate("b:top1>=0.5")], compare(two_heads, list(two_heads.outputs)))
+    assert v.status == "fail" and v.reason == "top-1 against labels judges the first output only (labels are its " \
+                                              "classes), not 'b'"
     # a glob meant for the outputs it can judge: '?' skips the others, --skip-inapplicable all
     got = judge_gates([parse_gate("*:agreement>=0.5?")], ev)
     assert [(v.output, v.status) for v in got] == [("logits", "pass"), ("state", "skip")]
