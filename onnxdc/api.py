@@ -28,7 +28,7 @@ import numpy as np
 import onnx
 
 from onnxdc._version import __version__
-from onnxdc.auto.budget import Budget, check_budget
+from onnxdc.auto.budget import SHORTHAND_GATES, Budget, check_budget
 from onnxdc.auto.engine import compress_rd as _search_compress_auto
 from onnxdc.auto.search import (
     AUTO_MIN_ELEMENTS,
@@ -105,7 +105,7 @@ __all__ = [
     "inspect_file", "level_contexts", "load_data", "read_container_file", "load_model", "load_recipe", "model_input_files", "open_container",
     "order0_entropy_bits", "parse_dims", "plan_sharing", "printable", "read_container", "read_regular_file", "recipe_toml",
     "registered_coders", "report_for", "row_length", "sensitivity", "sensitivity_path", "split", "synthetic_inputs", "write_atomic",
-    "GATE_METRICS", "Gate", "OutputFn", "Verdict", "check_gate_outputs", "judge_gates", "optional_gates", "parse_gate",
+    "GATE_METRICS", "SHORTHAND_GATES", "Gate", "OutputFn", "Verdict", "check_gate_outputs", "judge_gates", "optional_gates", "parse_gate",
     "Metric", "OutputMetrics", "Reference", "check_budget", "compare", "evaluate_candidate", "prepare_reference",
     "session_thread_count", "session_threads", "set_session_threads", "usable_cores",
 ]

@@ -42,8 +42,9 @@ from onnxdc.errors import ConfigError, Notice
 from onnxdc.evaluate import EvalResult, Metric, Reference, prepare_reference
 from onnxdc.gates import Gate, inapplicable, judge, qualname
 
-#: The shorthand rules, each the gate it stands for (its limit aside).
-_SHORTHANDS = {"max_drop": ("top1-drop", "<="), "min_agreement": ("agreement", ">="),
+#: The shorthand rules (``Budget`` fields, ``eval`` and ``compress`` options), each the metric and
+#: comparison of the gate it stands for.
+SHORTHAND_GATES = {"max_drop": ("top1-drop", "<="), "min_agreement": ("agreement", ">="),
                "min_cosine": ("cosine", ">="), "min_sample_cosine": ("min-cosine", ">=")}
 
 
@@ -96,7 +97,7 @@ class Budget:
         """
         asked = self.explicit() if explicit is None else frozenset(explicit)
         out = []
-        for rule, (metric, op) in _SHORTHANDS.items():
+        for rule, (metric, op) in SHORTHAND_GATES.items():
             limit = getattr(self, rule)
             if limit is not None:
                 out.append(Gate(metric=metric, op=op, limit=float(limit), source=rule,

@@ -12,10 +12,6 @@ from typing import Any
 
 import click
 
-#: Shorthand options of ``eval`` and ``compress``: (metric, op, output) of the gate each stands for.
-SHORTHANDS = {"max_drop": ("top1-drop", "<="), "min_agreement": ("agreement", ">="),
-              "min_cosine": ("cosine", ">="), "min_sample_cosine": ("min-cosine", ">=")}
-
 GATE_HELP = ("Gate [OUTPUT:]METRIC>=LIMIT or <=LIMIT, repeatable: METRIC is agreement, top1 (against labels), "
              "top1-drop (points), cosine (mean per sample), min-cosine, max-abs or snr (dB); OUTPUT a name or glob "
              "(default: the first output for top-1 metrics, every output otherwise). A trailing '?' skips outputs "
@@ -33,10 +29,10 @@ def gate_options(func: Any) -> Any:
 
 def build_gates(specs: tuple[str, ...], *, skip_inapplicable: bool, **shorthands: float | None) -> list[Any]:
     """The gates of the shorthand options given (named after the option) and of ``--gate``."""
-    from onnxdc.api import Gate, optional_gates, parse_gate
+    from onnxdc.api import SHORTHAND_GATES, Gate, optional_gates, parse_gate
 
     gates = [Gate(metric=metric, op=op, limit=float(shorthands[name]), source="--" + name.replace("_", "-"))
-             for name, (metric, op) in SHORTHANDS.items() if shorthands.get(name) is not None]
+             for name, (metric, op) in SHORTHAND_GATES.items() if shorthands.get(name) is not None]
     gates += [parse_gate(s) for s in specs]
     return optional_gates(gates) if skip_inapplicable else gates
 
