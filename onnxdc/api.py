@@ -28,7 +28,7 @@ import numpy as np
 import onnx
 
 from onnxdc._version import __version__
-from onnxdc.auto.budget import Budget, check_budget
+from onnxdc.auto.budget import SHORTHAND_GATES, Budget, check_budget
 from onnxdc.auto.engine import compress_rd as _search_compress_auto
 from onnxdc.auto.search import (
     AUTO_MIN_ELEMENTS,
@@ -58,6 +58,7 @@ from onnxdc.errors import (
 from onnxdc.evaluate import (
     EvalResult,
     Metric,
+    OutputFn,
     OutputMetrics,
     Reference,
     compare,
@@ -72,6 +73,11 @@ from onnxdc.evaluate import (
 from onnxdc.fileio.atomic import check_output_path, read_regular_file, regular_file_size, write_atomic
 from onnxdc.fileio.oserrors import read_error
 from onnxdc.format.container import MAGIC, Container, open_container, read_container
+from onnxdc.gates import METRICS as GATE_METRICS
+from onnxdc.gates import Gate, Verdict, parse_gate
+from onnxdc.gates import check_outputs as check_gate_outputs
+from onnxdc.gates import judge as judge_gates
+from onnxdc.gates import optional as optional_gates
 from onnxdc.onnx_io.check import check_model_quietly
 from onnxdc.onnx_io.tensors import load_model, model_input_files
 from onnxdc.pipeline.decode import decompress
@@ -99,6 +105,7 @@ __all__ = [
     "inspect_file", "level_contexts", "load_data", "read_container_file", "load_model", "load_recipe", "model_input_files", "open_container",
     "order0_entropy_bits", "parse_dims", "plan_sharing", "printable", "read_container", "read_regular_file", "recipe_toml",
     "registered_coders", "report_for", "row_length", "sensitivity", "sensitivity_path", "split", "synthetic_inputs", "write_atomic",
+    "GATE_METRICS", "SHORTHAND_GATES", "Gate", "OutputFn", "Verdict", "check_gate_outputs", "judge_gates", "optional_gates", "parse_gate",
     "Metric", "OutputMetrics", "Reference", "check_budget", "compare", "evaluate_candidate", "prepare_reference",
     "session_thread_count", "session_threads", "set_session_threads", "usable_cores",
 ]

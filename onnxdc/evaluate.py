@@ -18,19 +18,20 @@ the two never fight over the cores.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import onnx
 
 from onnxdc.errors import ConfigError, DataError, ModelError, Notice
-from onnxdc.metrics import EvalResult, Metric, OutputMetrics, has_class_axis, output_metrics, topk_accuracy
+from onnxdc.gates import Gate
+from onnxdc.metrics import EvalResult, Metric, OutputFn, OutputMetrics, has_class_axis, output_metrics, topk_accuracy
 from onnxdc.threads import single_blas_thread, usable_cores
 
-__all__ = ["EvalResult", "Metric", "OutputMetrics", "Reference", "compare", "evaluate", "evaluate_candidate",
+__all__ = ["EvalResult", "Metric", "OutputFn", "OutputMetrics", "Reference", "compare", "evaluate", "evaluate_candidate",
            "has_class_axis", "load_data", "model_inputs", "output_metrics", "prepare_reference", "run_model",
            "session", "session_thread_count", "session_threads", "set_session_threads", "topk_accuracy"]
 
@@ -204,50 +205,83 @@ def prepare_reference(reference: onnx.ModelProto, data: dict[str, np.ndarray], *
 
 
 @single_blas_thread
-def compare(ref: Reference, cand_outputs: list[np.ndarray], *, metric: Metric | None = None) -> EvalResult:
+def compare(ref: Reference, cand_outputs: list[np.ndarray], *, metric: Metric | None = None,
+            gates: Sequence[Gate] = ()) -> EvalResult:
     """Compare a candidate's outputs on ``ref.data`` with the reference's (and each with the labels).
 
     Pure: no model runs, so an engine that computed the candidate's outputs itself gets the same
     result as :func:`evaluate_candidate`. Top-1, top-5 and agreement judge the first output, when
-    it has a class axis (:func:`has_class_axis`); ``metric``, a user's check, is called once on
-    both lists of outputs and its verdict kept in ``metric_ok``.
+    it has a class axis (:func:`has_class_axis`); every output with a class axis gets its own
+    agreement. ``metric``, a user's check, is called once on both lists of outputs and its verdict
+    kept in ``metric_ok``; each gate of ``gates`` whose metric is a user's function
+    (:data:`~onnxdc.metrics.OutputFn`) is called on each output it names, the figures kept in
+    :attr:`OutputMetrics.custom`.
 
     Raises:
         ModelError: the candidate has another number of outputs, or an output another shape.
+        ConfigError: a gate names no output, or a user's function returns no number.
     """
     if len(cand_outputs) != len(ref.outputs):
         raise ModelError(f"the candidate has {len(cand_outputs)} output(s), the reference {len(ref.outputs)}")
     n = ref.samples
-    metrics = [output_metrics(name, r, c, samples=n) for name, r, c in zip(ref.names, ref.outputs, cand_outputs)]
-    r0, c0 = ref.outputs[0], cand_outputs[0]
-    classify = has_class_axis(r0, n)
-    labels = ref.labels if classify else None
+    metrics = [_with_top1(output_metrics(name, r, c, samples=n), r, c, n, ref.labels if i == 0 else None)
+               for i, (name, r, c) in enumerate(zip(ref.names, ref.outputs, cand_outputs))]
+    metrics = _with_custom(metrics, ref, cand_outputs, gates)
+    first = metrics[0]
     return EvalResult(
         samples=n,
-        reference_top1=topk_accuracy(r0, labels, 1) if labels is not None else None,
-        candidate_top1=topk_accuracy(c0, labels, 1) if labels is not None else None,
-        reference_top5=topk_accuracy(r0, labels, 5) if labels is not None else None,
-        candidate_top5=topk_accuracy(c0, labels, 5) if labels is not None else None,
-        agreement_top1=float(np.mean(r0.argmax(1) == c0.argmax(1))) if classify else None,
+        reference_top1=first.reference_top1,
+        candidate_top1=first.candidate_top1,
+        reference_top5=topk_accuracy(ref.outputs[0], ref.labels, 5) if first.reference_top1 is not None else None,
+        candidate_top5=topk_accuracy(cand_outputs[0], ref.labels, 5) if first.reference_top1 is not None else None,
+        agreement_top1=first.agreement,
         outputs=metrics,
         metric_ok=None if metric is None else bool(metric(list(ref.outputs), list(cand_outputs))),
     )
 
 
+def _with_top1(m: OutputMetrics, r: np.ndarray, c: np.ndarray, n: int, labels: np.ndarray | None) -> OutputMetrics:
+    """``m`` with its agreement (an output with a class axis) and top-1 against ``labels``."""
+    if not has_class_axis(r, n):
+        return m
+    return replace(m, agreement=float(np.mean(r.argmax(1) == c.argmax(1))),
+                   reference_top1=topk_accuracy(r, labels, 1) if labels is not None else None,
+                   candidate_top1=topk_accuracy(c, labels, 1) if labels is not None else None)
+
+
+def _with_custom(metrics: list[OutputMetrics], ref: Reference, cand_outputs: list[np.ndarray],
+                 gates: Sequence[Gate]) -> list[OutputMetrics]:
+    """``metrics`` with the figures of the gates' user functions on the outputs each names."""
+    custom: list[dict[str, float]] = [{} for _ in metrics]
+    for gate in gates:
+        if not callable(gate.metric):
+            continue
+        for i in gate.outputs(ref.names):
+            got = gate.metric(ref.outputs[i], cand_outputs[i])
+            try:
+                custom[i][gate.metric_name] = float(got)
+            except (TypeError, ValueError):
+                raise ConfigError(f"metric {gate.metric_name!r} returned {type(got).__name__} {got!r} for output "
+                                  f"{ref.names[i]!r}, not a number") from None
+    return [replace(m, custom=c) if c else m for m, c in zip(metrics, custom)]
+
+
 @single_blas_thread
 def evaluate_candidate(ref: Reference, candidate: onnx.ModelProto, *, batch_size: int = 256,
-                       metric: Metric | None = None) -> EvalResult:
+                       metric: Metric | None = None, gates: Sequence[Gate] = ()) -> EvalResult:
     """Run ``candidate`` on the reference's data and :func:`compare` its outputs."""
     cand_sess = session(candidate)
     cand_out = run_model(cand_sess, model_inputs(ref.data, [i.name for i in cand_sess.get_inputs()]),
                          batch_size=batch_size)
-    return compare(ref, cand_out, metric=metric)
+    return compare(ref, cand_out, metric=metric, gates=gates)
 
 
 def evaluate(reference: onnx.ModelProto, candidate: onnx.ModelProto, data: dict[str, np.ndarray], *,
-             batch_size: int = 256, metric: Metric | None = None) -> EvalResult:
-    """Run both models on ``data`` and compare them (and each with ``labels``, if present)."""
+             batch_size: int = 256, metric: Metric | None = None, gates: Sequence[Gate] = ()) -> EvalResult:
+    """Run both models on ``data`` and compare them (and each with ``labels``, if present); the
+    user functions of ``gates`` are measured (:func:`compare`), the gates judged by
+    :func:`onnxdc.gates.judge`."""
     return evaluate_candidate(prepare_reference(reference, data, batch_size=batch_size), candidate,
-                              batch_size=batch_size, metric=metric)
+                              batch_size=batch_size, metric=metric, gates=gates)
 
 

@@ -19,6 +19,10 @@ from onnxdc.threads import single_blas_thread
 #: outputs in the model's order with the samples of the evaluation data; True means acceptable.
 Metric = Callable[[list[np.ndarray], list[np.ndarray]], bool]
 
+#: A user's own figure for one output: ``fn(reference, candidate) -> float``, both arrays of that
+#: output over every sample of the evaluation (samples on axis 0); a gate bounds it.
+OutputFn = Callable[[np.ndarray, np.ndarray], float]
+
 
 @dataclass(frozen=True)
 class OutputMetrics:
@@ -30,6 +34,11 @@ class OutputMetrics:
     size differs from the sample count: a sequence-first ``(T, N, C)`` map, a pooled statistic) is
     treated as one sample, and ``per_sample`` is False: its per-sample figures equal ``cosine``.
     Built without them (``OutputMetrics(name, cosine, snr, err)``), they default to ``cosine``.
+
+    ``agreement`` (top-1 agreement with the reference) is set on an output with a class axis
+    (:func:`has_class_axis`); ``reference_top1`` and ``candidate_top1`` (against labels) on the
+    first output only, the one labels name classes of; ``custom`` holds the figures of a user's
+    per-output functions (:data:`OutputFn`) by name, for the gates that asked for them.
     """
 
     name: str
@@ -40,6 +49,10 @@ class OutputMetrics:
     cosine_min: float | None = None
     per_sample: bool = False
     shape: tuple[int, ...] = ()
+    agreement: float | None = None
+    reference_top1: float | None = None
+    candidate_top1: float | None = None
+    custom: dict[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         for attr in ("cosine_mean", "cosine_min"):
@@ -80,7 +93,10 @@ class EvalResult:
                 "outputs": [{"name": o.name, "shape": list(o.shape), "cosine": o.cosine,
                              "cosine_mean": o.cosine_mean, "cosine_min": o.cosine_min,
                              "per_sample": o.per_sample, "snr_db": _finite(o.snr_db),
-                             "max_abs_error": o.max_abs_error} for o in self.outputs]}
+                             "max_abs_error": o.max_abs_error, "agreement": o.agreement,
+                             "reference_top1": o.reference_top1, "candidate_top1": o.candidate_top1,
+                             **({"custom": {k: _finite(v) for k, v in o.custom.items()}} if o.custom else {})}
+                            for o in self.outputs]}
 
 
 def _finite(x: float) -> float | None:

@@ -65,7 +65,12 @@ def test_budget_options_refused_outside_the_automatic_mode(tmp_path: Path) -> No
 def test_eval_prints_per_sample_cosines_and_gates_them(tmp_path: Path) -> None:
     result = run("eval", LENET, LENET, "--data", TEST_DATA, "--min-sample-cosine", "0.999999", "-j", "1")
     assert result.exit_code == 0, result.output
-    assert "output 'logits': cosine 1.000000  per-sample mean 1.000000 min 1.000000  SNR" in result.stdout
+    head, row = result.stdout.splitlines()[3:5]
+    assert head.split() == ["output", "shape", "cosine", "mean", "cos", "min", "cos", "SNR", "dB", "max", "abs",
+                            "agreement"]
+    assert row.split()[:5] == ["logits", "400x10", "1.000000", "1.000000", "1.000000"]
+    assert ("pass  output 'logits': lowest per-sample cosine 1.000000 meets --min-sample-cosine 0.999999"
+            in result.stdout)
     as_json = json.loads(run("eval", LENET, LENET, "--data", TEST_DATA, "--json").stdout)
     assert as_json["outputs"][0]["per_sample"] and as_json["outputs"][0]["cosine_min"] == pytest.approx(1.0)
     pruned = tmp_path / "pruned.onnxdc"
@@ -77,15 +82,16 @@ def test_eval_prints_per_sample_cosines_and_gates_them(tmp_path: Path) -> None:
     assert gated.stderr.splitlines() == [
         f"onnxdc: output 'logits': mean per-sample cosine {doc['cosine_mean']:.6f} is below --min-cosine 0.9999",
         f"onnxdc: output 'logits': lowest per-sample cosine {doc['cosine_min']:.6f} is below --min-sample-cosine 0.9999"]
+    assert "FAIL  output 'logits': mean per-sample cosine" in gated.stdout
 
 
 def test_eval_max_drop_on_a_hidden_state_fails_by_name(hidden: tuple[Path, Path]) -> None:
     model, data = hidden
     result = run("eval", model, model, "--data", data, "--max-drop", "1")
     assert result.exit_code == 3, result.output
-    assert "per-sample mean 1.000000 min 1.000000" in result.stdout
-    assert result.stderr == ("onnxdc: --max-drop cannot be judged: top-1 needs (samples, classes) logits, but output "
-                             "'state' has shape (64, 4, 32) for 64 samples\n")
+    assert result.stdout.splitlines()[2].split()[:5] == ["state", "64x4x32", "1.000000", "1.000000", "1.000000"]
+    assert result.stderr == ("onnxdc: --max-drop 1 cannot be judged: top-1 drop needs (samples, classes) logits, but "
+                             "output 'state' has shape (64, 4, 32) for 64 samples\n")
     assert run("eval", model, model, "--data", data).exit_code == 0  # no gate asked, nothing to fail
 
 

@@ -81,8 +81,8 @@ def search(path: Path, pred: list[float], trial, *, budget: Budget, max_trials: 
         return results[k]
 
     n = len(path)
-    if budget.min_cosine is not None:
-        fits = [k for k, loss in enumerate(pred) if loss <= 1.0 - budget.min_cosine]
+    if budget.cosine_floor is not None:
+        fits = [k for k, loss in enumerate(pred) if loss <= 1.0 - budget.cosine_floor]
         start = fits[-1] if fits else 0
     else:
         start = n // 2
@@ -158,7 +158,7 @@ def refine(start: Outcome, curves: dict[int, Curve], losses: dict[int, list[floa
     saving the most bytes whose predicted loss, scaled by the measured real/predicted ratio, still
     fits the budget (or the smallest real loss seen to fail, for budgets without a cosine floor).
     """
-    allowed = (1.0 - budget.min_cosine) if budget.min_cosine is not None else boundary
+    allowed = (1.0 - budget.cosine_floor) if budget.cosine_floor is not None else boundary
     failed: set[tuple[int, int]] = set()
     best_so_far = start
     for _ in range(max_trials):

@@ -190,7 +190,7 @@ def compress_rd(model: onnx.ModelProto, *, base: SharingConfig, data: dict[str, 
                          reference_cache=reference_cache)
         else:
             qs = {s: plain_quantized(curves[s], j) for s, j in picks.items() if not curves[s].points[j].exact}
-        ev = compare(ref, runner.outputs({s: q.weights(dtypes[s]) for s, q in qs.items()}), metric=budget.metric)
+        ev = compare(ref, runner.outputs({s: q.weights(dtypes[s]) for s, q in qs.items()}), metric=budget.metric, gates=budget.gates)
         trials["refreshed" if refreshed else "plain"] += 1
         if progress:
             progress(min(sum(trials.values()), total), total, "allocation")
@@ -234,7 +234,7 @@ def compress_rd(model: onnx.ModelProto, *, base: SharingConfig, data: dict[str, 
                                                     jobs=jobs),
                        calibrated=lossy, notice=notice)
         verified = compare(ref, runner.outputs({}) if not lossy else _decoded_outputs(runner, res.data, decompress),
-                           metric=budget.metric)
+                           metric=budget.metric, gates=budget.gates)
         if budget.met(verified) or not options:
             break
     tried = sum(trials.values())

@@ -290,7 +290,8 @@ def choose(model: onnx.ModelProto, plans: dict, fit: dict[str, np.ndarray], chec
             picks = path.picks(i)
             sub = {slot: _settings(plans[slot], s, b) for slot, (s, b) in picks.items()}
             cal = calibrate(model, sub, fit, max_samples=len(next(iter(fit.values()))), compensated=compensated)
-            ev = evaluate_candidate(ref, quantized_model(model, {s: (sub[s], cal[s]) for s in sub}))
+            ev = evaluate_candidate(ref, quantized_model(model, {s: (sub[s], cal[s]) for s in sub}),
+                                    metric=budget.metric, gates=budget.gates)
             results[i] = (budget.met(ev), ev)
             if i == 0 or (results[i][0] and all(j < i for j in kept if results[j][0])):
                 kept.update({i: cal})
@@ -300,8 +301,8 @@ def choose(model: onnx.ModelProto, plans: dict, fit: dict[str, np.ndarray], chec
                 progress(len(results), steps, f"trial {len(results)}: choice {i + 1} of {len(path)}")
         return results[i][0]
 
-    if budget.min_cosine is not None:
-        allowed = 1.0 - budget.min_cosine
+    if budget.cosine_floor is not None:
+        allowed = 1.0 - budget.cosine_floor
         fits = [i for i, loss in enumerate(path.predicted_losses()) if loss <= allowed]
         start = fits[-1] if fits else 0
     else:
@@ -437,7 +438,8 @@ def compress_grid(model: onnx.ModelProto, *, base: SharingConfig, data: dict[str
     from onnxdc.pipeline.decode import decompress
 
     # Our own container: no output/stored ratio ceiling (a large, nearly constant model exceeds it).
-    verified = evaluate_candidate(prepare_reference(model, check), decompress(res.data, max_ratio=math.inf))
+    verified = evaluate_candidate(prepare_reference(model, check), decompress(res.data, max_ratio=math.inf),
+                                  metric=budget.metric, gates=budget.gates)
     if not budget.met(verified):  # pragma: no cover - the same values were measured in choose()
         res = compress(model, config=CompressConfig(metadata={**meta, "auto": {**meta["auto"], "budget_met": False}},
                                                     zstd_level=zstd_level, jobs=jobs))

@@ -12,9 +12,9 @@ from typing import Any
 
 import click
 
+from onnxdc.cli.gating import build_gates, format_eval_table, gate_options
 from onnxdc.cli.main import (
     force_option,
-    format_eval,
     jobs_option,
     json_option,
     main,
@@ -105,64 +105,72 @@ def _csv(v: Any) -> str:
 @click.option("--dim", "dims", multiple=True, metavar="NAME=VALUE", help="Symbolic dimension for --random inputs.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of --random inputs.")
 @click.option("--batch-size", type=click.IntRange(1), default=256, show_default=True)
+@gate_options
 @click.option("--max-drop", type=click.FloatRange(0.0),
-              help="Exit with code 3 if top-1 (or agreement, without labels) falls by more than this many points, "
-                   "or cannot be judged (the first output has no class axis).")
+              help="Gate 'top1-drop<=PTS' on the first output: top-1 fall in points (against labels, else "
+                   "agreement).")
+@click.option("--min-agreement", type=click.FloatRange(0.0, 1.0),
+              help="Gate 'agreement>=F' on the first output: top-1 agreement with the reference.")
 @click.option("--min-cosine", type=click.FloatRange(-1.0, 1.0),
-              help="Exit with code 3 if any output's mean per-sample cosine is below this.")
+              help="Gate '*:cosine>=F': every output's mean per-sample cosine.")
 @click.option("--min-sample-cosine", type=click.FloatRange(-1.0, 1.0),
-              help="Exit with code 3 if any output's lowest per-sample cosine is below this.")
+              help="Gate '*:min-cosine>=F': every output's lowest per-sample cosine.")
 @jobs_option("onnxruntime's runs of both models")
 @json_option
 def eval_cmd(reference: str, candidate: str, data_path: str | None, random_n: int | None, dims: tuple[str, ...],
-             seed: int, batch_size: int, max_drop: float | None, min_cosine: float | None,
-             min_sample_cosine: float | None, jobs: int, as_json: bool) -> None:
+             seed: int, batch_size: int, gate_specs: tuple[str, ...], skip_inapplicable: bool, max_drop: float | None,
+             min_agreement: float | None, min_cosine: float | None, min_sample_cosine: float | None, jobs: int,
+             as_json: bool) -> None:
     """Compare CANDIDATE (.onnx or .onnxdc) with REFERENCE (.onnx) on --data, with onnxruntime.
 
     Per output: the cosine of the whole output, the mean and lowest per-sample cosine (samples on
-    axis 0), SNR and max abs error; top-1, top-5 and agreement on a first output of logits.
+    axis 0), SNR, max abs error and, on outputs of logits, top-1 agreement; top-1 and top-5
+    against labels on a first output of logits. Gates (--gate and the shorthands) name the outputs
+    and metric they judge; a gate that cannot judge an output fails unless it ends in '?' or
+    --skip-inapplicable is given.
+
+    \b
+    Exit codes: 0 every gate passed, 3 a gate failed or could not judge,
+    1 bad data or models, 2 bad usage (a malformed gate, an unknown output).
     """
-    from onnxdc.api import evaluate, load_data, load_model, parse_dims, session_threads, synthetic_inputs
+    from onnxdc.api import (
+        check_gate_outputs,
+        evaluate,
+        judge_gates,
+        load_data,
+        load_model,
+        parse_dims,
+        session_threads,
+        synthetic_inputs,
+    )
 
     if (data_path is None) == (random_n is None):
         raise click.UsageError("give exactly one of --data FILE and --random N")
+    gates = build_gates(gate_specs, skip_inapplicable=skip_inapplicable, max_drop=max_drop,
+                        min_agreement=min_agreement, min_cosine=min_cosine, min_sample_cosine=min_sample_cosine)
     ref_model = load_model(reference)
+    check_gate_outputs(gates, [o.name for o in ref_model.graph.output])
     cand_model = _load_any(candidate)  # both models read and checked before the data is
     if data_path is not None:
         data = load_data(data_path, model=ref_model, notice=notice_callback(False))
     else:
         data = synthetic_inputs(ref_model, samples=random_n, dims=parse_dims(dims), seed=seed)
     with session_threads(jobs):
-        result = evaluate(ref_model, cand_model, data, batch_size=batch_size)
+        result = evaluate(ref_model, cand_model, data, batch_size=batch_size, gates=gates)
+    verdicts = judge_gates(gates, result)
     if as_json:
-        click.echo(json.dumps(result.to_json(), indent=2))
+        click.echo(json.dumps({**result.to_json(), "gates": [v.to_json() for v in verdicts],
+                               "passed": all(v.status != "fail" for v in verdicts)}, indent=2))
     else:
-        click.echo(format_eval(result))
-    failed = _gate_failures(result, max_drop=max_drop, min_cosine=min_cosine, min_sample_cosine=min_sample_cosine)
-    for line in failed:
-        click.echo(f"onnxdc: {line}", err=True)
+        click.echo(format_eval_table(result, verdicts))
+    for v in verdicts:
+        if v.status == "skip":
+            click.echo(f"onnxdc: warning: {v.describe()}", err=True)
+    failed = [v for v in verdicts if v.status == "fail"]
+    for v in failed:
+        click.echo(f"onnxdc: {v.describe()}", err=True)
     if failed:
         sys.exit(3)
-
-
-def _gate_failures(result: Any, *, max_drop: float | None, min_cosine: float | None,
-                   min_sample_cosine: float | None) -> list[str]:
-    """One line per gate of ``eval`` that failed or could not be judged (a gate never passes unseen)."""
-    out = []
-    drop = result.top1_drop_points
-    if max_drop is not None and drop is None:
-        first = result.outputs[0]
-        out.append(f"--max-drop cannot be judged: top-1 needs (samples, classes) logits, but output {first.name!r} "
-                   f"has shape {first.shape} for {result.samples} samples")
-    elif max_drop is not None and drop > max_drop + 1e-9:
-        out.append(f"top-1 drop {drop:.2f} points exceeds --max-drop {max_drop}")
-    for flag, limit, attr in (("--min-cosine", min_cosine, "cosine_mean"),
-                              ("--min-sample-cosine", min_sample_cosine, "cosine_min")):
-        for o in result.outputs if limit is not None else ():
-            if getattr(o, attr) < limit:
-                what = "mean" if attr == "cosine_mean" else "lowest"
-                out.append(f"output {o.name!r}: {what} per-sample cosine {getattr(o, attr):.6f} is below {flag} {limit}")
-    return out
 
 
 def _load_any(path: str) -> Any:

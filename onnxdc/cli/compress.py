@@ -8,6 +8,7 @@ from typing import Any
 
 import click
 
+from onnxdc.cli.gating import gate_options
 from onnxdc.cli.main import (
     default_output,
     force_option,
@@ -43,6 +44,7 @@ from onnxdc.cli.main import (
 @click.option("--min-sample-cosine", type=click.FloatRange(-1.0, 1.0),
               help="Automatic mode: lowest per-sample output cosine, for every output (the worst checked "
                    "input; off by default).")
+@gate_options
 @click.option("--dim", "dims", multiple=True, metavar="NAME=VALUE",
               help="Value of a symbolic input dimension for synthetic calibration inputs.")
 @click.option("--calib-samples", type=click.IntRange(1), default=512, show_default=True,
@@ -55,8 +57,8 @@ from onnxdc.cli.main import (
 @json_option
 def compress(model: str, output: str | None, lossless: bool, calib: str | None, calib_samples: int,
              max_drop: float | None, min_agreement: float | None, min_cosine: float, min_sample_cosine: float | None,
-             dims: tuple[str, ...], zstd_level: int, jobs: int, force: bool, quiet: bool, as_json: bool,
-             **kw: Any) -> None:
+             gate_specs: tuple[str, ...], skip_inapplicable: bool, dims: tuple[str, ...], zstd_level: int, jobs: int,
+             force: bool, quiet: bool, as_json: bool, **kw: Any) -> None:
     """Compress MODEL (.onnx) into an .onnxdc container.
 
     Manual mode (--sparsity / --std-threshold / --bits / --recipe): the selected weights are
@@ -67,39 +69,43 @@ def compress(model: str, output: str | None, lossless: bool, calib: str | None, 
 
     \b
     Default budget: mean per-sample output cosine >= 0.999 and top-1
-    agreement >= 99.5% on held-out calibration samples. A top-1 rule on a
-    model whose first output has no class axis is an error when asked for
-    (--max-drop, --min-agreement), a warning when it is the default.
+    agreement >= 99.5% on held-out calibration samples. --gate adds gates
+    naming outputs and metrics, as eval's. A top-1 rule on an output with no
+    class axis is an error when asked for (--max-drop, --min-agreement, a
+    --gate without '?'), a warning when it is the default.
     Threads: -j N sets the coding threads and onnxruntime's intra-op
     threads (default: the usable cores); the bytes written do not depend on it.
     """
     from onnxdc.api import session_threads
 
     ctx = click.get_current_context()
-    budget_opts = ("max_drop", "min_agreement", "min_cosine", "min_sample_cosine")
+    budget_opts = ("max_drop", "min_agreement", "min_cosine", "min_sample_cosine", "gate_specs", "skip_inapplicable")
     given = {o for o in budget_opts if ctx.get_parameter_source(o) is not click.core.ParameterSource.DEFAULT}
     with session_threads(jobs):
         _compress(model, output, lossless, calib, calib_samples, max_drop, min_agreement, min_cosine,
-                  min_sample_cosine, given, dims, zstd_level, jobs, force, quiet, as_json, kw)
+                  min_sample_cosine, (gate_specs, skip_inapplicable), given, dims, zstd_level, jobs, force, quiet,
+                  as_json, kw)
 
 
 def _compress(model: str, output: str | None, lossless: bool, calib: str | None, calib_samples: int,
               max_drop: float | None, min_agreement: float | None, min_cosine: float,
-              min_sample_cosine: float | None, given: set[str], dims: tuple[str, ...], zstd_level: int, jobs: int,
-              force: bool, quiet: bool, as_json: bool, kw: dict[str, Any]) -> None:
+              min_sample_cosine: float | None, gating: tuple[tuple[str, ...], bool], given: set[str],
+              dims: tuple[str, ...], zstd_level: int, jobs: int, force: bool, quiet: bool, as_json: bool,
+              kw: dict[str, Any]) -> None:
     manual = any(kw.get(k) is not None for k in ("sparsity", "std_threshold", "bits")) or bool(kw.get("recipe"))
     if not manual and not lossless:
-        from onnxdc.api import Budget
+        from onnxdc.api import Budget, parse_gate
 
         budget = Budget(max_drop=max_drop, min_cosine=min_cosine, min_sample_cosine=min_sample_cosine,
                         min_agreement=min_agreement if min_agreement is not None
-                        else None if max_drop is not None else 0.995)
+                        else None if max_drop is not None else 0.995,
+                        gates=tuple(parse_gate(g) for g in gating[0]), skip_inapplicable=gating[1])
         _compress_auto(model, output, calib, calib_samples, budget, given, dims, zstd_level, jobs, force,
                        quiet, as_json, kw)
         return
     budget_given = sorted(given - {"max_drop"})
     if budget_given:
-        flags = ", ".join("--" + o.replace("_", "-") for o in budget_given)
+        flags = ", ".join("--" + o.removesuffix("_specs").replace("_", "-") for o in budget_given)
         raise click.UsageError(f"{flags} set the automatic mode's budget; drop --sparsity/--std-threshold/--bits/"
                                f"--recipe/--lossless")
     from onnxdc.api import CompressConfig, check_output_path, compress_path, model_input_files
