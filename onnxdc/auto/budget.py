@@ -34,6 +34,7 @@ from dataclasses import dataclass, fields
 import numpy as np
 import onnx
 
+from onnxdc.calibration.samples import select
 from onnxdc.errors import ConfigError, Notice
 from onnxdc.evaluate import EvalResult, Metric, Reference, has_class_axis, prepare_reference
 
@@ -162,5 +163,5 @@ def check_budget(model: onnx.ModelProto, data: dict[str, np.ndarray], *, budget:
     """:meth:`Budget.check_applies` on the outputs of ``model`` for the first samples of ``data``,
     before a search spends minutes on a budget that cannot be judged."""
     n = min(CHECK_SAMPLES, min((len(v) for v in data.values()), default=0))
-    head = {k: v[:n] for k, v in data.items()}
+    head = select(data, slice(0, n))
     return budget.check_applies(prepare_reference(model, head), explicit=explicit, notice=notice)
