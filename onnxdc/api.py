@@ -154,7 +154,7 @@ def auto_inputs(model: onnx.ModelProto, *, calib: Any, samples: int, dims: dict[
         what = str(calib) if isinstance(calib, (str, os.PathLike)) else type(calib).__name__
         return AutoInputs(load_data(calib, model=model, max_samples=samples, layout=layout, notice=notice),
                           f"calibration data {what!r}", False)
-    return AutoInputs(synthetic_inputs(model, samples=min(samples, 128), dims=dims, seed=seed),
+    return AutoInputs(synthetic_inputs(model, samples=min(samples, 128), dims=dims, seed=seed, layout=layout),
                       "synthetic inputs", True)
 
 
@@ -196,7 +196,7 @@ def compress_auto_path(model: str | os.PathLike[str], out: str | os.PathLike[str
                              metadata={"calibration_source": inputs.source}, zstd_level=zstd_level, jobs=jobs,
                              progress=progress, notice=notice, explicit=explicit)
     except ModelError as exc:
-        guessed = defaulted_dims(loaded, dims) if inputs.synthetic else []
+        guessed = defaulted_dims(loaded, dims, layout) if inputs.synthetic else []
         if not guessed:
             raise
         raise ModelError(f"{exc} (synthetic inputs set {', '.join(guessed)} to {DEFAULT_DIM}; give the "

@@ -32,9 +32,10 @@ def _w(rng: np.random.Generator, *shape: int) -> np.ndarray:
     return (rng.standard_normal(shape) / np.sqrt(shape[0])).astype(np.float32)
 
 
-def streaming_model() -> onnx.ModelProto:
+def streaming_model(batch: str | None = "N") -> onnx.ModelProto:
     """A voice-model shape: ``x`` [N, 16], ``state`` [2, N, 8] (batch on axis 1), ``sr`` int64 scalar;
-    outputs ``y`` [N, 32] and ``state_out`` [2, N, 8]."""
+    outputs ``y`` [N, 32] and ``state_out`` [2, N, 8]. ``batch=None`` leaves the batch dimension
+    unnamed, so the graph does not say where ``state`` has its samples."""
     rng = np.random.default_rng(0)
     inits = [numpy_helper.from_array(_w(rng, 16, 64), "w1"), numpy_helper.from_array(_w(rng, 80, 32), "w2"),
              numpy_helper.from_array(_w(rng, 16, 16), "w3"),
@@ -55,11 +56,11 @@ def streaming_model() -> onnx.ModelProto:
         helper.make_node("Transpose", ["n1"], ["n2"], perm=[1, 0, 2]),
         helper.make_node("Add", ["n2", "state"], ["state_out"]),
     ]
-    return _model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 16]),
-                          helper.make_tensor_value_info("state", TensorProto.FLOAT, [2, "N", 8]),
+    return _model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch, 16]),
+                          helper.make_tensor_value_info("state", TensorProto.FLOAT, [2, batch, 8]),
                           helper.make_tensor_value_info("sr", TensorProto.INT64, [])],
-                  [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 32]),
-                   helper.make_tensor_value_info("state_out", TensorProto.FLOAT, [2, "N", 8])], inits)
+                  [helper.make_tensor_value_info("y", TensorProto.FLOAT, [batch, 32]),
+                   helper.make_tensor_value_info("state_out", TensorProto.FLOAT, [2, batch, 8])], inits)
 
 
 def batch1_model() -> onnx.ModelProto:
@@ -112,7 +113,7 @@ def _compress_and_eval(model: Path, calib: Path, tmp_path: Path, *options: str) 
 
 
 def test_streaming_model_state_on_axis_1_and_a_shared_scalar(tmp_path: Path) -> None:
-    model = _save(streaming_model(), tmp_path / "m.onnx")
+    model = _save(streaming_model(batch=None), tmp_path / "m.onnx")
     rng = _rng()
     calib = tmp_path / "c.npz"
     np.savez(calib, x=rng.standard_normal((N, 16)), state=rng.standard_normal((2, N, 8)).astype(np.float32),
@@ -120,9 +121,16 @@ def test_streaming_model_state_on_axis_1_and_a_shared_scalar(tmp_path: Path) -> 
     stderr = _compress_and_eval(model, calib, tmp_path, "--sample-axis", "state=1")
     assert "input 'x': the data's float64 values were cast to float32" in stderr
     assert "input 'sr': the data's int32 values were cast to int64" in stderr
-    # Without the axis, the data's state (2, 48, 8) is read as 2 samples against x's 48: one line.
+    # Unnamed batch dimensions, no axis given: the data's state (2, 48, 8) is read as 2 samples
+    # against x's 48, one line.
     assert_error(run("compress", model, "--calib", calib, *LOSSY, "-o", tmp_path / "o.onnxdc"), 1,
                  "different sample counts")
+    # A graph that names its batch dimension says where state has it: no option needed, same bytes.
+    named = _save(streaming_model(), tmp_path / "named.onnx")
+    assert run("compress", named, "--calib", calib, *LOSSY, "-q", "-o", tmp_path / "n.onnxdc").exit_code == 0
+    assert run("compress", named, "--calib", calib, *LOSSY, "-q", "--sample-axis", "state=1",
+               "-o", tmp_path / "n1.onnxdc").exit_code == 0
+    assert (tmp_path / "n.onnxdc").read_bytes() == (tmp_path / "n1.onnxdc").read_bytes()
     assert_error(run("compress", model, "--calib", calib, *LOSSY, "--sample-axis", "state=3",
                      "-o", tmp_path / "o.onnxdc"), 1, "'state'", "sample axis 3 is out of range")
     assert_error(run("compress", model, "--calib", calib, *LOSSY, "--sample-axis", "nope=1",
@@ -147,6 +155,17 @@ def test_streaming_model_feeds_what_a_per_sample_loop_feeds(tmp_path: Path) -> N
     again = load_data(data, model=model, max_samples=3)  # samples already read are not read again
     np.testing.assert_array_equal(again["state"], data["state"][:3])
     assert again.layout == data.layout
+
+
+def test_streaming_model_without_data(tmp_path: Path) -> None:
+    """Synthetic inputs follow the same layout: state on axis 1, one sr."""
+    model = _save(streaming_model(), tmp_path / "m.onnx")
+    out = tmp_path / "a.onnxdc"
+    done = run("compress", model, "--min-cosine", "0.99", "--min-elements", "0", "-o", out)
+    assert done.exit_code == 0, done.output
+    assert "no --calib data" in done.stderr
+    judged = run("eval", model, out, "--random", "16", "--min-cosine", "0.98")
+    assert judged.exit_code == 0, judged.output
 
 
 def test_shared_values_that_differ_are_refused() -> None:

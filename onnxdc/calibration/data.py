@@ -254,6 +254,8 @@ class InputSpec:
     name: str
     dtype: np.dtype | None
     dims: tuple[int | None, ...] | None  # None: the model declares no shape
+    #: The names of symbolic dimensions ('' where unnamed or fixed), None without a shape.
+    params: tuple[str, ...] | None = None
 
 
 def input_specs(model: onnx.ModelProto) -> list[InputSpec]:
@@ -270,7 +272,8 @@ def input_specs(model: onnx.ModelProto) -> list[InputSpec]:
             dtype = None
         dims = tuple(d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None
                      for d in tt.shape.dim) if tt.HasField("shape") else None
-        specs.append(InputSpec(inp.name, dtype, dims))
+        params = tuple(d.dim_param for d in tt.shape.dim) if tt.HasField("shape") else None
+        specs.append(InputSpec(inp.name, dtype, dims, params))
     return specs
 
 

@@ -44,7 +44,12 @@ Source = str | os.PathLike[str] | Mapping[str, Any] | Iterable[Mapping[str, Any]
 
 
 def resolve_layout(specs: list[InputSpec], layout: Layout) -> Layout:
-    """``layout`` checked against the model's inputs, with the rank-0 inputs made shared."""
+    """``layout`` checked against the model's inputs, completed from the graph: rank-0 inputs are
+    shared, and an input whose batch dimension is not on axis 0 takes its samples there.
+
+    The batch dimension is the symbol other inputs have on axis 0 (``N`` of ``x [N, 16]``): a
+    ``state [2, N, 8]`` has its samples on axis 1. Inputs the layout names keep what it says.
+    """
     names = [s.name for s in specs]
     for name in [*layout.axes, *sorted(layout.shared)]:
         if name not in names:
@@ -56,7 +61,20 @@ def resolve_layout(specs: list[InputSpec], layout: Layout) -> Layout:
             raise DataError(f"input {spec.name!r} has rank {len(spec.dims)} in the model; sample axis {axis} "
                             f"is out of range")
     scalars = {s.name for s in specs if s.dims == () and s.name not in layout.axes}
-    return Layout(layout.axes, layout.shared | scalars)
+    return Layout({**_graph_axes(specs, layout), **layout.axes}, layout.shared | scalars)
+
+
+def _graph_axes(specs: list[InputSpec], layout: Layout) -> dict[str, int]:
+    """Sample axes the graph shows: the one axis > 0 carrying the batch symbol, where axis 0 does not."""
+    batch = {s.params[0] for s in specs if s.params and s.params[0]}
+    found = {}
+    for s in specs:
+        if not s.params or s.name in layout.axes or s.name in layout.shared or s.params[0] in batch:
+            continue
+        hits = [k for k, p in enumerate(s.params) if k and p in batch]
+        if len(hits) == 1:
+            found[s.name] = hits[0]
+    return found
 
 
 def load_samples(source: Source, *, model: onnx.ModelProto, max_samples: int | None = None,
@@ -184,6 +202,9 @@ def _canonical(key: str, arr: np.ndarray, spec: InputSpec | None, layout: Layout
     axis = layout.axis(key)
     if rank is not None and arr.ndim == rank - 1:
         return arr[None]  # one sample
+    if arr.ndim == 0:
+        raise DataError(f"{what}: array {key!r} is a 0-d scalar; expected an array whose axis {axis} counts "
+                        f"samples (or name the input shared by every sample)")
     if axis and (arr.ndim <= axis or (rank is not None and arr.ndim != rank)):
         raise DataError(f"{what}: input {key!r} has rank {rank} in the model with its samples on axis {axis}, "
                         f"the data's array has shape {arr.shape}")

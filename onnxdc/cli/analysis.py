@@ -137,7 +137,8 @@ def eval_cmd(reference: str, candidate: str, data_path: str | None, random_n: in
     if data_path is not None:
         data = load_data(data_path, model=ref_model, layout=data_layout(kw), notice=notice_callback(False))
     else:
-        data = synthetic_inputs(ref_model, samples=random_n, dims=parse_dims(dims), seed=seed)
+        data = synthetic_inputs(ref_model, samples=random_n, dims=parse_dims(dims), seed=seed,
+                                layout=data_layout(kw))
     with session_threads(jobs):
         result = evaluate(ref_model, cand_model, data, batch_size=batch_size)
     if as_json:
