@@ -151,13 +151,24 @@ def run_model(sess, inputs: Mapping[str, np.ndarray], *, batch_size: int = 256, 
             outs = [[] for _ in res]
         for acc, r in zip(outs, res):
             acc.append(np.asarray(r))
-    return [concat_batches(o) for o in outs]
+    symbols = {i.shape[layout.axis(i.name)] for i in batched if i.name not in layout.shared
+               and layout.axis(i.name) < len(i.shape or ()) and isinstance(i.shape[layout.axis(i.name)], str)}
+    return [concat_batches(o, axis=_sample_axis(out.shape, symbols)) for o, out in zip(outs, sess.get_outputs())]
 
 
-def concat_batches(parts: list[np.ndarray]) -> np.ndarray:
-    """Join per-batch outputs along their batch axis: the one axis whose size differs, else axis 0."""
+def _sample_axis(shape: Any, symbols: set[str]) -> int | None:
+    """The one axis of an output's declared shape that carries the inputs' batch symbol, if any."""
+    hits = [k for k, d in enumerate(shape or ()) if isinstance(d, str) and d in symbols]
+    return hits[0] if len(hits) == 1 else None
+
+
+def concat_batches(parts: list[np.ndarray], *, axis: int | None = None) -> np.ndarray:
+    """Join per-batch outputs along their batch axis: ``axis`` when the graph says it, else the
+    one axis whose size differs, else axis 0."""
     if len(parts) == 1:
         return parts[0]
+    if axis is not None and all(p.ndim > axis for p in parts):
+        return np.concatenate(parts, axis=axis)
     if parts[0].ndim == 0:
         return np.stack(parts)
     differ = [ax for ax in range(parts[0].ndim) if len({p.shape[ax] for p in parts}) > 1]

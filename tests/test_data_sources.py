@@ -142,12 +142,13 @@ def test_streaming_model_feeds_what_a_per_sample_loop_feeds(tmp_path: Path) -> N
     """The batched, axis-moved run equals running the model one sample at a time by hand."""
     model = streaming_model()
     rng = _rng()
-    x, state = rng.standard_normal((5, 16)).astype(np.float32), rng.standard_normal((2, 5, 8)).astype(np.float32)
+    x, state = rng.standard_normal((6, 16)).astype(np.float32), rng.standard_normal((2, 6, 8)).astype(np.float32)
     data = load_data({"x": x, "state": state, "sr": np.int64(8000)}, model=model, layout=Layout({"state": 1}))
-    assert isinstance(data, Samples) and data["state"].shape == (5, 2, 8) and data["sr"].shape == (5,)
+    assert isinstance(data, Samples) and data["state"].shape == (6, 2, 8) and data["sr"].shape == (6,)
     sess = session(model)
-    y, state_out = run_model(sess, data, batch_size=2)
-    for i in range(5):
+    y, state_out = run_model(sess, data, batch_size=3)  # equal batches: joined on the axis the graph names
+    assert state_out.shape == (2, 6, 8)
+    for i in range(6):
         yi, si = sess.run(None, {"x": x[i:i + 1], "state": state[:, i:i + 1], "sr": np.array(8000, np.int64)})
         np.testing.assert_array_equal(y[i:i + 1], yi)
         np.testing.assert_array_equal(state_out[:, i:i + 1], si)
