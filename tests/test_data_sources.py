@@ -278,6 +278,10 @@ def test_bad_folders_are_one_line_errors(tmp_path: Path) -> None:
     assert_error(run("compress", model, "--calib", hostile, *LOSSY, "-o", out), 1, "malformed .npy header",
                  "b.npy")
     assert_error(run("eval", model, model, "--data", hostile), 1, "malformed .npy header")
+    special = tmp_path / "special"
+    special.mkdir()
+    (special / "zero.npy").symlink_to("/dev/zero")
+    assert_error(run("compress", model, "--calib", special, *LOSSY, "-o", out), 1, "zero.npy")
     assert not out.exists()
 
 
@@ -296,3 +300,17 @@ def test_only_the_samples_used_are_read(tmp_path: Path) -> None:
     assert load_data(calib, model=model, max_samples=3, max_bytes=3 * 64 * 4)["x"].shape == (3, 64)
     with pytest.raises(DataError, match="over what one data file may make onnxdc read"):
         load_data(calib, model=model, max_samples=4, max_bytes=3 * 64 * 4)
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    for i in range(6):
+        np.save(folder / f"{i}.npy", np.full((2, 64), i, np.float32))
+    (folder / "6.npy").write_bytes(b"\x93NUMPY garbage after the samples used")
+    data = load_data(folder, model=model, max_samples=12)  # 6.npy is never opened
+    np.testing.assert_array_equal(data["x"][:, 0], np.repeat(np.arange(6), 2))
+    with pytest.raises(DataError, match=r"6\.npy' is \.npy format"):
+        load_data(folder, model=model, max_samples=13)
+    with pytest.raises(DataError, match="over what one data file may make onnxdc read"):  # one cap per folder
+        load_data(folder, model=model, max_samples=12, max_bytes=5 * 2 * 64 * 4)
+    endless = ({"x": np.zeros((1, 64), np.float32)} for _ in iter(int, 1))
+    with pytest.raises(DataError, match="over what one data file may make onnxdc read"):  # iterables too
+        load_data(endless, model=model, max_bytes=1 << 16)

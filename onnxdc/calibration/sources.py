@@ -96,6 +96,8 @@ def load_samples(source: Source, *, model: onnx.ModelProto, max_samples: int | N
     total = 0
     for read in _chunks(source, specs, layout, budget):
         what, chunk = read(None if max_samples is None else max_samples - total)
+        if not isinstance(source, (str, os.PathLike)):  # files count their bytes as they read them
+            budget.take(sum(np.asarray(v).nbytes for v in chunk.values()), f"keeping {what}")
         if keys is None:
             keys = frozenset(chunk)
         elif frozenset(chunk) != keys:
