@@ -40,7 +40,9 @@ from onnxdc.errors import DataError, Notice
 MAX_FILES = 1 << 20
 _SUFFIXES = (".npy", ".npz")
 
-Source = str | os.PathLike[str] | Mapping[str, Any] | Iterable[Mapping[str, Any]] | Any
+#: A path (a file or a folder), a dict of arrays, an iterable of input dicts, or an object whose
+#: ``get_next()`` gives input dicts and then None (onnxruntime's ``CalibrationDataReader``).
+Source = Any
 
 
 def resolve_layout(specs: list[InputSpec], layout: Layout) -> Layout:
