@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,6 +37,7 @@ from onnxdc.auto.search import (
     sensitivity,
     split,
 )
+from onnxdc.calibration.samples import Layout, Samples
 from onnxdc.calibration.synthetic import DEFAULT_DIM, defaulted_dims, parse_dims, synthetic_inputs
 from onnxdc.coders import coder_from_spec, get_coder, registered_coders
 from onnxdc.coders.rans_ctx import contexts as level_contexts
@@ -102,7 +103,7 @@ __all__ = [
     "StudyRow", "compare_coders", "format_study",
     "compress", "compress_auto", "compress_auto_path", "compress_file", "compress_path", "decompress",
     "decompress_file", "defaulted_dims", "encode_shared", "kmeans_1d", "prune", "evaluate", "format_comparison", "format_report", "get_coder",
-    "inspect_file", "level_contexts", "load_data", "read_container_file", "load_model", "load_recipe", "model_input_files", "open_container",
+    "inspect_file", "Layout", "level_contexts", "load_data", "Samples", "read_container_file", "load_model", "load_recipe", "model_input_files", "open_container",
     "order0_entropy_bits", "parse_dims", "plan_sharing", "printable", "read_container", "read_regular_file", "recipe_toml",
     "registered_coders", "report_for", "row_length", "sensitivity", "sensitivity_path", "split", "synthetic_inputs", "write_atomic",
     "GATE_METRICS", "SHORTHAND_GATES", "Gate", "OutputFn", "Verdict", "check_gate_outputs", "judge_gates", "optional_gates", "parse_gate",
@@ -112,13 +113,14 @@ __all__ = [
 
 
 def compress_path(model: str | os.PathLike[str], out: str | os.PathLike[str], *, config: CompressConfig,
-                  calib: str | os.PathLike[str] | None = None, progress: Progress | None = None,
+                  calib: Any = None, layout: Layout | None = None, progress: Progress | None = None,
                   notice: Notice | None = None, overwrite: bool = False) -> Report:
     """Compress the model file ``model`` into ``out`` (lossless, manual or calibrated mode).
 
     Without calibration data the model is read and coded tensor by tensor, straight to the output
-    file (external data never all in memory); with ``calib`` (an .npz of inputs, at most
-    ``config.calib_samples`` used) the model is loaded whole, since calibration runs it.
+    file (external data never all in memory); with ``calib`` (any source :func:`load_data` reads,
+    with ``layout``; at most ``config.calib_samples`` used) the model is loaded whole, since
+    calibration runs it.
     """
     if calib is None:
         return report_for(*compress_file(model, out, config=config, progress=progress, notice=notice,
@@ -126,13 +128,13 @@ def compress_path(model: str | os.PathLike[str], out: str | os.PathLike[str], *,
     from dataclasses import replace
 
     loaded = load_model(model)
-    data = load_data(calib, model=loaded, max_samples=config.calib_samples, notice=notice)
+    data = load_data(calib, model=loaded, max_samples=config.calib_samples, layout=layout, notice=notice)
     result = compress(loaded, config=replace(config, calibration=data), progress=progress, notice=notice)
     write_atomic(out, result.data, overwrite=overwrite)
     return build_report(result.container)
 
 
-def compress_auto(model: onnx.ModelProto, *, budget: Budget, data: dict[str, np.ndarray],
+def compress_auto(model: onnx.ModelProto, *, budget: Budget, data: Mapping[str, np.ndarray],
                   notice: Notice | None = None, explicit: Collection[str] | None = None, **kwargs: Any) -> AutoResult:
     """The automatic mode in memory: :func:`check_budget` first (a rule the model's outputs cannot
     judge is an error when in ``explicit``, default the rules not at their default value, else a
@@ -146,18 +148,20 @@ def compress_auto(model: onnx.ModelProto, *, budget: Budget, data: dict[str, np.
 class AutoInputs:
     """The inputs the automatic mode measures on, and where they came from."""
 
-    data: dict[str, np.ndarray]
+    data: Mapping[str, np.ndarray]
     source: str
     synthetic: bool
 
 
-def auto_inputs(model: onnx.ModelProto, *, calib: str | os.PathLike[str] | None, samples: int,
-                dims: dict[str, int], seed: int, notice: Notice | None = None) -> AutoInputs:
-    """Calibration data from ``calib``, or synthetic inputs built from the model's input specs."""
+def auto_inputs(model: onnx.ModelProto, *, calib: Any, samples: int, dims: dict[str, int], seed: int,
+                layout: Layout | None = None, notice: Notice | None = None) -> AutoInputs:
+    """Calibration data from ``calib`` (any source :func:`load_data` reads), or synthetic inputs
+    built from the model's input specs."""
     if calib is not None:
-        return AutoInputs(load_data(calib, model=model, max_samples=samples, notice=notice),
-                          f"calibration data {str(calib)!r}", False)
-    return AutoInputs(synthetic_inputs(model, samples=min(samples, 128), dims=dims, seed=seed),
+        what = str(calib) if isinstance(calib, (str, os.PathLike)) else type(calib).__name__
+        return AutoInputs(load_data(calib, model=model, max_samples=samples, layout=layout, notice=notice),
+                          f"calibration data {what!r}", False)
+    return AutoInputs(synthetic_inputs(model, samples=min(samples, 128), dims=dims, seed=seed, layout=layout),
                       "synthetic inputs", True)
 
 
@@ -172,7 +176,7 @@ class AutoPathResult:
 
 
 def compress_auto_path(model: str | os.PathLike[str], out: str | os.PathLike[str], recipe_out: str | os.PathLike[str],
-                       *, base: SharingConfig, budget: Budget, calib: str | os.PathLike[str] | None = None,
+                       *, base: SharingConfig, budget: Budget, calib: Any = None, layout: Layout | None = None,
                        dims: dict[str, int] | None = None, max_samples: int = 512, zstd_level: int = 19,
                        jobs: int = 1, overwrite: bool = False, progress: Progress | None = None,
                        notice: Notice | None = None, explicit: Collection[str] | None = None,
@@ -190,7 +194,8 @@ def compress_auto_path(model: str | os.PathLike[str], out: str | os.PathLike[str
     """
     dims = dims or {}
     loaded = load_model(model)
-    inputs = auto_inputs(loaded, calib=calib, samples=max_samples, dims=dims, seed=base.seed, notice=notice)
+    inputs = auto_inputs(loaded, calib=calib, samples=max_samples, dims=dims, seed=base.seed, layout=layout,
+                         notice=notice)
     if on_inputs is not None:
         on_inputs(inputs)
     try:
@@ -198,7 +203,7 @@ def compress_auto_path(model: str | os.PathLike[str], out: str | os.PathLike[str
                              metadata={"calibration_source": inputs.source}, zstd_level=zstd_level, jobs=jobs,
                              progress=progress, notice=notice, explicit=explicit)
     except ModelError as exc:
-        guessed = defaulted_dims(loaded, dims) if inputs.synthetic else []
+        guessed = defaulted_dims(loaded, dims, layout) if inputs.synthetic else []
         if not guessed:
             raise
         raise ModelError(f"{exc} (synthetic inputs set {', '.join(guessed)} to {DEFAULT_DIM}; give the "
@@ -218,7 +223,8 @@ def compress_auto_path(model: str | os.PathLike[str], out: str | os.PathLike[str
     return AutoPathResult(auto, build_report(auto.result.container), recipe)
 
 
-def sensitivity_path(model: str | os.PathLike[str], *, base: SharingConfig, calib: str | os.PathLike[str] | None = None,
+def sensitivity_path(model: str | os.PathLike[str], *, base: SharingConfig, calib: Any = None,
+                     layout: Layout | None = None,
                      dims: dict[str, int] | None = None, max_samples: int = 512, progress: Progress | None = None,
                      notice: Notice | None = None,
                      on_inputs: Callable[[AutoInputs], None] | None = None) -> list[dict]:
@@ -229,7 +235,8 @@ def sensitivity_path(model: str | os.PathLike[str], *, base: SharingConfig, cali
         One row per measured point (:meth:`onnxdc.auto.search.Point.to_json`), tensor by tensor.
     """
     loaded = load_model(model)
-    inputs = auto_inputs(loaded, calib=calib, samples=max_samples, dims=dims or {}, seed=base.seed, notice=notice)
+    inputs = auto_inputs(loaded, calib=calib, samples=max_samples, dims=dims or {}, seed=base.seed, layout=layout,
+                         notice=notice)
     if on_inputs is not None:
         on_inputs(inputs)
     fit, check = split(inputs.data, max_samples=max_samples)

@@ -18,14 +18,16 @@ the two never fight over the cores.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
-from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
 
+from onnxdc.calibration.data import input_specs
+from onnxdc.calibration.samples import PLAIN, Layout, layout_of, like
 from onnxdc.errors import ConfigError, DataError, ModelError, Notice
 from onnxdc.gates import Gate
 from onnxdc.metrics import EvalResult, Metric, OutputFn, OutputMetrics, has_class_axis, output_metrics, topk_accuracy
@@ -35,30 +37,34 @@ __all__ = ["EvalResult", "Metric", "OutputFn", "OutputMetrics", "Reference", "co
            "has_class_axis", "load_data", "model_inputs", "output_metrics", "prepare_reference", "run_model",
            "session", "session_thread_count", "session_threads", "set_session_threads", "topk_accuracy"]
 
-def load_data(path: str | Path, *, model: onnx.ModelProto | None = None, max_samples: int | None = None,
-              max_bytes: int | None = None, notice: Notice | None = None) -> dict[str, np.ndarray]:
-    """Read an ``.npz`` of inputs (keyed by input name) and optional ``labels``; no pickles.
+def load_data(source: Any, *, model: onnx.ModelProto | None = None, max_samples: int | None = None,
+              max_bytes: int | None = None, layout: Layout | None = None,
+              notice: Notice | None = None) -> Mapping[str, np.ndarray]:
+    """Read inputs (keyed by input name) and optional ``labels``; no pickles.
 
-    Only the first ``max_samples`` samples are read (the file is never loaded whole: see
+    ``source`` is an ``.npz`` (or a plain ``.npy`` for a model with one input), a folder of them,
+    or, from Python, a dict of arrays or an iterable of input dicts (an onnxruntime
+    ``CalibrationDataReader`` as is): see :mod:`onnxdc.calibration.sources`. Only the first
+    ``max_samples`` samples are read (a file is never loaded whole: see
     :mod:`onnxdc.calibration.data`). With ``model``, the arrays are checked against its inputs (names,
     rank, feature sizes, dtype, finite values), float64 and other castable data are cast to the
-    input's type (reported through ``notice``), and a plain ``.npy`` is accepted for a model with
-    exactly one input.
+    input's type (reported through ``notice``), and the result is
+    :class:`~onnxdc.calibration.samples.Samples`: samples on axis 0 whatever ``layout`` (the
+    sample axis per input, the inputs shared by every sample) says the model takes.
 
     Raises:
-        DataError: the file is missing, unreadable, not an npz of plain numeric arrays, or does
-            not fit the model's inputs.
+        DataError: the source is missing, unreadable, not plain numeric arrays, or does not fit
+            the model's inputs.
     """
-    from onnxdc.calibration.data import MAX_DATA_BYTES, fit_to_model, input_specs, read_arrays
+    from onnxdc.calibration.data import MAX_DATA_BYTES, read_arrays
+    from onnxdc.calibration.sources import load_samples
 
-    specs = input_specs(model) if model is not None else []
-    single = specs[0].name if len(specs) == 1 else None
-    data = read_arrays(path, max_rows=max_samples, single_name=single,
-                       max_bytes=MAX_DATA_BYTES if max_bytes is None else max_bytes)
+    cap = MAX_DATA_BYTES if max_bytes is None else max_bytes
     if model is None:
-        return data
-    data = fit_to_model(data, specs, notice=notice)
-    model_inputs(data, [s.name for s in specs])  # names and sample counts, before any work
+        return read_arrays(source, max_rows=max_samples, max_bytes=cap)
+    data = load_samples(source, model=model, max_samples=max_samples, max_bytes=cap,
+                        layout=layout if layout is not None else PLAIN, notice=notice)
+    model_inputs(data, [s.name for s in input_specs(model)])  # names and sample counts, before any work
     return data
 
 
@@ -117,22 +123,27 @@ def session(model: onnx.ModelProto, *, threads: int | None = None,
         raise ModelError(f"onnxruntime cannot load the model: {str(exc).splitlines()[0]}") from None
 
 
-def run_model(sess, inputs: dict[str, np.ndarray], *, batch_size: int = 256,  # noqa: ANN001
+def run_model(sess, inputs: Mapping[str, np.ndarray], *, batch_size: int = 256,  # noqa: ANN001
               whole: dict[str, np.ndarray] | None = None) -> list[np.ndarray]:
     """Run ``sess`` over ``inputs`` in batches along the first axis; outputs concatenated.
 
+    ``inputs`` are canonical (samples on axis 0); their :class:`~onnxdc.calibration.samples.Layout`
+    turns each batch into the model's feed (samples moved to their axis, shared inputs given
+    once) and says where the model fixes its batch size (a batch of 1: one sample per run).
     ``whole`` holds inputs given to every batch as they are (weights fed as inputs): they are not
     sliced, and their first axis is no batch size.
     """
     whole = whole or {}
+    layout = layout_of(inputs)
     batched = [i for i in sess.get_inputs() if i.name not in whole]
-    fixed = [i.shape[0] for i in batched if i.shape and isinstance(i.shape[0], int) and i.shape[0] > 0]
+    fixed = layout.fixed_batch(batched)
     if fixed:  # a model with a fixed batch size runs in slices of exactly that size
-        batch_size = min(fixed)
+        batch_size = fixed
+    names = [i.name for i in batched]
     n = len(next(iter(inputs.values())))
     outs: list[list[np.ndarray]] = []
     for start in range(0, n, batch_size):
-        feed = {i.name: inputs[i.name][start:start + batch_size] for i in batched}
+        feed = layout.feed({k: inputs[k][start:start + batch_size] for k in names}, names)
         try:
             res = sess.run(None, {**feed, **whole})
         except Exception as exc:  # noqa: BLE001
@@ -141,20 +152,31 @@ def run_model(sess, inputs: dict[str, np.ndarray], *, batch_size: int = 256,  # 
             outs = [[] for _ in res]
         for acc, r in zip(outs, res):
             acc.append(np.asarray(r))
-    return [concat_batches(o) for o in outs]
+    symbols = {i.shape[layout.axis(i.name)] for i in batched if i.name not in layout.shared
+               and layout.axis(i.name) < len(i.shape or ()) and isinstance(i.shape[layout.axis(i.name)], str)}
+    return [concat_batches(o, axis=_sample_axis(out.shape, symbols)) for o, out in zip(outs, sess.get_outputs())]
 
 
-def concat_batches(parts: list[np.ndarray]) -> np.ndarray:
-    """Join per-batch outputs along their batch axis: the one axis whose size differs, else axis 0."""
+def _sample_axis(shape: Any, symbols: set[str]) -> int | None:
+    """The one axis of an output's declared shape that carries the inputs' batch symbol, if any."""
+    hits = [k for k, d in enumerate(shape or ()) if isinstance(d, str) and d in symbols]
+    return hits[0] if len(hits) == 1 else None
+
+
+def concat_batches(parts: list[np.ndarray], *, axis: int | None = None) -> np.ndarray:
+    """Join per-batch outputs along their batch axis: ``axis`` when the graph says it, else the
+    one axis whose size differs, else axis 0."""
     if len(parts) == 1:
         return parts[0]
+    if axis is not None and all(p.ndim > axis for p in parts):
+        return np.concatenate(parts, axis=axis)
     if parts[0].ndim == 0:
         return np.stack(parts)
     differ = [ax for ax in range(parts[0].ndim) if len({p.shape[ax] for p in parts}) > 1]
     return np.concatenate(parts, axis=differ[0] if len(differ) == 1 else 0)
 
 
-def model_inputs(data: dict[str, np.ndarray], want: list[str]) -> dict[str, np.ndarray]:
+def model_inputs(data: Mapping[str, np.ndarray], want: list[str]) -> Mapping[str, np.ndarray]:
     """The arrays of ``data`` for the model inputs ``want``, checked for names and batch sizes."""
     missing = [n for n in want if n not in data]
     if missing:
@@ -167,7 +189,7 @@ def model_inputs(data: dict[str, np.ndarray], want: list[str]) -> dict[str, np.n
     sizes = {len(data[n]) for n in want}
     if len(sizes) != 1:
         raise DataError(f"model inputs in the data have different sample counts: {sorted(sizes)}")
-    return {n: data[n] for n in want}
+    return like(data, {n: data[n] for n in want})
 
 
 @dataclass(frozen=True)

@@ -38,6 +38,7 @@ from dataclasses import dataclass, fields, replace
 import numpy as np
 import onnx
 
+from onnxdc.calibration.samples import select
 from onnxdc.errors import ConfigError, Notice
 from onnxdc.evaluate import EvalResult, Metric, Reference, prepare_reference
 from onnxdc.gates import Gate, inapplicable, judge, qualname
@@ -199,5 +200,5 @@ def check_budget(model: onnx.ModelProto, data: dict[str, np.ndarray], *, budget:
     """:meth:`Budget.check_applies` on the outputs of ``model`` for the first samples of ``data``,
     before a search spends minutes on a budget that cannot be judged."""
     n = min(CHECK_SAMPLES, min((len(v) for v in data.values()), default=0))
-    head = {k: v[:n] for k, v in data.items()}
+    head = select(data, slice(0, n))
     return budget.check_applies(prepare_reference(model, head), explicit=explicit, notice=notice)

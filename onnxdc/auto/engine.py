@@ -37,6 +37,7 @@ from onnxdc.auto.refresh import Quantized, plain_quantized, refresh
 from onnxdc.auto.search import AutoResult, Choice, Progress, _escape_glob, auto_sharing, split
 from onnxdc.auto.trials import TrialRunner
 from onnxdc.calibration.calibrate import CalibratedTensor, weight_of
+from onnxdc.calibration.samples import select
 from onnxdc.calibration.stats import RowCache, collect_stats
 from onnxdc.errors import Notice
 from onnxdc.evaluate import compare, output_metrics, prepare_reference
@@ -170,7 +171,7 @@ def compress_rd(model: onnx.ModelProto, *, base: SharingConfig, data: dict[str, 
     # fewer, so that a run per tensor stays cheap.
     per_sample = sum(v[:1].nbytes for k, v in fit.items() if k != "labels")
     n_sens = max(MIN_SENSITIVITY_SAMPLES, min(SENSITIVITY_SAMPLES, SENSITIVITY_BYTES // max(per_sample, 1)))
-    sens_data = {k: v[:n_sens] for k, v in fit.items()}
+    sens_data = select(fit, slice(0, n_sens))
     sens_runner = TrialRunner(model, list(plans), sens_data)
     sens = sensitivities(curves, sens_runner, sens_runner.outputs({}), dtypes, progress=progress)
     del sens_runner

@@ -14,6 +14,7 @@ import numpy as np
 import onnx
 
 from onnxdc.auto.curves import Curve, CurvePoint
+from onnxdc.calibration.samples import select
 from onnxdc.calibration.stats import RowCache, collect_stats
 from onnxdc.stages.ecq import MAX_LEVEL
 from onnxdc.threads import single_blas_thread
@@ -159,4 +160,4 @@ def _subset(data: dict[str, np.ndarray], n: int | None) -> dict[str, np.ndarray]
     if n is None or n >= total:
         return data
     keep = np.linspace(0, total - 1, n).round().astype(np.int64)
-    return {k: v[keep] for k, v in data.items()}
+    return select(data, keep)

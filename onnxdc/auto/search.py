@@ -21,6 +21,7 @@ import onnx
 from onnxdc.auto.budget import Budget, mean_cosine
 from onnxdc.auto.hull import lower_hull
 from onnxdc.calibration.calibrate import CalibratedTensor, calibrate, compress_alone, quantized_model
+from onnxdc.calibration.samples import select
 from onnxdc.errors import ConfigError, DataError, Notice
 from onnxdc.evaluate import EvalResult, evaluate_candidate, prepare_reference
 from onnxdc.pipeline.settings import Rule, SharingConfig
@@ -89,8 +90,8 @@ def split(data: dict[str, np.ndarray], *, max_samples: int = 512,
     if n < 1:
         raise DataError("calibration data hold zero samples")
     n_check = max(1, int(round(n * check_fraction))) if n > 1 else 0
-    fit = {k: v[:n - n_check] if n_check else v[:n] for k, v in data.items()}
-    check = {k: v[n - n_check:n] if n_check else v[:n] for k, v in data.items()}
+    fit = select(data, slice(0, n - n_check if n_check else n))
+    check = select(data, slice(n - n_check, n) if n_check else slice(0, n))
     return fit, check
 
 

@@ -25,6 +25,7 @@ from onnxdc.calibration.linear import (
     weight_matrices,
     weight_tensor,
 )
+from onnxdc.calibration.samples import layout_of, select
 from onnxdc.evaluate import model_inputs, run_model, session
 from onnxdc.onnx_io.graphs import node_graphs, walk_graphs
 from onnxdc.onnx_io.tensors import iter_tensors, le_bytes, set_raw_data
@@ -156,7 +157,7 @@ def _store(target: onnx.TensorProto, ct: CalibratedTensor, orig: np.ndarray) -> 
 def _feed(model: onnx.ModelProto, data: dict[str, np.ndarray], max_samples: int | None) -> dict[str, np.ndarray]:
     inits = {t.name for t in model.graph.initializer}
     inputs = model_inputs(data, [i.name for i in model.graph.input if i.name not in inits])
-    return {n: v[:max_samples] if max_samples else v for n, v in inputs.items()}
+    return select(inputs, slice(0, max_samples or None))
 
 
 def _layer_feed(model: onnx.ModelProto, form: LinearForm, w: np.ndarray,
@@ -171,7 +172,7 @@ def _layer_feed(model: onnx.ModelProto, form: LinearForm, w: np.ndarray,
     n = len(next(iter(feed.values())))
     if n <= 1:
         return feed
-    probe = _collect(model, list(form.sources), {k: v[:1] for k, v in feed.items()})
+    probe = _collect(model, list(form.sources), select(feed, slice(0, 1)))
     if form.kind == "conv":  # from the shapes: unrolling a high-resolution sample is the cost avoided
         _, oh, ow = conv_output(form, probe[form.sources[0]].shape)
         rows = oh * ow
@@ -181,7 +182,7 @@ def _layer_feed(model: onnx.ModelProto, form: LinearForm, w: np.ndarray,
     if need >= n:
         return feed
     keep = np.linspace(0, n - 1, need).round().astype(np.int64)
-    return {k: v[keep] for k, v in feed.items()}
+    return select(feed, keep)
 
 
 def dense_values(ct: CalibratedTensor, shape: tuple[int, ...]) -> np.ndarray:
@@ -251,7 +252,7 @@ def _collect(model: onnx.ModelProto, names: list[str], feed: dict[str, np.ndarra
         result = dict(zip([o.name for o in sess.get_outputs()], run_model(sess, feed, batch_size=max(n, 1))))
     for n in names:
         if n in graph_inputs:
-            result[n] = feed[n]
+            result[n] = layout_of(feed).to_model(n, feed[n])
     return result
 
 

@@ -17,7 +17,7 @@ import os
 import tokenize
 import zipfile
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,8 +53,14 @@ class NpyHeader:
         return math.prod(self.shape[1:]) * self.dtype.itemsize
 
 
+#: Whether an array (by key and rank) holds its samples on axis 0: its first rows are read
+#: alone; other arrays (a shared input, samples on another axis) are read whole, under the cap.
+ByRows = Callable[[str, int], bool]
+
+
 def read_arrays(path: str | os.PathLike[str], *, max_rows: int | None = None, max_bytes: int = MAX_DATA_BYTES,
-                single_name: str | None = None) -> dict[str, np.ndarray]:
+                single_name: str | None = None, by_rows: ByRows | None = None,
+                budget: ReadBudget | None = None) -> dict[str, np.ndarray]:
     """Read the first ``max_rows`` samples of every array in an ``.npz`` (or a plain ``.npy``).
 
     Args:
@@ -63,12 +69,16 @@ def read_arrays(path: str | os.PathLike[str], *, max_rows: int | None = None, ma
         max_bytes: array bytes read at most, all arrays together.
         single_name: the key a plain ``.npy`` array gets (the model's only input); None refuses
             a plain ``.npy``.
+        by_rows: which arrays count samples on axis 0 (default: all); the others are read whole
+            and may be 0-d.
+        budget: the bytes left to read, shared by the files of a folder (default: ``max_bytes``).
 
     Raises:
         DataError: the file is missing or unreadable, not an npz of plain numeric arrays with a
             sample axis, declares more data than it holds, or needs more than ``max_bytes``.
     """
     p = Path(path)
+    budget = budget if budget is not None else ReadBudget(max_bytes, str(p))
     with _opened(p) as fh:
         is_npy = fh.read(len(_NPY_MAGIC)) == _NPY_MAGIC
         if is_npy:
@@ -79,13 +89,14 @@ def read_arrays(path: str | os.PathLike[str], *, max_rows: int | None = None, ma
             size = p.stat().st_size
             what = f"data file {str(p)!r}"
             try:
-                arr, _ = _read_npy(fh, size, what, max_rows=max_rows, budget=_Budget(max_bytes, str(p)))
+                arr, _ = _read_npy(fh, size, what, max_rows=max_rows, budget=budget,
+                                   by_rows=_bound(by_rows, single_name))
             except (OSError, EOFError) as exc:
                 raise DataError(f"cannot read {what}: {exc}") from None
             return {single_name: arr}
     try:
         with zipfile.ZipFile(p) as zf:
-            return _read_zip(zf, str(p), max_rows=max_rows, max_bytes=max_bytes)
+            return _read_zip(zf, str(p), max_rows=max_rows, budget=budget, by_rows=by_rows)
     except zipfile.BadZipFile as exc:
         raise DataError(f"data file {str(p)!r} is not an .npz (zip) file: {exc}") from None
     except OSError as exc:
@@ -109,8 +120,12 @@ def _opened(p: Path) -> Iterator[IO[bytes]]:
         yield fh
 
 
-class _Budget:
-    """The bytes a data file may still make us read (the cap on the total)."""
+def _bound(by_rows: ByRows | None, key: str) -> Callable[[int], bool] | None:
+    return None if by_rows is None else (lambda ndim: by_rows(key, ndim))
+
+
+class ReadBudget:
+    """The bytes a data file (or a folder of them) may still make us read (the cap on the total)."""
 
     def __init__(self, max_bytes: int, file: str) -> None:
         self.left = max_bytes
@@ -125,8 +140,8 @@ class _Budget:
         self.left -= n
 
 
-def _read_zip(zf: zipfile.ZipFile, file: str, *, max_rows: int | None, max_bytes: int) -> dict[str, np.ndarray]:
-    budget = _Budget(max_bytes, file)
+def _read_zip(zf: zipfile.ZipFile, file: str, *, max_rows: int | None, budget: ReadBudget,
+              by_rows: ByRows | None) -> dict[str, np.ndarray]:
     out: dict[str, np.ndarray] = {}
     declared: dict[str, int] = {}
     members = [i for i in zf.infolist() if not i.is_dir()]
@@ -144,20 +159,22 @@ def _read_zip(zf: zipfile.ZipFile, file: str, *, max_rows: int | None, max_bytes
         what = f"array {key!r} of data file {file!r}"
         try:
             with zf.open(info) as fh:
-                out[key], hdr = _read_npy(fh, info.file_size, what, max_rows=max_rows, budget=budget)
+                out[key], hdr = _read_npy(fh, info.file_size, what, max_rows=max_rows, budget=budget,
+                                          by_rows=_bound(by_rows, key))
         except DataError:
             raise
         except (OSError, EOFError, RuntimeError, NotImplementedError, zipfile.BadZipFile, ValueError,
                 zlib.error, lzma.LZMAError) as exc:  # a corrupt, encrypted or unsupported member
             raise DataError(f"cannot read {what}: {exc}") from None
-        declared[key] = hdr.shape[0]
+        if hdr.shape and (by_rows is None or by_rows(key, len(hdr.shape))):
+            declared[key] = hdr.shape[0]
     if len(set(declared.values())) > 1:
         counts = ", ".join(f"{k!r} {v}" for k, v in declared.items())
         raise DataError(f"arrays of data file {file!r} have different sample counts: {counts}")
     return out
 
 
-def _parse_header(fh: IO[bytes], what: str) -> NpyHeader:
+def _parse_header(fh: IO[bytes], what: str, *, scalar_ok: bool = False) -> NpyHeader:
     """Read and check an ``.npy`` header (format 1.0 or 2.0), leaving ``fh`` at the data."""
     fmt = np.lib.format
     try:
@@ -174,17 +191,24 @@ def _parse_header(fh: IO[bytes], what: str) -> NpyHeader:
         raise DataError(f"{what} holds Python objects; onnxdc never unpickles data, save plain numeric arrays")
     if dtype.fields is not None or dtype.subdtype is not None or dtype.kind not in _KINDS:
         raise DataError(f"{what} has dtype {dtype.str!r}; expected booleans, integers or floats")
-    if len(shape) == 0:
+    if len(shape) == 0 and not scalar_ok:
         raise DataError(f"{what} is a 0-d scalar; expected an array whose first axis counts samples")
     if any(d < 0 for d in shape):
         raise DataError(f"{what} declares a negative dimension in shape {shape}")
     return NpyHeader(tuple(int(d) for d in shape), dtype, bool(fortran))
 
 
-def _read_npy(fh: IO[bytes], size: int, what: str, *, max_rows: int | None,
-              budget: _Budget) -> tuple[np.ndarray, NpyHeader]:
-    """Read one ``.npy`` stream of ``size`` bytes: its header, then the rows used only."""
-    hdr = _parse_header(fh, what)
+def _read_npy(fh: IO[bytes], size: int, what: str, *, max_rows: int | None, budget: ReadBudget,
+              by_rows: Callable[[int], bool] | None = None) -> tuple[np.ndarray, NpyHeader]:
+    """Read one ``.npy`` stream of ``size`` bytes: its header, then the rows used only (all of
+    an array whose axis 0 is not the samples, ``by_rows`` says)."""
+    hdr = _parse_header(fh, what, scalar_ok=by_rows is not None)
+    rowwise = by_rows is None or by_rows(len(hdr.shape))
+    if rowwise and not hdr.shape:
+        raise DataError(f"{what} is a 0-d scalar; expected an array whose first axis counts samples")
+    if not rowwise:
+        max_rows = None
+        hdr = NpyHeader((1, *hdr.shape), hdr.dtype, hdr.fortran_order)  # read as one row, below
     start = fh.tell()
     n = hdr.shape[0]
     if n == 0:
@@ -215,6 +239,8 @@ def _read_npy(fh: IO[bytes], size: int, what: str, *, max_rows: int | None,
         arr = buf.view(hdr.dtype).reshape((rows, *hdr.shape[1:]))
     if not arr.dtype.isnative:
         arr = arr.astype(arr.dtype.newbyteorder("="))
+    if not rowwise:
+        arr, hdr = arr[0], NpyHeader(hdr.shape[1:], hdr.dtype, hdr.fortran_order)
     return arr, hdr
 
 
@@ -228,6 +254,8 @@ class InputSpec:
     name: str
     dtype: np.dtype | None
     dims: tuple[int | None, ...] | None  # None: the model declares no shape
+    #: The names of symbolic dimensions ('' where unnamed or fixed), None without a shape.
+    params: tuple[str, ...] | None = None
 
 
 def input_specs(model: onnx.ModelProto) -> list[InputSpec]:
@@ -244,7 +272,8 @@ def input_specs(model: onnx.ModelProto) -> list[InputSpec]:
             dtype = None
         dims = tuple(d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None
                      for d in tt.shape.dim) if tt.HasField("shape") else None
-        specs.append(InputSpec(inp.name, dtype, dims))
+        params = tuple(d.dim_param for d in tt.shape.dim) if tt.HasField("shape") else None
+        specs.append(InputSpec(inp.name, dtype, dims, params))
     return specs
 
 

@@ -12,7 +12,7 @@ gathered without unrolling the whole map.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -20,6 +20,7 @@ import onnx
 
 from onnxdc.calibration.calibrate import exposing, layer_of, weight_of
 from onnxdc.calibration.linear import LinearForm, conv_output, input_matrices, weight_matrices
+from onnxdc.calibration.samples import layout_of, select
 from onnxdc.errors import ModelError
 from onnxdc.evaluate import model_inputs, session
 from onnxdc.stages.compensate import max_rows
@@ -53,7 +54,7 @@ class LayerStats:
         return max(MIN_SAMPLES, -(-stats_rows(d) // max(self.per_sample, 1)))
 
 
-def model_feed(model: onnx.ModelProto, data: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+def model_feed(model: onnx.ModelProto, data: Mapping[str, np.ndarray]) -> Mapping[str, np.ndarray]:
     """The arrays of ``data`` that are model inputs (initializers that are also inputs excepted)."""
     inits = {t.name for t in model.graph.initializer}
     return model_inputs(data, [i.name for i in model.graph.input if i.name not in inits])
@@ -81,6 +82,7 @@ def collect_stats(model: onnx.ModelProto, plans: dict, data: dict[str, np.ndarra
     if not forms:
         return {}
     feed = model_feed(model, data)
+    layout, feed_names = layout_of(feed), list(feed)
     n = len(next(iter(feed.values())))
     names = list(dict.fromkeys(s for form, _ in forms.values() for s in form.sources))
     m, wanted = exposing(model, names)
@@ -107,14 +109,13 @@ def collect_stats(model: onnx.ModelProto, plans: dict, data: dict[str, np.ndarra
                 raise ModelError(f"onnxruntime failed on the calibration inputs: {str(exc).splitlines()[0]}") from None
         return {s: (got[s] if s in got else batch[s]) for s in names}
 
-    probe = run({k: v[:1] for k, v in feed.items()})
+    probe = run(layout.feed(select(feed, slice(0, 1)), feed_names))
     per_sample = sum(v.nbytes for v in probe.values())
     per_input = sum(v[:1].nbytes for v in feed.values())
-    fixed = [i.shape[0] for i in (sess.get_inputs() if sess is not None else [])
-             if i.shape and isinstance(i.shape[0], int) and i.shape[0] > 0]
+    fixed = layout.fixed_batch(sess.get_inputs()) if sess is not None else None
     # onnxruntime holds every activation of a batch, not just the exposed ones: large inputs
     # (a detector's images) run a few at a time.
-    batch = min(fixed) if fixed else max(1, min(n, batch_bytes // max(per_sample, 1), INPUT_BYTES // max(per_input, 1)))
+    batch = fixed if fixed else max(1, min(n, batch_bytes // max(per_sample, 1), INPUT_BYTES // max(per_input, 1)))
     rows_per_sample = {slot: _rows(form, probe) for slot, (form, _) in forms.items()}
     caps = {slot: stats_rows(d) for slot, (_, d) in forms.items()}
     h: dict[int, list[np.ndarray] | None] = dict.fromkeys(forms)
@@ -122,7 +123,7 @@ def collect_stats(model: onnx.ModelProto, plans: dict, data: dict[str, np.ndarra
     kept = dict.fromkeys(forms, 0)
     starts = range(0, n, batch)
     for b, start in enumerate(starts):
-        part = {k: v[start:start + batch] for k, v in feed.items()}
+        part = layout.feed(select(feed, slice(start, start + batch)), feed_names)
         vals = probe if (start == 0 and batch == 1) else run(part)
         count = min(batch, n - start)
         # The reference's rows depend on the data, the layer and the rows picked only: cached

@@ -13,6 +13,9 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper
 
+from onnxdc.calibration.data import input_specs
+from onnxdc.calibration.samples import PLAIN, Layout, Samples
+from onnxdc.calibration.sources import load_samples, resolve_layout
 from onnxdc.errors import ConfigError
 
 DEFAULT_DIM = 16
@@ -51,16 +54,18 @@ def _vocab_sizes(model: onnx.ModelProto) -> dict[str, int]:
     return out
 
 
-def _shape(inp: onnx.ValueInfoProto, *, samples: int, dims: dict[str, int]) -> tuple[list[int], list[str]]:
-    """One input's synthetic shape, and the symbolic dimensions in it that get ``DEFAULT_DIM``."""
+def _shape(inp: onnx.ValueInfoProto, *, samples: int, dims: dict[str, int],
+           axis: int | None = 0) -> tuple[list[int], list[str]]:
+    """One input's synthetic shape (samples on ``axis``; None: a shared input, no samples), and
+    the symbolic dimensions in it that get ``DEFAULT_DIM``."""
     shape, defaulted = [], []
     for i, d in enumerate(inp.type.tensor_type.shape.dim):
         if d.HasField("dim_value") and d.dim_value > 0:
             # A fixed batch dimension: stack enough batches along it (run in slices of it).
-            shape.append(d.dim_value if i else d.dim_value * -(-samples // d.dim_value))
+            shape.append(d.dim_value if i != axis else d.dim_value * -(-samples // d.dim_value))
         elif d.dim_param in dims:
             shape.append(dims[d.dim_param])
-        elif i == 0:
+        elif i == axis:
             shape.append(samples)
         else:
             shape.append(DEFAULT_DIM)
@@ -68,18 +73,31 @@ def _shape(inp: onnx.ValueInfoProto, *, samples: int, dims: dict[str, int]) -> t
     return shape, defaulted
 
 
-def defaulted_dims(model: onnx.ModelProto, dims: dict[str, int] | None = None) -> list[str]:
+def _axes(model: onnx.ModelProto, layout: Layout | None) -> Layout:
+    return resolve_layout(input_specs(model), layout or PLAIN)
+
+
+def _axis(layout: Layout, name: str) -> int | None:
+    return None if name in layout.shared else layout.axis(name)
+
+
+def defaulted_dims(model: onnx.ModelProto, dims: dict[str, int] | None = None,
+                   layout: Layout | None = None) -> list[str]:
     """Symbolic non-batch input dimensions :func:`synthetic_inputs` sets to ``DEFAULT_DIM``."""
     inits = {t.name for t in model.graph.initializer}
+    resolved = _axes(model, layout)
     names = [n for inp in model.graph.input if inp.name not in inits
-             for n in _shape(inp, samples=1, dims=dims or {})[1]]
+             for n in _shape(inp, samples=1, dims=dims or {}, axis=_axis(resolved, inp.name))[1]]
     return list(dict.fromkeys(names))
 
 
 def synthetic_inputs(model: onnx.ModelProto, *, samples: int, dims: dict[str, int] | None = None,
-                     seed: int = 0) -> dict[str, np.ndarray]:
-    """Random inputs for every graph input that is not an initializer."""
+                     seed: int = 0, layout: Layout | None = None) -> Samples:
+    """Random inputs for every graph input that is not an initializer, as
+    :class:`~onnxdc.calibration.samples.Samples`: each input's samples on its sample axis
+    (``layout``, completed from the graph as data files are), shared inputs one value."""
     dims = dims or {}
+    resolved = _axes(model, layout)
     rng = np.random.default_rng(seed)
     vocab = _vocab_sizes(model)
     inits = {t.name for t in model.graph.initializer}
@@ -90,7 +108,7 @@ def synthetic_inputs(model: onnx.ModelProto, *, samples: int, dims: dict[str, in
         tt = inp.type.tensor_type
         if not inp.type.HasField("tensor_type"):
             raise ConfigError(f"input {inp.name!r} is not a tensor; synthetic inputs cannot be built for it")
-        shape, _ = _shape(inp, samples=samples, dims=dims)
+        shape, _ = _shape(inp, samples=samples, dims=dims, axis=_axis(resolved, inp.name))
         np_type = helper.tensor_dtype_to_np_dtype(tt.elem_type)
         if tt.elem_type == TensorProto.BOOL:
             arr = rng.random(shape) < 0.5
@@ -102,4 +120,4 @@ def synthetic_inputs(model: onnx.ModelProto, *, samples: int, dims: dict[str, in
         else:
             raise ConfigError(f"input {inp.name!r} has element type {tt.elem_type}; no synthetic data for it")
         out[inp.name] = arr
-    return out
+    return load_samples(out, model=model, layout=resolved)

@@ -14,6 +14,8 @@ import click
 
 from onnxdc.cli.gating import build_gates, format_eval_table, gate_options
 from onnxdc.cli.main import (
+    data_layout,
+    data_options,
     force_option,
     jobs_option,
     json_option,
@@ -49,7 +51,9 @@ def compare_coders_cmd(model: str, study: bool, as_json: bool, **kw: Any) -> Non
 
 @main.command()
 @click.argument("model", type=click.Path(dir_okay=False))
-@click.option("--calib", type=click.Path(dir_okay=False), help=".npz of calibration inputs (else synthetic inputs).")
+@click.option("--calib", type=click.Path(),
+              help="Calibration inputs (.npz, .npy, or a folder of them; else synthetic inputs).")
+@data_options
 @click.option("--calib-samples", type=click.IntRange(1), default=512, show_default=True)
 @click.option("--dim", "dims", multiple=True, metavar="NAME=VALUE", help="Symbolic dimension for synthetic inputs.")
 @click.option("--csv", "csv_path", type=click.Path(dir_okay=False), help="Also write the table as CSV.")
@@ -70,7 +74,8 @@ def sensitivity(model: str, calib: str | None, calib_samples: int, dims: tuple[s
             click.echo("onnxdc: warning: no --calib data: measuring on synthetic inputs", err=True)
 
     with progress_callback(as_json, "measuring") as cb:
-        rows = sensitivity_path(model, base=base, calib=calib, dims=parse_dims(dims) if calib is None else {},
+        rows = sensitivity_path(model, base=base, calib=calib, layout=data_layout(kw),
+                                dims=parse_dims(dims) if calib is None else {},
                                 max_samples=calib_samples, progress=cb, notice=notice_callback(False),
                                 on_inputs=on_inputs)
     if csv_out is not None:
@@ -98,8 +103,9 @@ def _csv(v: Any) -> str:
 @main.command("eval")
 @click.argument("reference", type=click.Path(dir_okay=False))
 @click.argument("candidate", type=click.Path(dir_okay=False))
-@click.option("--data", "data_path", type=click.Path(dir_okay=False),
-              help=".npz of inputs keyed by input name, plus optional 'labels'.")
+@click.option("--data", "data_path", type=click.Path(),
+              help=".npz of inputs keyed by input name, plus optional 'labels' (or a .npy, or a folder of them).")
+@data_options
 @click.option("--random", "random_n", type=click.IntRange(1),
               help="No data at hand: compare on N random inputs built from the model's input specs.")
 @click.option("--dim", "dims", multiple=True, metavar="NAME=VALUE", help="Symbolic dimension for --random inputs.")
@@ -120,7 +126,7 @@ def _csv(v: Any) -> str:
 def eval_cmd(reference: str, candidate: str, data_path: str | None, random_n: int | None, dims: tuple[str, ...],
              seed: int, batch_size: int, gate_specs: tuple[str, ...], skip_inapplicable: bool, max_drop: float | None,
              min_agreement: float | None, min_cosine: float | None, min_sample_cosine: float | None, jobs: int,
-             as_json: bool) -> None:
+             as_json: bool, **kw: Any) -> None:
     """Compare CANDIDATE (.onnx or .onnxdc) with REFERENCE (.onnx) on --data, with onnxruntime.
 
     Per output: the cosine of the whole output, the mean and lowest per-sample cosine (samples on
@@ -152,9 +158,10 @@ def eval_cmd(reference: str, candidate: str, data_path: str | None, random_n: in
     check_gate_outputs(gates, [o.name for o in ref_model.graph.output])
     cand_model = _load_any(candidate)  # both models read and checked before the data is
     if data_path is not None:
-        data = load_data(data_path, model=ref_model, notice=notice_callback(False))
+        data = load_data(data_path, model=ref_model, layout=data_layout(kw), notice=notice_callback(False))
     else:
-        data = synthetic_inputs(ref_model, samples=random_n, dims=parse_dims(dims), seed=seed)
+        data = synthetic_inputs(ref_model, samples=random_n, dims=parse_dims(dims), seed=seed,
+                                layout=data_layout(kw))
     with session_threads(jobs):
         result = evaluate(ref_model, cand_model, data, batch_size=batch_size, gates=gates)
     verdicts = judge_gates(gates, result)

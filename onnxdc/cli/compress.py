@@ -10,6 +10,8 @@ import click
 
 from onnxdc.cli.gating import gate_options
 from onnxdc.cli.main import (
+    data_layout,
+    data_options,
     default_output,
     force_option,
     format_eval,
@@ -31,8 +33,10 @@ from onnxdc.cli.main import (
 @output_option
 @click.option("--lossless", is_flag=True, help="Store every tensor exactly (no pruning or sharing).")
 @sharing_options
-@click.option("--calib", type=click.Path(dir_okay=False),
-              help=".npz of calibration inputs: prune and share so each layer keeps its outputs.")
+@click.option("--calib", type=click.Path(),
+              help="Calibration inputs (.npz, .npy, or a folder of them): prune and share so each layer keeps "
+                   "its outputs.")
+@data_options
 @click.option("--max-drop", type=click.FloatRange(0.0),
               help="Automatic mode: top-1 drop allowed on the calibration set, in points (against labels, "
                    "else agreement with the original); replaces the agreement rule.")
@@ -123,7 +127,7 @@ def _compress(model: str, output: str | None, lossless: bool, calib: str | None,
     config = CompressConfig(sharing=sharing, calib_samples=calib_samples, zstd_level=zstd_level, jobs=jobs)
     with progress_callback(quiet or as_json, "compressing") as cb:
         report = compress_path(model, out, config=config, calib=calib, progress=cb, notice=notice_callback(quiet),
-                               overwrite=force)
+                               overwrite=force, layout=data_layout(kw))
     print_report(report, quiet=quiet, as_json=as_json, extra={"output": str(out)})
 
 
@@ -156,7 +160,8 @@ def _compress_auto(model: str, output: str | None, calib: str | None, calib_samp
                        "(--sparsity/--bits or --lossless skip it)", err=True)
 
     with progress_callback(quiet or as_json, log=True) as cb:  # the library's labels are the phases
-        done = compress_auto_path(model, out, recipe_out, base=base, budget=budget, calib=calib, dims=parsed_dims,
+        done = compress_auto_path(model, out, recipe_out, base=base, budget=budget, calib=calib,
+                                  layout=data_layout(kw), dims=parsed_dims,
                                   max_samples=calib_samples, zstd_level=zstd_level, jobs=jobs, overwrite=force,
                                   progress=cb, notice=notice_callback(quiet), explicit=given, on_inputs=on_inputs)
     auto = done.auto

@@ -101,6 +101,36 @@ def sharing_options(func: Any) -> Any:
     return func
 
 
+def data_options(func: Any) -> Any:
+    """``--sample-axis`` and ``--shared``: how the arrays of a data source feed the model's inputs."""
+    options = [
+        click.option("--sample-axis", "sample_axes", multiple=True, metavar="NAME=AXIS",
+                     help="The model's sample (batch) axis of input NAME when it is not 0, e.g. state=1; the "
+                          "data hold that input's samples on the same axis."),
+        click.option("--shared", "shared_inputs", multiple=True, metavar="NAME",
+                     help="Input NAME is one value fed to every sample (inputs of rank 0 are, unasked)."),
+    ]
+    for opt in reversed(options):
+        func = opt(func)
+    return func
+
+
+def data_layout(kw: dict[str, Any]) -> Any:
+    """The :class:`~onnxdc.api.Layout` of the ``data_options`` in ``kw``."""
+    from onnxdc.api import Layout
+
+    axes: dict[str, int] = {}
+    for item in kw.get("sample_axes", ()):
+        name, sep, value = item.rpartition("=")
+        if not sep or not name or not value.strip().isdigit():
+            raise click.BadParameter(f"expected NAME=AXIS with AXIS an integer >= 0, got {item!r}",
+                                     param_hint="--sample-axis")
+        if name in axes:
+            raise click.BadParameter(f"input {name!r} given twice", param_hint="--sample-axis")
+        axes[name] = int(value)
+    return Layout(axes, frozenset(kw.get("shared_inputs", ())))
+
+
 def sharing_config(kw: dict[str, Any]) -> Any:
     """Build a SharingConfig from the options (validating every one of them)."""
     from onnxdc.api import SharingConfig, load_recipe
