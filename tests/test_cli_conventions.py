@@ -3,6 +3,7 @@ errors, the exit codes the README documents, and the automatic recipe's reuse co
 
 from __future__ import annotations
 
+import json
 import re
 import shlex
 from pathlib import Path
@@ -194,8 +195,6 @@ def test_the_printed_reuse_command_runs_the_recipe_as_written(tmp_path: Path) ->
     assert words[-2:] == ["-o", "OUT.onnxdc"]
     again = run(*words[1:-1], tmp_path / "again.onnxdc", "--json", "-q")
     assert again.exit_code == 0, again.output
-    import json
-
     rows = {t["name"]: t for t in json.loads(again.stdout)["tensors"]}
     rules = load_recipe(recipe)
     assert {r.match for r in rules if not r.settings.get("lossless")} == {
@@ -207,8 +206,10 @@ def test_the_printed_reuse_command_runs_the_recipe_as_written(tmp_path: Path) ->
 
 def test_reuse_command_without_calibration_data_has_no_calib(hidden: Path, tmp_path: Path) -> None:
     out = tmp_path / "o.onnxdc"
-    result = run("compress", hidden, "-o", out)
+    result = run("compress", hidden, "-o", out, "--json")
     assert result.exit_code == 0, result.output
+    command = json.loads(result.stdout)["reuse_command"]
     text = Path(str(out) + ".recipe.toml").read_text()
-    command = next(line for line in result.stdout.splitlines() if line.startswith("reuse with: "))
-    assert "--calib" not in command.split("#")[0] and "synthetic inputs" in text
+    assert f"# {command}\n" in text and "synthetic inputs" in text
+    assert shlex.split(command)[:5] == ["onnxdc", "compress", str(hidden), "--recipe", f"{out}.recipe.toml"]
+    assert "--calib" not in shlex.split(command)
