@@ -30,6 +30,7 @@ import onnx
 from onnxdc._version import __version__
 from onnxdc.auto.budget import SHORTHAND_GATES, Budget, check_budget
 from onnxdc.auto.engine import compress_rd as _search_compress_auto
+from onnxdc.auto.reuse import reuse_command
 from onnxdc.auto.search import (
     AUTO_MIN_ELEMENTS,
     AutoResult,
@@ -105,7 +106,7 @@ __all__ = [
     "decompress_file", "defaulted_dims", "encode_shared", "kmeans_1d", "prune", "evaluate", "format_comparison", "format_report", "get_coder",
     "inspect_file", "Layout", "level_contexts", "load_data", "Samples", "read_container_file", "load_model", "load_recipe", "model_input_files", "open_container",
     "order0_entropy_bits", "parse_dims", "plan_sharing", "printable", "read_container", "read_regular_file", "recipe_toml",
-    "registered_coders", "report_for", "row_length", "sensitivity", "sensitivity_path", "split", "synthetic_inputs", "write_atomic",
+    "registered_coders", "report_for", "reuse_command", "row_length", "sensitivity", "sensitivity_path", "split", "synthetic_inputs", "write_atomic",
     "GATE_METRICS", "SHORTHAND_GATES", "Gate", "OutputFn", "Verdict", "check_gate_outputs", "judge_gates", "optional_gates", "parse_gate",
     "Metric", "OutputMetrics", "Reference", "check_budget", "compare", "evaluate_candidate", "prepare_reference",
     "session_thread_count", "session_threads", "set_session_threads", "usable_cores",
@@ -173,6 +174,9 @@ class AutoPathResult:
     auto: AutoResult
     report: Report
     recipe: Path | None
+    #: The command that reuses the recipe (``--calib`` and the options that decided the result
+    #: included); None with no recipe.
+    reuse: str | None = None
 
 
 def compress_auto_path(model: str | os.PathLike[str], out: str | os.PathLike[str], recipe_out: str | os.PathLike[str],
@@ -209,18 +213,21 @@ def compress_auto_path(model: str | os.PathLike[str], out: str | os.PathLike[str
         raise ModelError(f"{exc} (synthetic inputs set {', '.join(guessed)} to {DEFAULT_DIM}; give the "
                          f"model's sizes with --dim NAME=VALUE, or real inputs with --calib)") from None
     write_atomic(out, auto.result.data, overwrite=overwrite)
-    recipe = None
+    recipe = reuse = None
     if auto.choice.rules:
+        reuse = reuse_command(model=model, recipe=recipe_out, base=auto.sharing, calib=calib, calib_samples=max_samples,
+                              zstd_level=zstd_level)
+        how = ("" if calib is not None else "\n(no --calib: the settings were chosen on synthetic inputs; give real "
+               "data with --calib to fit each layer to its outputs)")
         header = (f"onnxdc automatic settings for {Path(model).name} on {inputs.source}\n"
                   f"budget: {json.dumps(budget.to_json())}\n"
                   "each tensor's zero fraction and index bits as the rate-distortion engine chose them; "
-                  "reused with\nonnxdc compress MODEL --recipe FILE --calib DATA, they are Deep Compression "
-                  "at those settings, not the same quantizer")
+                  f"reused with\n{reuse}{how}\nthey are Deep Compression at those settings, not the same quantizer")
         write_atomic(recipe_out, recipe_toml(auto.choice.rules, header=header).encode(), overwrite=overwrite)
         recipe = Path(recipe_out)
     elif overwrite and os.path.lexists(recipe_out):
         os.unlink(recipe_out)  # an earlier run's recipe would describe settings this container does not use
-    return AutoPathResult(auto, build_report(auto.result.container), recipe)
+    return AutoPathResult(auto, build_report(auto.result.container), recipe, reuse)
 
 
 def sensitivity_path(model: str | os.PathLike[str], *, base: SharingConfig, calib: Any = None,

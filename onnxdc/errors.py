@@ -76,6 +76,12 @@ class OutputPathError(OutputError, ConfigError):
     bad option)."""
 
 
+class OutputExistsError(OutputPathError):
+    """The output exists and ``--force`` was not given (also when another run took the path
+    between the check and the commit): a usage error, exit 2 — the command line, not the data,
+    decides whether an existing file may be replaced."""
+
+
 class DataError(OnnxdcError):
     """An evaluation or calibration data file is unreadable or does not fit the model's inputs."""
 

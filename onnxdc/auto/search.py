@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import onnx
@@ -356,11 +356,16 @@ def recipe_toml(rules: tuple[Rule, ...], *, header: str = "") -> str:
     lines = [f"# {line}" for line in header.splitlines()] + ([""] if header else [])
     for r in rules:
         lines.append("[[rule]]")
-        lines.append(f"match = {_toml_str(r.match)}")
-        for k, v in r.settings.items():
-            lines.append(f"{k} = {_toml_str(v) if isinstance(v, str) else repr(v).lower() if isinstance(v, bool) else v}")
+        for k, v in {**r.selector(), **r.settings}.items():
+            lines.append(f"{k} = {_toml_value(v)}")
         lines.append("")
     return "\n".join(lines)
+
+
+def _toml_value(v: Any) -> str:
+    if isinstance(v, list):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    return _toml_str(v) if isinstance(v, str) else repr(v).lower() if isinstance(v, bool) else str(v)
 
 
 def _toml_str(s: str) -> str:

@@ -151,7 +151,7 @@ def _compress_auto(model: str, output: str | None, calib: str | None, calib_samp
     parsed_dims = parse_dims(dims) if calib is None else {}  # --dim only shapes synthetic inputs
 
     def on_inputs(chosen: Any) -> None:
-        if chosen.synthetic:
+        if chosen.synthetic and not quiet:
             click.echo("onnxdc: warning: no --calib data: choosing settings on synthetic inputs built from the "
                        "model's input specs; real data measures accuracy far better", err=True)
         if not quiet and not as_json:
@@ -166,18 +166,20 @@ def _compress_auto(model: str, output: str | None, calib: str | None, calib_samp
                                   progress=cb, notice=notice_callback(quiet), explicit=given, on_inputs=on_inputs)
     auto = done.auto
     extra: dict[str, Any] = {"output": str(out), "mode": "auto", "budget_met": auto.budget_met,
-                             "recipe": str(done.recipe) if done.recipe is not None else None}
+                             "recipe": str(done.recipe) if done.recipe is not None else None,
+                             "reuse_command": done.reuse}
     if auto.verified is not None:
         extra["calibration_eval"] = auto.verified.to_json()
-    if not quiet and not as_json:
-        if not auto.budget_met:
-            click.echo("onnxdc: warning: no setting met the budget on the calibration set; every tensor was "
-                       "stored losslessly", err=True)
-        elif auto.choice.rules:
-            click.echo("automatic settings (zero fraction, index bits) per tensor, written to " + str(recipe_out) + ":")
-            for r in auto.choice.rules:
-                click.echo(f"  {r.match}: " + ("lossless" if r.settings.get("lossless") else
-                                               f"sparsity {r.settings['sparsity']}, bits {r.settings['bits']}"))
-            if auto.verified is not None:
-                click.echo("on held-out calibration samples: " + format_eval(auto.verified).replace("\n", "; "))
+    if not auto.budget_met and not quiet:  # a warning: on stderr, so --json keeps it
+        click.echo("onnxdc: warning: no setting met the budget on the calibration set; every tensor was "
+                   "stored losslessly", err=True)
+    if not quiet and not as_json and auto.budget_met and auto.choice.rules:
+        click.echo("automatic settings (zero fraction, index bits) per tensor, written to " + str(recipe_out) + ":")
+        for r in auto.choice.rules:
+            click.echo(f"  {r.match}: " + ("lossless" if r.settings.get("lossless") else
+                                           f"sparsity {r.settings['sparsity']}, bits {r.settings['bits']}"))
+        if auto.verified is not None:
+            click.echo("on held-out calibration samples: " + format_eval(auto.verified).replace("\n", "; "))
+        if done.reuse is not None:
+            click.echo(f"reuse with: {done.reuse}")
     print_report(done.report, quiet=quiet, as_json=as_json, extra=extra)

@@ -47,7 +47,7 @@ def decompress(container: str, output: str | None, force: bool, quiet: bool, che
                         overwrite=force, **limits)
     if check:
         problem = check_model_quietly(out)
-        if problem:
+        if problem and not quiet:
             click.echo(f"onnxdc: warning: onnx.checker rejects the output: {problem}", err=True)
     if not quiet:
         click.echo(f"wrote {out}")

@@ -22,8 +22,37 @@ __all__ = ["default_output", "force_option", "format_eval", "jobs_option", "json
            "output_option", "print_report", "progress_callback", "quiet_option", "sharing_config", "sharing_options"]
 
 
+#: One example per command, on the shipped sample models: shown under ``onnxdc --help`` and as
+#: the epilog of each command's ``--help`` (a command added without one fails tests/test_cli_conventions.py).
+EXAMPLES: dict[str, str] = {
+    "compress": "onnxdc compress models/lenet5.onnx --calib models/lenet5.calib.npz -o lenet5.onnxdc",
+    "eval": "onnxdc eval models/lenet5.onnx lenet5.onnxdc --data models/lenet5.test.npz --max-drop 0.5",
+    "decompress": "onnxdc decompress lenet5.onnxdc -o lenet5.decompressed.onnx",
+    "inspect": "onnxdc inspect lenet5.onnxdc --all",
+    "report": "onnxdc report lenet5.onnxdc --json",
+    "sensitivity": "onnxdc sensitivity models/lenet5.onnx --calib models/lenet5.calib.npz --csv sens.csv",
+    "compare-coders": "onnxdc compare-coders models/lenet5.onnx --sparsity 0.9 --bits 5",
+}
+
+
 class _Group(click.Group):
-    """A group that turns library errors into one line and an exit code."""
+    """A group that turns library errors into one line and an exit code, and shows every
+    command's example (:data:`EXAMPLES`) in its help."""
+
+    def add_command(self, cmd: click.Command, name: str | None = None) -> None:
+        example = EXAMPLES.get(name or cmd.name or "")
+        if example is not None and not cmd.epilog:
+            cmd.epilog = f"\b\nExample:\n  {example}"
+        super().add_command(cmd, name)
+
+    def format_epilog(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        commands = set(self.list_commands(ctx))
+        rows = [example for name, example in EXAMPLES.items() if name in commands]  # in workflow order
+        if rows:
+            with formatter.section("Examples (one per command; COMMAND --help for its options)"):
+                for example in rows:  # unwrapped: a command line is copied, not read as prose
+                    formatter.write(f"{'':>{formatter.current_indent}}{example}\n")
+        super().format_epilog(ctx, formatter)
 
     def invoke(self, ctx: click.Context) -> Any:
         try:

@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
 
-from onnxdc.errors import OnnxdcError, OutputError, OutputPathError
+from onnxdc.errors import OnnxdcError, OutputError, OutputExistsError, OutputPathError
 from onnxdc.fileio.oserrors import read_error, write_error
 
 #: Used when the file system does not say how long a file name may be.
@@ -99,9 +99,9 @@ def check_output_path(out: str | os.PathLike[str], *, force: bool,
 
     Raises:
         OutputPathError: ``out`` is one of ``inputs``, ends with a path separator, or is not a
-            regular file or symbolic link (a usage error: no data makes it work).
-        OutputError: ``out`` exists without ``force``, its name is too long, or its directory is
-            missing or not writable.
+            regular file or symbolic link (a usage error: no data makes it work); its subclass
+            OutputExistsError: ``out`` exists without ``force``.
+        OutputError: ``out``'s name is too long, or its directory is missing or not writable.
     """
     text = os.fspath(out)
     if text.endswith(("/", os.sep)):
@@ -121,7 +121,7 @@ def check_output_path(out: str | os.PathLike[str], *, force: bool,
     if st is not None:
         _refuse_special(path, st)
         if not force:
-            raise OutputError(f"output {text!r} exists; use --force to overwrite it")
+            raise OutputExistsError(f"output {text!r} exists; use --force to overwrite it")
     if not parent.is_dir():
         raise OutputError(f"output directory {str(parent)!r} does not exist")
     if not os.access(parent, os.W_OK):
@@ -233,8 +233,8 @@ def commit(tmp: Path, target: Path, *, overwrite: bool) -> None:
     """Move the finished ``tmp`` to ``target``: the single step at which the output appears.
 
     Raises:
-        OutputError: ``target`` exists and ``overwrite`` is false, or it is a directory, device,
-            FIFO or socket.
+        OutputExistsError: ``target`` exists and ``overwrite`` is false.
+        OutputError: ``target`` is a directory, device, FIFO or socket.
         OSError: the file system refused the rename or link.
     """
     if overwrite:
@@ -247,7 +247,7 @@ def commit(tmp: Path, target: Path, *, overwrite: bool) -> None:
     try:
         os.link(tmp, target)
     except FileExistsError:
-        raise OutputError(f"output {str(target)!r} exists; use --force to overwrite it") from None
+        raise OutputExistsError(f"output {str(target)!r} exists; use --force to overwrite it") from None
     except OSError as exc:
         if exc.errno not in _NO_HARD_LINKS:
             raise
@@ -261,7 +261,7 @@ def _claim_then_replace(tmp: Path, target: Path) -> None:
     try:
         os.close(os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
     except FileExistsError:
-        raise OutputError(f"output {str(target)!r} exists; use --force to overwrite it") from None
+        raise OutputExistsError(f"output {str(target)!r} exists; use --force to overwrite it") from None
     try:
         os.replace(tmp, target)
     except BaseException:

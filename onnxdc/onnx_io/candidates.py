@@ -41,7 +41,11 @@ class Candidate:
 
     ref: TensorRef
     kind: str  # conv | fc | rnn | embedding | bias
-    op: str  # the consuming op type
+    op: str  # the consuming op type (the first of ``ops``)
+    #: Every op type consuming the tensor, sorted: the nodes that read it as a weight or bias,
+    #: through Identity / Cast / Transpose / Reshape (never those, nor ``Constant`` for a weight
+    #: held in a Constant node). Recipe rules with ``op_type`` match against these.
+    ops: tuple[str, ...] = ()
 
 
 def find_candidates(model: onnx.ModelProto) -> dict[int, Candidate]:
@@ -80,8 +84,8 @@ def _candidates_in(graph: GraphProto, refs: dict[int, TensorRef]) -> dict[int, C
         kind = sorted(weight_kinds)[0] if len(weight_kinds) == 1 else ("bias" if not weight_kinds else None)
         if kind is None or (weight_kinds and "bias" in kinds):
             continue
-        op = sorted({op for _, op in roles})[0]
-        result[ref.slot] = Candidate(ref, kind, op)
+        ops = tuple(sorted({op for _, op in roles}))
+        result[ref.slot] = Candidate(ref, kind, ops[0], ops)
     return result
 
 

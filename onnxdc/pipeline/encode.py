@@ -147,7 +147,7 @@ def encode_model(skeleton: onnx.ModelProto, *, writer: ContainerWriter, config: 
     refs = [r for r in iter_tensors(skeleton) if has_data(r.proto)]
     for ref in refs:  # before any work: what a reader refuses must not be written
         check_storable(ref.proto)
-    plans = plan_sharing(skeleton, config.sharing, read=read) if config.sharing is not None else {}
+    plans = plan_sharing(skeleton, config.sharing, read=read, notice=notice) if config.sharing is not None else {}
     if calibrated is None:
         calibrated = {}
     elif set(calibrated) != set(plans) or config.calibration is None:

@@ -10,7 +10,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 import onnx
 
-from onnxdc.errors import ModelError
+from onnxdc.errors import ModelError, Notice
 from onnxdc.onnx_io.candidates import Candidate, find_candidates
 from onnxdc.onnx_io.tensors import TensorRef, has_data, tensor_array, tensor_numel, tensor_raw_bytes
 from onnxdc.pipeline.settings import SharingConfig, TensorSettings, resolve
@@ -43,19 +43,37 @@ def tensor_label(ref: TensorRef) -> str:
 
 
 def plan_sharing(model: onnx.ModelProto, sharing: SharingConfig,
-                 read: Callable[[onnx.TensorProto], bytes] = tensor_raw_bytes) -> dict[int, WeightPlan]:
+                 read: Callable[[onnx.TensorProto], bytes] = tensor_raw_bytes,
+                 notice: Notice | None = None) -> dict[int, WeightPlan]:
     """Choose the tensors to weight-share and resolve their settings (and global pruning masks).
 
     A tensor asked to have a float16 codebook whose weights overflow float16 keeps a float32
     codebook instead (recorded in its params): shared values would otherwise decode as ±inf.
+    ``notice`` hears of every recipe rule that matches no weight tensor (a typo in a glob would
+    otherwise change nothing, silently), or only tensors too small to be shared.
     """
     plans: dict[int, WeightPlan] = {}
+    hit: set[int] = set()
+    small: set[int] = set()
+    floor = max(sharing.min_elements, 1)
     for slot, cand in find_candidates(model).items():
-        if tensor_numel(cand.ref.proto) < max(sharing.min_elements, 1) or not has_data(cand.ref.proto):
+        if not has_data(cand.ref.proto):
             continue
-        ts = resolve(tensor_label(cand.ref), cand.kind, sharing)
+        label = tensor_label(cand.ref)
+        matched = {i for i, r in enumerate(sharing.rules) if r.matches(label, cand.ops)}
+        if tensor_numel(cand.ref.proto) < floor:
+            small |= matched
+            continue
+        hit |= matched
+        ts = resolve(label, cand.kind, sharing, op_types=cand.ops)
         if not ts.lossless:
             plans[slot] = _fit_codebook_dtype(WeightPlan(cand, ts, None), read)
+    if notice is not None:
+        for i, rule in enumerate(sharing.rules):
+            if i not in hit:
+                why = (f"only tensors under {floor} elements, which are stored exactly (--min-elements)"
+                       if i in small else "no weight tensor")
+                notice(f"recipe rule {i} ({rule.describe()}) matches {why}")
     global_slots = [s for s, p in plans.items() if p.settings.prune.global_]
     if global_slots and sharing.sparsity:
         weights = [tensor_array(plans[s].candidate.ref.proto, read(plans[s].candidate.ref.proto))

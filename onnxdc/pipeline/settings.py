@@ -1,13 +1,18 @@
 """Deep Compression settings: command-line defaults, TOML recipes, and per-tensor resolution.
 
 Resolution order for one tensor: built-in defaults by layer kind (Han et al.: conv 8 bits, fully
-connected 5 bits), then the run's global options, then every recipe rule whose glob matches the
-tensor name, in file order (later rules win).
+connected 5 bits), then the run's global options, then every recipe rule that matches the tensor,
+in file order (later rules win). A rule matches by name glob, by op type, or both (both must hold).
+A tensor's op types are those of the nodes reading it as a weight or bias, followed through
+Identity / Cast / Transpose / Reshape; a weight held in a Constant node takes the op types of the
+nodes reading the Constant's output. A tensor read by several ops (a MatMul and a Gemm) has them
+all, and a rule naming any of them matches it.
 
 A recipe::
 
     [[rule]]
     match = "fc*"          # fnmatch glob on the tensor name
+    op_type = "Gemm"       # or a list, ["Gemm", "MatMul"]: the op types reading the tensor
     sparsity = 0.92        # or std_threshold = 0.7
     bits = 5
     init = "linear"        # linear | density | forgy
@@ -20,6 +25,7 @@ A recipe::
 from __future__ import annotations
 
 import fnmatch
+import json
 import sys
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -28,6 +34,7 @@ from typing import Any
 from onnxdc.coders import coder_from_spec
 from onnxdc.dtypes import CODEBOOK_DTYPES
 from onnxdc.errors import ConfigError
+from onnxdc.onnx_io.candidates import WEIGHT_INPUTS
 from onnxdc.pipeline.streams import candidate_coders
 from onnxdc.stages.positions import SCHEMES
 from onnxdc.stages.prune import PruneConfig
@@ -39,18 +46,45 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 DEFAULT_BITS = {"conv": 8, "fc": 5, "rnn": 8, "embedding": 8, "bias": 8}
-RULE_KEYS = {"match", "sparsity", "std_threshold", "bits", "init", "coder", "positions",
+RULE_KEYS = {"match", "op_type", "sparsity", "std_threshold", "bits", "init", "coder", "positions",
              "codebook_dtype", "lossless"}
 #: Candidate coders for index streams under ``coder = "auto"`` (raw takes the tensor's bits).
 AUTO_INDEX_CODERS: list[dict[str, Any]] = candidate_coders()
 
 
+#: The op types whose weights are compressed: the only ones an ``op_type`` rule can name.
+OP_TYPES = tuple(sorted(WEIGHT_INPUTS))
+
+
 @dataclass(frozen=True)
 class Rule:
-    """One recipe rule: a glob and the settings it overrides."""
+    """One recipe rule: which tensors (a name glob, op types, or both) and the settings it overrides.
 
-    match: str
+    ``match`` None matches every name; ``op_type`` empty matches every op type.
+    """
+
+    match: str | None
     settings: dict[str, Any]
+    op_type: tuple[str, ...] = ()
+
+    def matches(self, name: str, op_types: tuple[str, ...] = ()) -> bool:
+        """Whether the rule applies to tensor ``name`` read by ops ``op_types``."""
+        if self.match is not None and not fnmatch.fnmatchcase(name, self.match):
+            return False
+        return not self.op_type or any(op in self.op_type for op in op_types)
+
+    def selector(self) -> dict[str, Any]:
+        """The rule's ``match`` / ``op_type`` keys as a recipe writes them."""
+        out: dict[str, Any] = {}
+        if self.match is not None:
+            out["match"] = self.match
+        if self.op_type:
+            out["op_type"] = self.op_type[0] if len(self.op_type) == 1 else list(self.op_type)
+        return out
+
+    def describe(self) -> str:
+        """``match = "fc*", op_type = "Gemm"``: how messages name the rule."""
+        return ", ".join(f"{k} = {json.dumps(v)}" for k, v in self.selector().items())
 
 
 @dataclass(frozen=True)
@@ -104,7 +138,7 @@ class SharingConfig:
             if getattr(self, name) != getattr(defaults, name):
                 out[key] = getattr(self, name)
         if self.rules:
-            out["rules"] = [{"match": r.match, **r.settings} for r in self.rules]
+            out["rules"] = [{**r.selector(), **r.settings} for r in self.rules]
         return out
 
 
@@ -169,16 +203,32 @@ def parse_rules(doc: dict[str, Any], *, source: str = "recipe") -> tuple[Rule, .
         if bad:
             raise ConfigError(f"{source}: rule {i} has unknown key(s) {', '.join(sorted(bad))}; "
                               f"allowed: {', '.join(sorted(RULE_KEYS))}")
-        if not isinstance(r.get("match"), str):
-            raise ConfigError(f"{source}: rule {i} needs a string 'match' glob")
-        settings = {k: v for k, v in r.items() if k != "match"}
+        if "match" not in r and "op_type" not in r:
+            raise ConfigError(f"{source}: rule {i} needs a 'match' glob on tensor names or an 'op_type'")
+        if "match" in r and not isinstance(r["match"], str):
+            raise ConfigError(f"{source}: rule {i} needs a string 'match' glob, got {r['match']!r}")
+        op_type = _op_types(r["op_type"], where=f"{source}: rule {i}") if "op_type" in r else ()
+        settings = {k: v for k, v in r.items() if k not in ("match", "op_type")}
         _resolve_one(settings, base=None, where=f"{source}: rule {i}")  # validates values
-        out.append(Rule(r["match"], settings))
+        out.append(Rule(r.get("match"), settings, op_type))
     return tuple(out)
 
 
-def resolve(name: str, kind: str, config: SharingConfig) -> TensorSettings:
-    """The settings for tensor ``name`` of layer ``kind`` under ``config``."""
+def _op_types(value: Any, *, where: str) -> tuple[str, ...]:
+    """An ``op_type`` value (a string or a non-empty list of them), each an op whose weights are
+    compressed: a rule naming ``Relu`` or ``conv`` could never match, so it is refused here."""
+    ops = [value] if isinstance(value, str) else value
+    if not isinstance(ops, list) or not ops or not all(isinstance(o, str) for o in ops):
+        raise ConfigError(f"{where}: 'op_type' must be a string or a non-empty list of strings, got {value!r}")
+    for op in ops:
+        if op not in OP_TYPES:
+            raise ConfigError(f"{where}: op_type {op!r} has no weights onnxdc compresses; "
+                              f"choose among {', '.join(OP_TYPES)}")
+    return tuple(dict.fromkeys(ops))
+
+
+def resolve(name: str, kind: str, config: SharingConfig, *, op_types: tuple[str, ...] = ()) -> TensorSettings:
+    """The settings for tensor ``name`` of layer ``kind``, read by ops ``op_types``, under ``config``."""
     base = TensorSettings(
         lossless=kind == "bias" and not config.include_bias,
         prune=PruneConfig(config.sparsity, config.std_threshold, config.global_prune),
@@ -188,8 +238,8 @@ def resolve(name: str, kind: str, config: SharingConfig) -> TensorSettings:
         positions=config.positions,
     )
     for rule in config.rules:
-        if fnmatch.fnmatchcase(name, rule.match):
-            base = _resolve_one(rule.settings, base=base, where=f"rule {rule.match!r}")
+        if rule.matches(name, op_types):
+            base = _resolve_one(rule.settings, base=base, where=f"rule {rule.describe()}")
     return base
 
 
