@@ -13,6 +13,7 @@ tensor, pruned ones included (a 90%-pruned tensor at 0.5 b/w costs 0.5 bits per 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING
 
@@ -123,14 +124,20 @@ class Analysis:
                 "sensitivity_recorded": self.sensitivity_recorded}
 
 
-def analyze(container: Container) -> Analysis:
+def analyze(container: Container, *, on_values: Callable[[TensorInfo, np.ndarray], None] | None = None) -> Analysis:
     """Decode every shared tensor's levels and measure them (see the module doc).
+
+    Args:
+        container: a container read with its streams (not a header-only one).
+        on_values: called with each tensor and its decoded values (float32, in its shape), made
+            from the levels already decoded (the HTML page's histograms): the streams are decoded
+            once, not again by :func:`decoded_weights`.
 
     Raises:
         ContainerError: a stream is corrupted or does not decode.
     """
     methods = container.header.metadata.get("calibration", {}).get("tensors", {})
-    rows = tuple(_analyze_tensor(t, container, methods.get(t.name or t.path, {}).get("method", ""))
+    rows = tuple(_analyze_tensor(t, container, methods.get(t.name or t.path, {}).get("method", ""), on_values)
                  for t in container.header.tensors)
     return Analysis(report_for(container.header, container.header_size), rows, sensitivity_recorded=False,
                     metadata=container.header.metadata)
@@ -214,12 +221,15 @@ def uniform_step(codebook: np.ndarray) -> float | None:
     return None
 
 
-def _analyze_tensor(t: TensorInfo, container: Container, method: str) -> TensorAnalysis:
+def _analyze_tensor(t: TensorInfo, container: Container, method: str,
+                    on_values: Callable[[TensorInfo, np.ndarray], None] | None) -> TensorAnalysis:
     s = container.header.streams
     numel = math.prod(t.shape)
     coder = coder_label(s[t.streams["indices"]].coder) if "indices" in t.streams else ",".join(
         sorted({coder_label(s[i].coder) for i in t.streams.values()}))
     if t.encoding != "shared":
+        if on_values is not None:
+            on_values(t, decoded_weights(t, container))
         stored = sum(s[i].length for i in t.streams.values())
         return TensorAnalysis(t.name or t.path, t.slot, "", dtype_name(t.dtype), t.shape, numel, "exact", "planes",
                               coder, 0.0, None, None, None, method, {"codebook": 0, "positions": 0, "levels": stored},
@@ -228,6 +238,9 @@ def _analyze_tensor(t: TensorInfo, container: Container, method: str) -> TensorA
     cb = np.frombuffer(container.decode_stream(t.streams["codebook"]).tobytes(),
                        dtype=np.dtype(CODEBOOK_DTYPES[p["codebook_dtype"]]).newbyteorder("<")).astype(np.float64)
     levels = tensor_levels(t, container)
+    if on_values is not None:  # what format.shared decodes: codebook[index] where kept, else exact zeros
+        table = cb.astype(np.float32) if p["positions"] == "dense" else np.concatenate([[0.0], cb]).astype(np.float32)
+        on_values(t, table[levels].astype(np_dtype(t.dtype)).astype(np.float32).reshape(t.shape))
     parts = {"codebook": s[t.streams["codebook"]].length,
              "positions": s[t.streams["positions"]].length if "positions" in t.streams else 0,
              "levels": s[t.streams["indices"]].length}
@@ -270,6 +283,8 @@ def format_analysis(a: Analysis, *, top: int | None = None) -> str:
 
 
 def _setting(r: TensorAnalysis) -> str:
+    if r.quantizer != "exact" and not r.k:
+        return "all pruned"
     if r.quantizer == "uniform":
         return f"step {r.step:.3g}" if r.step is not None else f"k={r.k}"
     if r.quantizer == "k-means":

@@ -273,9 +273,9 @@ def html_report_file(path: str | os.PathLike[str], out: str | os.PathLike[str], 
 
     require_matplotlib()
     container = read_container_file(path)
-    result = analyze(container)
     original = original_weights(load_model(model), container) if model is not None else None
-    decoded = {t.slot: decoded_weights(t, container) for t in container.header.tensors}
+    decoded: dict[int, np.ndarray] = {}
+    result = analyze(container, on_values=lambda t, values: decoded.__setitem__(t.slot, values))
     page = html_report(result, title=Path(path).name, decoded=decoded, original=original)
     write_atomic(out, page.encode("utf-8"), overwrite=overwrite)
     return result

@@ -124,6 +124,8 @@ def _stage_plot(a: Analysis):  # noqa: ANN001, ANN202 - pyplot, a Figure
     ax.barh(y, [max(b, 1) for _, b in stages], color=["#999999", "#56b4e9", "#e69f00", "#0072b2", "#009e73"])
     ax.set_yticks(y, [s for s, _ in stages])
     ax.set_xscale("log")
+    ax.xaxis.set_major_formatter(_plain)
+    ax.xaxis.set_minor_formatter(_blank)
     ax.set_xlabel("bytes (log scale)")
     for yi, (_, b) in zip(y, stages):
         ax.text(max(b, 1), yi, f" {b:,}", va="center")
@@ -177,29 +179,47 @@ def _histogram_card(t: TensorAnalysis, decoded: np.ndarray | None, original: np.
         lo, hi = lo - 1.0, hi + 1.0
     fig, ax = _figure(5.4, 2.0)
     pruned = int(values.size - kept.sum())
+    edges = np.linspace(lo, hi, _HIST_BINS + 1)
+    # Steps, not bars: one path per series instead of a rectangle per bin (drawing bars took seconds).
     if original is None:
-        ax.hist(values[kept], bins=_HIST_BINS, range=(lo, hi), color="#0072b2", label="decoded")
+        ax.stairs(np.histogram(values[kept], bins=edges)[0], edges, fill=True, color="#0072b2", label="decoded")
         if pruned:
-            ax.bar([0.0], [pruned], width=(hi - lo) / _HIST_BINS, color="#bbbbbb", label=f"zeros ({pruned / values.size:.0%})")
+            ax.bar([0.0], [pruned], width=(hi - lo) / _HIST_BINS, color="#bbbbbb",
+                   label=f"zeros ({pruned / values.size:.0%})")
     else:
-        ax.hist([values[kept], values[~kept]], bins=_HIST_BINS, range=(lo, hi), stacked=True,
-                color=["#0072b2", "#bbbbbb"], label=["kept", f"pruned ({pruned / values.size:.0%})"])
-        ax.hist(decoded.reshape(-1)[kept].astype(np.float64), bins=_HIST_BINS, range=(lo, hi), histtype="step",
-                color="#000000", linewidth=0.7, label="decoded (kept)")
+        kept_counts = np.histogram(values[kept], bins=edges)[0]
+        all_counts = kept_counts + np.histogram(values[~kept], bins=edges)[0]
+        ax.stairs(all_counts, edges, fill=True, color="#bbbbbb", label=f"pruned ({pruned / values.size:.0%})")
+        ax.stairs(kept_counts, edges, fill=True, color="#0072b2", label="kept")
+        ax.stairs(np.histogram(decoded.reshape(-1)[kept], bins=edges)[0], edges, color="#000000", linewidth=0.7,
+                  label="decoded (kept)")
     shared = [v for v in t.codebook if v != 0.0]
     if shared:
         ax.vlines(shared, 0, 1, transform=ax.get_xaxis_transform(), colors="#d55e00", linewidth=0.6,
                   label="shared values")
     ax.set_yscale("log")
+    ax.set_ylim(bottom=0.8)
+    ax.yaxis.set_major_formatter(_plain)  # no mathtext: parsing "10^4" labels was most of the time
+    ax.yaxis.set_minor_formatter(_blank)
     ax.set_ylabel("weights")
     ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False, fontsize=7)
     return f"<div class=card>{head}{_svg(fig)}</div>"
+
+
+def _plain(value: float, _pos: int) -> str:
+    return f"{value:,.0f}" if value >= 1 else f"{value:g}"
+
+
+def _blank(_value: float, _pos: int) -> str:
+    return ""
 
 
 def _describe(t: TensorAnalysis) -> str:
     shape = "x".join(map(str, t.shape)) or "scalar"
     if t.quantizer == "exact":
         return f"{shape}, stored exactly ({t.coder}), {t.coded_bpw:.2f} bits per weight"
+    if not t.k:
+        return f"{shape} {t.op}: every weight pruned, {t.coded_bpw:.3f} bits per weight"
     setting = (f"step {t.step:.4g}, {t.k} levels" if t.step is not None else f"{t.k} shared values"
                ) if t.quantizer == "uniform" else f"{t.bits}-bit k-means, {t.k} shared values"
     return (f"{shape} {t.op}: {t.quantizer}, {setting}, {t.sparsity:.1%} pruned, {t.layout} layout, {t.coder}; "
@@ -225,8 +245,8 @@ def _tensor_table(a: Analysis) -> str:
             "<th>coded b/w</th><th>order-0 b/w</th><th>context b/w</th><th>method</th></tr>")
     rows = []
     for t in _ordered(a):
-        setting = ("exact" if t.quantizer == "exact" else f"{t.step:.4g}" if t.step is not None
-                   else f"{t.bits} bits, k={t.k}")
+        setting = ("exact" if t.quantizer == "exact" else "all pruned" if not t.k else f"{t.step:.4g}"
+                   if t.step is not None else f"{t.bits} bits, k={t.k}")
         rows.append("<tr>" + "".join(f"<td>{_e(str(c))}</td>" for c in (
             t.name, t.op or "-", "x".join(map(str, t.shape)) or "scalar", t.quantizer, setting, f"{t.sparsity:.1%}",
             t.layout, t.coder, f"{t.bytes['codebook']:,}", f"{t.bytes['positions']:,}", f"{t.bytes['levels']:,}",
