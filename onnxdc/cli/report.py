@@ -11,7 +11,7 @@ import json
 
 import click
 
-from onnxdc.cli.main import force_option, json_option, main
+from onnxdc.cli.main import force_option, json_option, main, quiet_option
 
 
 @main.command()
@@ -23,8 +23,9 @@ from onnxdc.cli.main import force_option, json_option, main
 @click.option("--model", type=click.Path(dir_okay=False),
               help="The original ONNX model: the page's histograms show its weights (default: the decoded ones).")
 @force_option
+@quiet_option
 def report(container: str, as_json: bool, show_all: bool, html_out: str | None, model: str | None,
-           force: bool) -> None:
+           force: bool, quiet: bool) -> None:
     """Analyze CONTAINER: bytes by stage and by layer (codebook, positions, levels), bits per weight
     coded against the levels' order-0 and context entropy, each tensor's settings.
 
@@ -53,6 +54,8 @@ def report(container: str, as_json: bool, show_all: bool, html_out: str | None, 
         result = analyze_file(container)
     if as_json:
         click.echo(json.dumps(result.to_json(), indent=2))
+        return
+    if quiet:
         return
     top = None if show_all else 30
     click.echo(format_stages(result.report))
