@@ -28,6 +28,7 @@ import numpy as np
 import onnx
 
 from onnxdc._version import __version__
+from onnxdc.analysis import Analysis, TensorAnalysis, analyze, decoded_weights, format_analysis, original_weights
 from onnxdc.auto.budget import SHORTHAND_GATES, Budget, check_budget
 from onnxdc.auto.engine import compress_rd as _search_compress_auto
 from onnxdc.auto.reuse import reuse_command
@@ -50,6 +51,7 @@ from onnxdc.errors import (
     DataError,
     DecodeError,
     EncodeError,
+    MissingDependencyError,
     ModelError,
     Notice,
     OnnxdcError,
@@ -89,13 +91,16 @@ from onnxdc.pipeline.plan import WeightPlan, plan_sharing
 from onnxdc.pipeline.settings import AUTO_INDEX_CODERS, Rule, SharingConfig, load_recipe
 from onnxdc.pipeline.shared import encode_shared, row_length
 from onnxdc.pipeline.streams import order0_entropy_bits
-from onnxdc.report import Report, build_report, format_report, printable, report_for
+from onnxdc.report import Report, build_report, format_report, format_stages, printable, report_for
 from onnxdc.stages.prune import PruneConfig, prune
 from onnxdc.stages.quantize import Clustering, ShareConfig, kmeans_1d
+from onnxdc.structure import format_structure, structure
 from onnxdc.study import CoderStudy, StudyRow, coder_study, format_study
 from onnxdc.threads import usable_cores
 
 __all__ = [
+    "Analysis", "MissingDependencyError", "TensorAnalysis", "analyze", "analyze_file", "decoded_weights",
+    "format_analysis", "format_stages", "format_structure", "html_report_file", "structure", "original_weights",
     "AUTO_INDEX_CODERS", "AUTO_MIN_ELEMENTS", "AutoResult", "Budget", "Clustering", "CoderError", "CompressConfig",
     "CompressResult", "ConfigError", "Container", "ContainerError", "DEFAULT_DIM", "DataError", "DecodeError", "EncodeError", "EvalResult",
     "MAGIC", "ModelError", "Notice", "OnnxdcError", "OutputError", "Progress", "PruneConfig", "Report", "Rule",
@@ -265,3 +270,33 @@ def inspect_file(path: str | os.PathLike[str]) -> Container:
             return open_container(fh, check_streams=False)
     except OSError as exc:
         raise read_error(exc, path, cls=ContainerError, kind="a container") from None
+
+
+def analyze_file(path: str | os.PathLike[str]) -> Analysis:
+    """The ``report`` analysis of a container file: every stream checked and every shared tensor's
+    levels decoded (:mod:`onnxdc.analysis`)."""
+    return analyze(read_container_file(path))
+
+
+def html_report_file(path: str | os.PathLike[str], out: str | os.PathLike[str], *,
+                     model: str | os.PathLike[str] | None = None, overwrite: bool = False) -> Analysis:
+    """Write the ``report --html`` page of the container ``path`` to ``out``, and return its analysis.
+
+    The histograms show ``model``'s weights when given (the container's original: every stored
+    tensor must be found in it at its place, name and shape), else the decoded ones.
+
+    Raises:
+        MissingDependencyError: matplotlib (the ``report`` extra) is not installed; checked before
+            anything is decoded.
+        ModelError: ``model`` is not the container's original.
+    """
+    from onnxdc.html_report import html_report, require_matplotlib
+
+    require_matplotlib()
+    container = read_container_file(path)
+    original = original_weights(load_model(model), container) if model is not None else None
+    decoded: dict[int, np.ndarray] = {}
+    result = analyze(container, on_values=lambda t, values: decoded.__setitem__(t.slot, values))
+    page = html_report(result, title=Path(path).name, decoded=decoded, original=original)
+    write_atomic(out, page.encode("utf-8"), overwrite=overwrite)
+    return result

@@ -86,6 +86,10 @@ class DataError(OnnxdcError):
     """An evaluation or calibration data file is unreadable or does not fit the model's inputs."""
 
 
+class MissingDependencyError(OnnxdcError):
+    """An optional package a feature needs is not installed (the message names the extra)."""
+
+
 #: A notice: one lowercase line about something done on the user's behalf that is no error (a cast,
 #: a fallback). Library code never prints; the CLI shows notices as warnings on stderr.
 Notice = Callable[[str], None]

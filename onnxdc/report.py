@@ -38,6 +38,12 @@ class TensorRow:
     shared_bytes: int = 0
     position_bpw: float | None = None
     index_bpw: float | None = None
+    numel: int = 0
+
+    @property
+    def bpw(self) -> float:
+        """Every stored bit of the tensor per weight (pruned weights included)."""
+        return 8 * self.stored_bytes / self.numel if self.numel else 0.0
 
     @property
     def ratio(self) -> float:
@@ -60,9 +66,17 @@ class Report:
 
     def to_json(self) -> dict:
         out = asdict(self)
-        out["tensors"] = [{**asdict(r), "shape": list(r.shape), "ratio": _finite(r.ratio)} for r in self.tensors]
+        out["tensors"] = [{**asdict(r), "shape": list(r.shape), "ratio": _finite(r.ratio), "bpw": round(r.bpw, 6)}
+                          for r in self.tensors]
         out["ratio"] = _finite(self.ratio)
+        out["bpw"] = round(self.bpw, 6)
         return out
+
+    @property
+    def bpw(self) -> float:
+        """Stored tensor bits per stored weight (the skeleton's small tensors not counted)."""
+        n = sum(r.numel for r in self.tensors)
+        return 8 * self.tensor_stored_bytes / n if n else 0.0
 
     @property
     def ratio(self) -> float:
@@ -74,9 +88,10 @@ def _finite(x: float) -> float | None:
     return round(x, 4) if math.isfinite(x) else None
 
 
-def _coder_label(cfg: dict) -> str:
+def coder_label(cfg: dict) -> str:
+    """A stream's coder as reports show it: its id, a chain's ids joined by ``+``."""
     if cfg.get("id") == "chain":
-        return "+".join(_coder_label(c) for c in cfg.get("coders", []))
+        return "+".join(coder_label(c) for c in cfg.get("coders", []))
     return str(cfg.get("id"))
 
 
@@ -96,15 +111,16 @@ def report_for(h: Header, header_size: int) -> Report:
             nnz = max(p["nnz"], 1)
             idx = h.streams[t.streams["indices"]]
             pos_bits = 8 * h.streams[t.streams["positions"]].length / nnz if "positions" in t.streams else 0.0
-            coders = _coder_label(idx.coder)
+            coders = coder_label(idx.coder)
             rows.append(TensorRow(t.name or t.path, dtype_name(t.dtype), t.shape, t.encoding, t.nbytes, stored,
                                   coders, op=p["op"], sparsity=1 - p["nnz"] / max(p["numel"], 1), bits=p["bits"],
                                   pruned_bytes=p["pruned_bytes"], shared_bytes=p["shared_bytes"],
-                                  position_bpw=round(pos_bits, 3), index_bpw=round(8 * idx.length / nnz, 3)))
+                                  position_bpw=round(pos_bits, 3), index_bpw=round(8 * idx.length / nnz, 3),
+                                  numel=p["numel"]))
         else:
-            coders = ",".join(sorted({_coder_label(s.coder) for s in streams}))
+            coders = ",".join(sorted({coder_label(s.coder) for s in streams}))
             rows.append(TensorRow(t.name or t.path, dtype_name(t.dtype), t.shape, t.encoding, t.nbytes, stored,
-                                  coders, pruned_bytes=t.nbytes, shared_bytes=t.nbytes))
+                                  coders, pruned_bytes=t.nbytes, shared_bytes=t.nbytes, numel=math.prod(t.shape)))
     skel = h.streams[h.skeleton]
     payload = sum(s.length for s in h.streams)
     return Report(
@@ -120,33 +136,38 @@ def report_for(h: Header, header_size: int) -> Report:
     )
 
 
+def format_stages(report: Report) -> str:
+    """The stage summary: original weights, after each stage, skeleton and header, the file."""
+    orig = report.tensor_original_bytes
+    return "\n".join([
+        f"{'stage':<32}{'bytes':>14}  {'ratio':>8}",
+        f"{'original weights':<32}{orig:>14,}  {_ratio(1.0):>8}",
+        f"{'after pruning (values + positions)':<32}{report.tensor_pruned_bytes:>14,}  "
+        f"{_ratio(_div(orig, report.tensor_pruned_bytes)):>8}",
+        f"{'after weight sharing (fixed width)':<32}{report.tensor_shared_bytes:>14,}  "
+        f"{_ratio(_div(orig, report.tensor_shared_bytes)):>8}",
+        f"{'after entropy coding':<32}{report.tensor_stored_bytes:>14,}  "
+        f"{_ratio(_div(orig, report.tensor_stored_bytes)):>8}  ({report.bpw:.3f} bits per weight)",
+        f"{'+ skeleton (graph, small tensors)':<32}{report.skeleton_stored_bytes:>14,}",
+        f"{'+ container overhead (header)':<32}{report.overhead_bytes:>14,}",
+        f"{'= file':<32}{report.file_bytes:>14,}  {_ratio(_div(orig, report.file_bytes)):>8}  (of weights)"])
+
+
 def format_report(report: Report, *, top: int | None = None) -> str:
     """Render the stage summary and the per-tensor table (largest tensors first when ``top``)."""
     rows = sorted(report.tensors, key=lambda r: -r.original_bytes)
     if top is not None:
         rows = rows[:top]
-    orig = report.tensor_original_bytes
-    lines = [f"{'stage':<32}{'bytes':>14}  {'ratio':>8}",
-             f"{'original weights':<32}{orig:>14,}  {_ratio(1.0):>8}",
-             f"{'after pruning (values + positions)':<32}{report.tensor_pruned_bytes:>14,}  "
-             f"{_ratio(_div(orig, report.tensor_pruned_bytes)):>8}",
-             f"{'after weight sharing (fixed width)':<32}{report.tensor_shared_bytes:>14,}  "
-             f"{_ratio(_div(orig, report.tensor_shared_bytes)):>8}",
-             f"{'after entropy coding':<32}{report.tensor_stored_bytes:>14,}  "
-             f"{_ratio(_div(orig, report.tensor_stored_bytes)):>8}",
-             f"{'+ skeleton (graph, small tensors)':<32}{report.skeleton_stored_bytes:>14,}",
-             f"{'+ container overhead (header)':<32}{report.overhead_bytes:>14,}",
-             f"{'= file':<32}{report.file_bytes:>14,}  {_ratio(_div(orig, report.file_bytes)):>8}  (of weights)",
-             ""]
+    lines = [format_stages(report), ""]
     name_w = min(40, max([len("tensor")] + [len(printable(r.name)) for r in rows]))
     lines.append(f"{'tensor':<{name_w}}  {'shape':<14} {'op':<8} {'encoding':<8} {'sparsity':>8} {'bits':>4} "
-                 f"{'pos b/w':>7} {'idx b/w':>7} {'original':>11} {'stored':>10} {'ratio':>8}  coder")
+                 f"{'pos b/w':>7} {'idx b/w':>7} {'b/w':>6} {'original':>11} {'stored':>10} {'ratio':>8}  coder")
     for r in rows:
         shape = "x".join(map(str, r.shape)) or "scalar"
         lines.append(
-            f"{_clip(printable(r.name), name_w):<{name_w}}  {_clip(shape, 14):<14} {_clip(printable(r.op or '-'), 8):<8} "
+            f"{clip(printable(r.name), name_w):<{name_w}}  {clip(shape, 14):<14} {clip(printable(r.op or '-'), 8):<8} "
             f"{printable(r.encoding):<8} {r.sparsity:>8.1%} {r.bits if r.bits else '-':>4} {_opt(r.position_bpw):>7} "
-            f"{_opt(r.index_bpw):>7} {r.original_bytes:>11,} {r.stored_bytes:>10,} {_ratio(r.ratio):>8}  "
+            f"{_opt(r.index_bpw):>7} {r.bpw:>6.3f} {r.original_bytes:>11,} {r.stored_bytes:>10,} {_ratio(r.ratio):>8}  "
             f"{printable(r.coders)}")
     if top is not None and len(report.tensors) > top:
         lines.append(f"... {len(report.tensors) - top} more tensors (--all shows them)")
@@ -181,5 +202,6 @@ def _ratio(x: float) -> str:
     return f"{x:.2f}x" if math.isfinite(x) else "inf"
 
 
-def _clip(s: str, w: int) -> str:
+def clip(s: str, w: int) -> str:
+    """``s`` cut to ``w`` characters, an ellipsis marking the cut (for table columns)."""
     return s if len(s) <= w else s[: w - 1] + "…"

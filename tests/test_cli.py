@@ -149,29 +149,43 @@ def test_decompress_default_output_name(work: Path, tmp_path: Path) -> None:
     assert (tmp_path / "m.decompressed.onnx").is_file()
 
 
-@pytest.mark.parametrize("command", ["inspect", "report"])
 @pytest.mark.parametrize("name", ["lossless", "shared"])
-def test_inspect_and_report(work: Path, command: str, name: str) -> None:
+def test_report(work: Path, name: str) -> None:
     path = work / f"{name}.onnxdc"
-    text = run(command, path)
+    text = run("report", path)
     assert text.exit_code == 0, text.output
     assert text.stderr == ""
     for label in REPORT_LINES:
         assert label in text.stdout
-    if command == "inspect":
-        assert text.stdout.startswith("onnxdc container 3.0, written by onnxdc ")
-        assert "settings: " in text.stdout
-    result = run(command, path, "--json")
+    assert "bits per weight, all " in text.stdout and "H0 b/w" in text.stdout
+    result = run("report", path, "--json")
     assert result.exit_code == 0, result.output
     doc = json.loads(result.stdout)
     size = os.path.getsize(path)
     parts = doc["tensor_stored_bytes"] + doc["skeleton_stored_bytes"] + doc["overhead_bytes"]
     assert parts == doc["file_bytes"] == size
     assert sum(t["stored_bytes"] for t in doc["tensors"]) == doc["tensor_stored_bytes"]
+    assert sum(t["stored_bytes"] for t in doc["analysis"]) == doc["tensor_stored_bytes"]
     # Every weight but fc3.bias (10 floats, small enough to stay in the skeleton) is a stored tensor.
     assert sum(t["original_bytes"] for t in doc["tensors"]) == doc["tensor_original_bytes"] == (266_610 - 10) * 4
-    if command == "inspect":
-        assert doc["format_version"] == "3.0" and doc["producer"] == f"onnxdc {__version__}"
+    assert doc["bpw"] == pytest.approx(8 * doc["tensor_stored_bytes"] / (266_610 - 10), abs=1e-6)
+
+
+@pytest.mark.parametrize("name", ["lossless", "shared"])
+def test_inspect_shows_the_structure(work: Path, name: str) -> None:
+    """inspect is the header's structure, not the report's analysis: no stage table, one entry per
+    tensor with its streams, whose bytes with the header's and the skeleton's make up the file."""
+    path = work / f"{name}.onnxdc"
+    text = run("inspect", path)
+    assert text.exit_code == 0, text.output
+    assert text.stdout.startswith("onnxdc container 3.0, written by onnxdc ")
+    assert "settings: " in text.stdout and "streams (role coder symbols bytes)" in text.stdout
+    assert not any(label in text.stdout for label in REPORT_LINES[1:4])
+    doc = json.loads(run("inspect", path, "--json").stdout)
+    assert doc["format_version"] == "3.0" and doc["producer"] == f"onnxdc {__version__}"
+    stored = sum(s["bytes"] for t in doc["tensors"] for s in t["streams"])
+    assert stored + doc["skeleton"]["bytes"] + doc["header_bytes"] == doc["file_bytes"] == os.path.getsize(path)
+    assert sum(len(t["streams"]) for t in doc["tensors"]) + 1 == doc["streams"]
 
 
 def test_inspect_all_lists_every_tensor(work: Path) -> None:
@@ -297,15 +311,15 @@ def test_truncated_container(work: Path, tmp_path: Path, keep: int) -> None:
 
 
 def test_inspect_reads_the_header_only(work: Path, tmp_path: Path) -> None:
-    """inspect and report read the header alone: a corrupted stream is decompress's (and eval's) to
-    find, while a corrupted header is still refused."""
+    """inspect reads the header alone: a corrupted stream is report's, decompress's and eval's to
+    find (report decodes the levels), while a corrupted header is refused by all."""
     data = bytearray((work / "shared.onnxdc").read_bytes())
     stream_hit = tmp_path / "stream.onnxdc"
     stream_hit.write_bytes(bytes(data[:-1]) + bytes([data[-1] ^ 0xFF]))
-    for command in ("inspect", "report"):
-        assert run(command, stream_hit).exit_code == 0
-    # 3.0 has no stream CRCs: decompress finds the byte as the stream decodes (or as its tensor's
-    # CRC-32 fails), eval checks the payload's CRC-32 when it opens the file.
+    assert run("inspect", stream_hit).exit_code == 0
+    # 3.0 has no stream CRCs: report checks the payload's CRC-32 (as eval does when it opens the
+    # file); decompress finds the byte as the stream decodes, or as its tensor's CRC-32 fails.
+    assert_error(run("report", stream_hit), 1, "checksum mismatch")
     assert_error(run("decompress", stream_hit, "-o", tmp_path / "out.onnx"), 1, "stream")
     assert_error(run("eval", LENET, stream_hit, "--data", TEST_DATA), 1, "checksum mismatch")
     header_hit = tmp_path / "header.onnxdc"
