@@ -273,3 +273,20 @@ def test_curve_points_code_close_to_their_estimates() -> None:
         real = _point_bytes(w, p)
         assert real == pytest.approx(level_bytes(p.levels) - 12, rel=0.2), p.step
     assert MAX_LEVEL == 127
+
+
+def test_stacked_sweeps_give_each_points_own_levels() -> None:
+    """ec_sweep_many is ec_sweep at several points in one pass: the same levels, point by point."""
+    from onnxdc.stages.compensate import LayerProblem
+    from onnxdc.stages.ecq import code_lengths, ec_sweep, ec_sweep_many, lam_for
+
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((200, 40))
+    prob = LayerProblem(x.T @ x / 200, 0.1 * rng.standard_normal((40, 12)))
+    points = []
+    for k in range(7):
+        step = 0.3 / 2 ** (k / 2)
+        points.append((step, lam_for(step, np.diag(prob.u), 1.0 + k % 2), code_lengths(rng.integers(1, 50, 255))))
+    many = ec_sweep_many(prob.w_star, prob.u, points=points)
+    for (step, lam, lengths), got in zip(points, many):
+        np.testing.assert_array_equal(got, ec_sweep(prob.w_star, prob.u, step=step, lam=lam, lengths=lengths))

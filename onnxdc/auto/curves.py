@@ -26,10 +26,11 @@ from onnxdc.pipeline.streams import order0_entropy_bits
 from onnxdc.stages.compensate import LayerProblem
 from onnxdc.stages.ecq import (
     MAX_LEVEL,
+    STACK_ELEMENTS,
     centroids,
     code_lengths,
     ec_round,
-    ec_sweep,
+    ec_sweep_many,
     initial_lengths,
     lam_for,
     layer_error,
@@ -211,17 +212,26 @@ def tensor_curve(slot: int, name: str, w: np.ndarray, stats: LayerStats | None, 
         energy = sum(p.energy for p in probs)
         u_diag = np.concatenate([np.diag(p.u) for p in probs])
         pts = []
+        specs = []
         for step, kappa in steps_for(w32):
-            lam = lam_for(step, u_diag, kappa)
             # Code lengths of rounding without feedback, then one GPTQ sweep with them.
             first = [ec_round(w0, step=step, lam=lam_for(step, None, kappa), lengths=initial_lengths(w0s, step))
                      for w0 in w0s]
             lengths = code_lengths(sum(np.bincount(f.reshape(-1).astype(np.int64) + MAX_LEVEL,
                                                    minlength=2 * MAX_LEVEL + 1) for f in first))
-            lv_g = [ec_sweep(p.w_star, p.u, step=step, lam=lam, lengths=lengths) for p in probs]
-            dist = sum(layer_error(step * lv.astype(np.float64), p.w_star, p.h) for lv, p in zip(lv_g, probs))
-            lv = weight_tensor(form, [x.astype(np.int8) for x in lv_g], w32.shape).astype(np.int8)
-            pts.append(CurvePoint.of(step, level_bytes(lv, row=row), dist, lv, kappa))
+            specs.append((step, kappa, lam_for(step, u_diag, kappa), lengths))
+        # The points' sweeps a group at a time, side by side (the same levels as one sweep per
+        # point): a group's levels are packed before the next is swept.
+        per = max(1, STACK_ELEMENTS // max(w32.size, 1))
+        for g in range(0, len(specs), per):
+            group = specs[g:g + per]
+            swept = [ec_sweep_many(p.w_star, p.u, points=[(st, lam, ln) for st, _, lam, ln in group]) for p in probs]
+            for i, (step, kappa, _, _) in enumerate(group):
+                lv_g = [levels[i] for levels in swept]
+                dist = sum(layer_error(step * lv.astype(np.float64), p.w_star, p.h) for lv, p in zip(lv_g, probs))
+                lv = weight_tensor(form, [x.astype(np.int8) for x in lv_g], w32.shape).astype(np.int8)
+                pts.append(CurvePoint.of(step, level_bytes(lv, row=row), dist, lv, kappa))
+            del swept
         pts.extend(kmeans_points(w32, probs, form, row=row))
     if stats is None:
         pts.extend(kmeans_points(w32, None, row=row))

@@ -107,6 +107,57 @@ def ec_sweep(w: np.ndarray, u: np.ndarray, *, step: float, lam: float, lengths: 
     return levels
 
 
+#: Weights (float64) the stacked copies of :func:`ec_sweep_many` hold at most: 32 MB.
+STACK_ELEMENTS = 1 << 22
+
+
+@single_blas_thread
+def ec_sweep_many(w: np.ndarray, u: np.ndarray, *,
+                  points: list[tuple[float, float, np.ndarray]]) -> list[np.ndarray]:
+    """:func:`ec_sweep` at several ``(step, lam, lengths)`` at once: the same levels, one sweep.
+
+    A sweep's cost on small layers is its per-row Python and numpy overhead, not arithmetic; the
+    copies of ``w`` for each point, side by side (in × out·P), share one pass over the rows. Every
+    column's arithmetic is the one its own sweep does. Points go in groups of at most
+    :data:`STACK_ELEMENTS` weights.
+    """
+    n_out = w.shape[1]
+    per = max(1, STACK_ELEMENTS // max(w.size, 1))
+    out: list[np.ndarray] = []
+    for g in range(0, len(points), per):
+        out += _sweep_group(w, u, points[g:g + per], n_out)
+    return out
+
+
+def _sweep_group(w: np.ndarray, u: np.ndarray, points: list[tuple[float, float, np.ndarray]],
+                 n_out: int) -> list[np.ndarray]:
+    p = len(points)
+    ws = np.tile(w.astype(np.float64), (1, p))
+    steps = np.repeat(np.array([s for s, _, _ in points], dtype=np.float64), n_out)
+    inv = np.repeat(np.array([1.0 / s for s, _, _ in points], dtype=np.float64), n_out)
+    lams = np.repeat(np.array([lam for _, lam, _ in points], dtype=np.float64), n_out)
+    table = np.concatenate([np.asarray(lengths, dtype=np.float64) for _, _, lengths in points])
+    base = np.repeat(np.arange(p, dtype=np.int64) * (2 * MAX_LEVEL + 1), n_out) + MAX_LEVEL
+    zero_len = table[base]
+    levels = np.zeros(ws.shape, dtype=np.int8)
+
+    def rounded(i: int, row: np.ndarray, d: float) -> np.ndarray:
+        x = row * inv
+        lo = np.floor(x)
+        np.clip(lo, -MAX_LEVEL, MAX_LEVEL, out=lo)
+        hi = np.minimum(lo + 1, MAX_LEVEL)
+        mu = lams * (d * d) / (steps * steps)
+        cost_lo = (x - lo) ** 2 + mu * table[lo.astype(np.int64) + base]
+        cost_hi = (x - hi) ** 2 + mu * table[hi.astype(np.int64) + base]
+        best = np.where(cost_hi < cost_lo, hi, lo)
+        c = np.where(x * x + mu * zero_len <= np.minimum(cost_lo, cost_hi), 0.0, best)
+        levels[i] = c
+        return steps * c
+
+    sweep_rows(ws, u, 0, ws.shape[0], rounded)
+    return [levels[:, k * n_out:(k + 1) * n_out].copy() for k in range(p)]
+
+
 def ec_round(w: np.ndarray, *, step: float, lam: float, lengths: np.ndarray) -> np.ndarray:
     """Entropy-constrained rounding without error feedback (identity ``H``), any shape; in chunks,
     so that an embedding table's temporaries stay a few megabytes."""
