@@ -28,6 +28,10 @@ class Site:
     graph: GraphProto
     node: NodeProto | None
 
+    def output(self, proto: TensorProto) -> str:
+        """The value name the tensor's consumers read: the initializer's, or the Constant's output."""
+        return proto.name if self.node is None else self.node.output[0]
+
 
 def find_site(model: onnx.ModelProto, proto: TensorProto) -> tuple[Site | None, str]:
     """The rewritable home of ``proto`` (the very message, not a copy) in ``model``, or None and why."""
@@ -83,8 +87,10 @@ class Replacement:
     nodes: tuple[NodeProto, ...]
 
 
-def dequantize(proto: TensorProto, *, levels: np.ndarray, scale: np.float32, taken: set[str]) -> Replacement:
-    """``proto`` as int8 ``levels`` (its shape) and a per-tensor ``DequantizeLinear``.
+def dequantize(proto: TensorProto, *, output: str, levels: np.ndarray, scale: np.float32,
+               taken: set[str]) -> Replacement:
+    """``proto`` as int8 ``levels`` (its shape) and a per-tensor ``DequantizeLinear`` producing
+    ``output`` (:meth:`Site.output`).
 
     ``DequantizeLinear`` (opset 10 on) computes ``float32(level) * scale``; the zero point is an
     explicit int8 zero, which fixes the levels' type for every opset.
@@ -93,15 +99,16 @@ def dequantize(proto: TensorProto, *, levels: np.ndarray, scale: np.float32, tak
     q = numpy_helper.from_array(levels.astype(np.int8).reshape(tuple(proto.dims)), fresh_name(f"{name}_quantized", taken))
     s = numpy_helper.from_array(np.array(scale, dtype=np.float32), fresh_name(f"{name}_scale", taken))
     z = numpy_helper.from_array(np.array(0, dtype=np.int8), fresh_name(f"{name}_zero_point", taken))
-    node = helper.make_node("DequantizeLinear", [q.name, s.name, z.name], [name],
+    node = helper.make_node("DequantizeLinear", [q.name, s.name, z.name], [output],
                             name=fresh_name(f"{name}_DequantizeLinear", taken))
     return Replacement(proto, (q, s, z), (node,))
 
 
-def gather(proto: TensorProto, *, indices: np.ndarray, codebook: np.ndarray, taken: set[str]) -> Replacement:
+def gather(proto: TensorProto, *, output: str, indices: np.ndarray, codebook: np.ndarray,
+           taken: set[str]) -> Replacement:
     """``proto`` as uint8 ``indices`` (its shape), a 1-D ``codebook`` of its dtype, a ``Cast`` to
     int32 (Gather takes int32/int64 indices only) and a ``Gather`` on axis 0, whose output has the
-    indices' shape: the tensor itself."""
+    indices' shape: the tensor itself, as ``output`` (:meth:`Site.output`)."""
     name = proto.name
     idx = numpy_helper.from_array(indices.astype(np.uint8).reshape(tuple(proto.dims)), fresh_name(f"{name}_indices", taken))
     cb = numpy_helper.from_array(codebook.reshape(-1), fresh_name(f"{name}_codebook", taken))
@@ -109,7 +116,7 @@ def gather(proto: TensorProto, *, indices: np.ndarray, codebook: np.ndarray, tak
         raise ValueError(f"codebook of {name!r} has dtype {cb.data_type}, the tensor {proto.data_type}")
     cast_out = fresh_name(f"{name}_indices_int32", taken)
     cast = helper.make_node("Cast", [idx.name], [cast_out], to=TensorProto.INT32, name=fresh_name(f"{name}_Cast", taken))
-    node = helper.make_node("Gather", [cb.name, cast_out], [name], axis=0, name=fresh_name(f"{name}_Gather", taken))
+    node = helper.make_node("Gather", [cb.name, cast_out], [output], axis=0, name=fresh_name(f"{name}_Gather", taken))
     return Replacement(proto, (idx, cb), (cast, node))
 
 

@@ -47,8 +47,6 @@ from onnxdc.stages.grid import fit_grid
 
 #: The output forms, the first the default.
 FORMS = ("float", "qdq", "palettized")
-#: Bytes a rewritten tensor costs beyond its data: the new tensors' and nodes' protos and names.
-NODE_OVERHEAD = 160
 #: The first opset with ``DequantizeLinear``.
 DQ_OPSET = 10
 #: Float dtypes a palette may hold (ONNX element types: float, float16, double, bfloat16).
@@ -200,20 +198,24 @@ def _one(model: onnx.ModelProto, proto: onnx.TensorProto, info: TensorInfo, *, f
     uniq, inverse = np.unique(values, return_inverse=True)
     numel = values.size
     if form == "qdq":
-        stored = numel + 4 + 1
-        if stored + NODE_OVERHEAD >= nbytes:
-            return keep("too small to gain")
         grid = fit_grid(uniq) if uniq.size <= 255 else None
         if grid is None:
             return keep("its values are not on a uniform grid (k-means or refit values: --as palettized "
                         "takes them)")
         note = "exact" if grid.max_ulps == 0 else f"within {grid.max_ulps} float32 ulp"
-        rep = dequantize(proto, levels=grid.levels[inverse], scale=grid.scale, taken=taken)
-        return TensorForm(info.name, "int8+DequantizeLinear", nbytes, stored, note), rep
-    if uniq.size > 256:
-        return keep(f"{uniq.size} distinct values (a uint8 palette holds 256)")
-    stored = numel + uniq.nbytes
-    if stored + NODE_OVERHEAD >= nbytes:
+        rep = dequantize(proto, output=site.output(proto), levels=grid.levels[inverse], scale=grid.scale, taken=taken)
+        kind, stored = "int8+DequantizeLinear", numel + 4 + 1
+    else:
+        if uniq.size > 256:
+            return keep(f"{uniq.size} distinct values (a uint8 palette holds 256)")
+        note = "exact"
+        rep = gather(proto, output=site.output(proto), indices=inverse.astype(np.uint8), codebook=uniq, taken=taken)
+        kind, stored = "uint8+Gather", numel + uniq.nbytes
+    if _serialized(rep) >= proto.ByteSize():
         return keep("too small to gain")
-    rep = gather(proto, indices=inverse.astype(np.uint8), codebook=uniq, taken=taken)
-    return TensorForm(info.name, "uint8+Gather", nbytes, stored, "exact"), rep
+    return TensorForm(info.name, kind, nbytes, stored, note), rep
+
+
+def _serialized(rep: Replacement) -> int:
+    """Bytes the replacement's tensors and nodes take in the model (each with its field header)."""
+    return sum(m.ByteSize() + 4 for m in (*rep.tensors, *rep.nodes))
