@@ -21,6 +21,7 @@ from onnxdc.api import (
     compress_auto,
     decompress,
     deploy,
+    evaluate,
     load_data,
     load_model,
 )
@@ -42,7 +43,7 @@ def _kmeans_weights(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndar
     return values[rng.integers(0, 12, size=shape)]
 
 
-def tricky_model(seed: int = 0) -> onnx.ModelProto:
+def tricky_model(seed: int = 0, *, opset: int = 17) -> onnx.ModelProto:
     """Weights in every home the rewrite must handle or refuse: an initializer shared by two
     MatMuls, Constant nodes inside If branches (one a grid, one a palette), an initializer that is
     also a graph input, a weight too small to gain and a bias (not weight-shared)."""
@@ -75,8 +76,8 @@ def tricky_model(seed: int = 0) -> onnx.ModelProto:
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 64]),
          helper.make_tensor_value_info("y2", TensorProto.FLOAT, ["n", 4])],
         [shared, overridable, bias, small])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    model.ir_version = 8 if opset < 21 else 10
     onnx.checker.check_model(model, full_check=True)
     return model
 
@@ -114,7 +115,7 @@ def _forms(container: bytes, form: str) -> dict[str, tuple[str, str]]:
 
 def test_qdq_rewrites_grids_everywhere_and_leaves_the_rest_float(tricky_container: bytes) -> None:
     forms = _forms(tricky_container, "qdq")
-    assert forms["shared.weight"][0] == "int8+DequantizeLinear"  # shared by two MatMuls
+    assert forms["shared.weight"][0] == "int8+DequantizeLinear"  # shared by two MatMuls; opset 17: no int4
     assert forms["then.weight"][0] == "int8+DequantizeLinear"  # a Constant node inside an If branch
     assert forms["else.weight"] == ("float", forms["else.weight"][1])
     assert "not on a uniform grid" in forms["else.weight"][1]
@@ -146,6 +147,22 @@ def test_forms_compute_the_float_decompression(tricky_container: bytes, form: st
     saved = sum(t.float_bytes - t.stored_bytes for t in deploy(tricky_container, form=form).report.rewritten)
     assert saved > 20000
     assert len(model.SerializeToString()) < len(float_model.SerializeToString()) - saved + 1000  # the savings are real
+
+
+def test_opset_21_packs_small_grids_as_int4() -> None:
+    model = tricky_model(opset=21)
+    container = compress(model, config=CompressConfig(sharing=SharingConfig(bits=5, min_elements=16))).data
+    deployed = deploy(container, form="qdq")
+    forms = {t.name: t.form for t in deployed.report.tensors}
+    assert forms["shared.weight"] == forms["then.weight"] == "int4+DequantizeLinear"  # levels -4..4
+    packed = next(t for t in deployed.model.graph.initializer if t.name == "shared.weight_quantized")
+    assert packed.data_type == TensorProto.INT4 and len(packed.raw_data) == 64 * 64 // 2
+    rng = np.random.default_rng(2)
+    float_model = decompress(container)
+    w = numpy_helper.to_array(next(t for t in float_model.graph.initializer if t.name == "overridable.weight"))
+    feeds = [{"x": rng.normal(size=(3, 64)).astype(np.float32), "cond": np.array(c), "overridable.weight": w,
+              "z": rng.normal(size=(3, 4)).astype(np.float32)} for c in (True, False)]
+    _assert_same_outputs(deployed.model, float_model, feeds)
 
 
 def test_onnxruntime_default_fuses_a_dequantized_matmul_weight(tricky_container: bytes) -> None:
@@ -204,12 +221,17 @@ def crnn_auto() -> tuple[onnx.ModelProto, bytes, dict[str, np.ndarray]]:
 @pytest.mark.parametrize("form", ["qdq", "palettized"])
 def test_sample_model_forms_run_and_match(crnn_auto: tuple[onnx.ModelProto, bytes, dict[str, np.ndarray]],
                                           form: str) -> None:
-    _, container, test = crnn_auto
+    original, container, test = crnn_auto
     deployed = deploy(container, form=form)
     assert deployed.report.rewritten, deployed.report
     float_model = decompress(container)
     feed = {k: v for k, v in test.items() if k != "labels"}
     _assert_same_outputs(deployed.model, float_model, [feed])
+    # onnxdc eval against the original: the same figures as the float decompression's
+    want, got = evaluate(original, float_model, test), evaluate(original, deployed.model, test)
+    assert got.agreement_top1 == want.agreement_top1 and got.candidate_top1 == want.candidate_top1
+    for g, w in zip(got.outputs, want.outputs):
+        assert abs(g.cosine_mean - w.cosine_mean) < 1e-6 and abs(g.cosine_min - w.cosine_min) < 1e-6
 
 
 def test_kmeans_sample_model_palettizes_and_stays_float_in_qdq() -> None:

@@ -87,21 +87,37 @@ class Replacement:
     nodes: tuple[NodeProto, ...]
 
 
-def dequantize(proto: TensorProto, *, output: str, levels: np.ndarray, scale: np.float32,
-               taken: set[str]) -> Replacement:
-    """``proto`` as int8 ``levels`` (its shape) and a per-tensor ``DequantizeLinear`` producing
-    ``output`` (:meth:`Site.output`).
+def dequantize(proto: TensorProto, *, output: str, levels: np.ndarray, scale: np.float32, taken: set[str],
+               int4: bool = False) -> Replacement:
+    """``proto`` as int8 (or, with ``int4``, packed int4: opset 21 and IR 10 on) ``levels`` (its
+    shape) and a per-tensor ``DequantizeLinear`` producing ``output`` (:meth:`Site.output`).
 
     ``DequantizeLinear`` (opset 10 on) computes ``float32(level) * scale``; the zero point is an
-    explicit int8 zero, which fixes the levels' type for every opset.
+    explicit zero of the levels' type, which fixes that type for every opset.
     """
     name = proto.name
-    q = numpy_helper.from_array(levels.astype(np.int8).reshape(tuple(proto.dims)), fresh_name(f"{name}_quantized", taken))
+    shape = tuple(proto.dims)
+    q_name, z_name = fresh_name(f"{name}_quantized", taken), fresh_name(f"{name}_zero_point", taken)
+    if int4:
+        q, z = int4_tensor(q_name, levels, shape), int4_tensor(z_name, np.zeros(1, np.int8), ())
+    else:
+        q = numpy_helper.from_array(levels.astype(np.int8).reshape(shape), q_name)
+        z = numpy_helper.from_array(np.array(0, dtype=np.int8), z_name)
     s = numpy_helper.from_array(np.array(scale, dtype=np.float32), fresh_name(f"{name}_scale", taken))
-    z = numpy_helper.from_array(np.array(0, dtype=np.int8), fresh_name(f"{name}_zero_point", taken))
     node = helper.make_node("DequantizeLinear", [q.name, s.name, z.name], [output],
                             name=fresh_name(f"{name}_DequantizeLinear", taken))
     return Replacement(proto, (q, s, z), (node,))
+
+
+def int4_tensor(name: str, values: np.ndarray, shape: tuple[int, ...]) -> TensorProto:
+    """An INT4 tensor: two values a byte, the first in the low nibble (ONNX's packing), little-endian
+    ``raw_data`` like every tensor onnxdc writes."""
+    nibbles = (np.asarray(values, np.int8).reshape(-1) & 0x0F).astype(np.uint8)
+    if nibbles.size % 2:
+        nibbles = np.append(nibbles, np.uint8(0))
+    t = TensorProto(name=name, data_type=TensorProto.INT4, dims=shape)
+    t.raw_data = (nibbles[0::2] | (nibbles[1::2] << 4)).tobytes()
+    return t
 
 
 def gather(proto: TensorProto, *, output: str, indices: np.ndarray, codebook: np.ndarray,

@@ -49,6 +49,9 @@ from onnxdc.stages.grid import fit_grid
 FORMS = ("float", "qdq", "palettized")
 #: The first opset with ``DequantizeLinear``.
 DQ_OPSET = 10
+#: The first opset (and IR version) with int4 tensors: grids of levels -8..7 are packed two a byte
+#: there. Models of older opsets keep int8: onnxdc does not raise a model's opset.
+INT4_OPSET, INT4_IR = 21, 10
 #: Float dtypes a palette may hold (ONNX element types: float, float16, double, bfloat16).
 PALETTE_DTYPES = (1, 10, 11, 16)
 
@@ -133,9 +136,10 @@ def deploy(data: bytes | Container, *, form: str, progress: Progress | None = No
             progress(done, len(pairs), info.name)
     taken = model_names(model)
     opset = _default_opset(model)
+    int4 = opset >= INT4_OPSET and model.ir_version >= INT4_IR
     forms, reps = [], []
     for proto, info in pairs:
-        tf, rep = _one(model, proto, info, form=form, opset=opset, taken=taken)
+        tf, rep = _one(model, proto, info, form=form, opset=opset, int4=int4, taken=taken)
         forms.append(tf)
         if rep is not None:
             reps.append(rep)
@@ -172,8 +176,9 @@ def _default_opset(model: onnx.ModelProto) -> int:
 
 
 def _one(model: onnx.ModelProto, proto: onnx.TensorProto, info: TensorInfo, *, form: str, opset: int,
-         taken: set[str]) -> tuple[TensorForm, Replacement | None]:
-    """One tensor's form in ``form`` and, when rewritten, its replacement."""
+         int4: bool, taken: set[str]) -> tuple[TensorForm, Replacement | None]:
+    """One tensor's form in ``form`` and, when rewritten, its replacement (``int4``: the model
+    may hold int4 tensors)."""
     nbytes = info.nbytes
 
     def keep(note: str) -> tuple[TensorForm, None]:
@@ -203,8 +208,10 @@ def _one(model: onnx.ModelProto, proto: onnx.TensorProto, info: TensorInfo, *, f
             return keep("its values are not on a uniform grid (k-means or refit values: --as palettized "
                         "takes them)")
         note = "exact" if grid.max_ulps == 0 else f"within {grid.max_ulps} float32 ulp"
-        rep = dequantize(proto, output=site.output(proto), levels=grid.levels[inverse], scale=grid.scale, taken=taken)
-        kind, stored = "int8+DequantizeLinear", numel + 4 + 1
+        int4 = int4 and -8 <= int(grid.levels.min()) and int(grid.levels.max()) <= 7
+        rep = dequantize(proto, output=site.output(proto), levels=grid.levels[inverse], scale=grid.scale,
+                         taken=taken, int4=int4)
+        kind, stored = ("int4+DequantizeLinear", (numel + 1) // 2 + 5) if int4 else ("int8+DequantizeLinear", numel + 5)
     else:
         if uniq.size > 256:
             return keep(f"{uniq.size} distinct values (a uint8 palette holds 256)")
