@@ -262,3 +262,16 @@ def test_cli_bad_form_is_a_usage_error(tmp_path: Path, tricky_container: bytes) 
     src.write_bytes(tricky_container)
     assert_error(run("decompress", src, "--as", "int4", "-o", tmp_path / "o.onnx"), 2, "'int4'", "float, qdq, palettized")
     assert not (tmp_path / "o.onnx").exists()
+
+
+def test_cli_as_palettized_with_external_data(tmp_path: Path, tricky_container: bytes) -> None:
+    src = tmp_path / "m.onnxdc"
+    src.write_bytes(tricky_container)
+    out = tmp_path / "m.pal.onnx"
+    result = run("decompress", src, "--as", "palettized", "--external-data", "-q", "-o", out)
+    assert result.exit_code == 0 and result.output == "", result.output
+    data_files = [p for p in tmp_path.iterdir() if p.name.startswith("m.pal.onnx.") and p.suffix == ".data"]
+    assert len(data_files) == 1
+    onnx.checker.check_model(str(out), full_check=True)
+    model = onnx.load(str(out))
+    assert {n.op_type for n in model.graph.node} >= {"Gather", "Cast"}

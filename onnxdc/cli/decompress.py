@@ -55,7 +55,8 @@ def decompress(container: str, output: str | None, force: bool, quiet: bool, for
             decompress_file(container, out, external_data=True if external_data else None, progress=cb, jobs=jobs,
                             overwrite=force, **limits)
         else:
-            report = deploy_file(container, out, form=form, progress=cb, overwrite=force, **limits)
+            report = deploy_file(container, out, form=form, progress=cb, jobs=jobs, overwrite=force,
+                                 external_data=True if external_data else None, **limits)
     if check:
         problem = check_model_quietly(out)
         if problem:

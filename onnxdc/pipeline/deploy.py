@@ -116,10 +116,10 @@ def check_form(form: str) -> str:
     return form
 
 
-def deploy(data: bytes | Container, *, form: str, progress: Progress | None = None,
+def deploy(data: bytes | Container, *, form: str, progress: Progress | None = None, jobs: int = 1,
            max_output_bytes: int = DEFAULT_MAX_OUTPUT_BYTES, max_ratio: float = DEFAULT_MAX_RATIO) -> Deployed:
     """Decode a container into the model of ``form`` (:data:`FORMS`), every tensor checked
-    against its checksum first.
+    against its checksum first (on ``jobs`` threads; the output does not depend on it).
 
     Raises:
         ConfigError: ``form`` is not a known form.
@@ -129,7 +129,7 @@ def deploy(data: bytes | Container, *, form: str, progress: Progress | None = No
     container = data if isinstance(data, Container) else read_container(data)
     check_output_size(container, max_output_bytes=max_output_bytes, max_ratio=max_ratio)
     model, pairs = matched_tensors(container)
-    decoded = decode_in_order(container, [info for _, info in pairs])
+    decoded = decode_in_order(container, [info for _, info in pairs], jobs)
     for done, ((proto, info), raw) in enumerate(zip(pairs, decoded), 1):
         set_raw_data(proto, as_bytes(raw))
         if progress:
@@ -148,11 +148,12 @@ def deploy(data: bytes | Container, *, form: str, progress: Progress | None = No
 
 
 def deploy_file(path: str | os.PathLike[str], out: str | os.PathLike[str], *, form: str,
-                progress: Progress | None = None, overwrite: bool = True,
-                max_output_bytes: int = DEFAULT_MAX_OUTPUT_BYTES, max_ratio: float = DEFAULT_MAX_RATIO
-                ) -> DeployReport:
+                progress: Progress | None = None, jobs: int = 1, overwrite: bool = True,
+                external_data: bool | None = None, max_output_bytes: int = DEFAULT_MAX_OUTPUT_BYTES,
+                max_ratio: float = DEFAULT_MAX_RATIO) -> DeployReport:
     """Decode the container file ``path`` into the model of ``form``, written atomically to
-    ``out`` (with external data when its tensors exceed what one protobuf message holds).
+    ``out``, with external data (:func:`onnxdc.onnx_io.write.write_model`) when ``external_data``
+    is true, or when None and its tensors exceed what one protobuf message holds.
 
     The model is built in memory (its graph changes): use
     :func:`onnxdc.pipeline.paths.decompress_file` for the float form of a model too large for that.
@@ -162,12 +163,13 @@ def deploy_file(path: str | os.PathLike[str], out: str | os.PathLike[str], *, fo
     try:
         with open(path, "rb") as fh:
             container = open_container(fh, check_streams=False)
-            deployed = deploy(container, form=form, progress=progress, max_output_bytes=max_output_bytes,
-                              max_ratio=max_ratio)
+            deployed = deploy(container, form=form, progress=progress, jobs=jobs,
+                              max_output_bytes=max_output_bytes, max_ratio=max_ratio)
     except OSError as exc:
         raise read_error(exc, path, cls=ContainerError) from None
-    write_model(deployed.model, out, external_data=deployed.model.ByteSize() > EXTERNAL_DATA_THRESHOLD,
-                overwrite=overwrite)
+    if external_data is None:
+        external_data = deployed.model.ByteSize() > EXTERNAL_DATA_THRESHOLD
+    write_model(deployed.model, out, external_data=external_data, overwrite=overwrite)
     return deployed.report
 
 
