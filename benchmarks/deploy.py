@@ -29,7 +29,12 @@ keeps the grid's at most 255 values exactly: the same tensors are then both a gr
 palette. (The automatic mode needs 13 minutes on it on this machine, and on random weights and
 inputs it keeps every tensor exact: nothing to deploy.)
 
-    python benchmarks/deploy.py [--runs 200] [--big] [--out benchmarks/deploy.md] [--json out.json]
+``--int4`` measures instead, per sample model, the model with its opset number raised from 17 to 21 (IR 10;
+its operators changed only in the types they accept between the two: onnx.checker and onnxruntime
+run it), compressed by the automatic mode the same way and written ``--as qdq``, where grids of
+levels -8..7 are packed as int4 (onnxdc itself never raises an opset).
+
+    python benchmarks/deploy.py [--runs 200] [--big] [--int4] [--out benchmarks/deploy.md] [--json out.json]
 """
 
 from __future__ import annotations
@@ -166,6 +171,34 @@ def grid_container(name: str, src: Path, work: Path) -> dict[str, Path]:
     return {"bits8": out}
 
 
+def int4_rows(name: str, src: Path, work: Path, runs: int) -> list[dict]:
+    """The opset-21 copy of a sample model: its automatic container, written ``--as qdq``."""
+    model = api.load_model(src / f"{name}.onnx")
+    model.opset_import[0].version = 21
+    model.ir_version = 10
+    onnx.checker.check_model(model, full_check=True)
+    raised = work / f"{name}.opset21.onnx"
+    onnx.save(model, raised)
+    container = work / f"{name}.opset21.auto.onnxdc"
+    api.compress_auto_path(raised, container, work / f"{name}.opset21.recipe.toml",
+                           base=api.SharingConfig(min_elements=api.AUTO_MIN_ELEMENTS),
+                           budget=api.Budget(min_agreement=0.995), calib=src / f"{name}.calib.npz", overwrite=True)
+    data = api.load_data(src / f"{name}.test.npz", model=model)
+    one = work / f"{name}.one.npz"
+    np.savez(one, **{k: v[:1] for k, v in data.items() if k != "labels"})
+    rows = []
+    for form in ("float", "qdq"):
+        out = work / f"{name}.opset21.{form}.onnx"
+        report = api.deploy_file(container, out, form=form, overwrite=True)
+        onnx.checker.check_model(onnx.load(out), full_check=True)
+        rows.append({"model": name, "container": "auto, opset 21", "container_bytes": container.stat().st_size,
+                     "form": form if form == "float" else f"qdq ({sum(t.form.startswith('int4') for t in report.rewritten)} int4)",
+                     "bytes": out.stat().st_size, "rewritten": len(report.rewritten),
+                     "kept_float": len(report.kept_float), **accuracy(api.load_model(src / f"{name}.onnx"), out, data),
+                     **{lv: probe(out, lv, runs, one, work) for lv in LEVELS}})
+    return rows
+
+
 def measure(name: str, src: Path, work: Path, runs: int, make: Callable[[str, Path, Path], dict[str, Path]]
             = containers) -> list[dict]:
     data = api.load_data(src / f"{name}.test.npz", model=api.load_model(src / f"{name}.onnx"))
@@ -215,6 +248,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=int, default=200)
     ap.add_argument("--big", action="store_true", help="add the synthetic 10M-parameter MLP")
+    ap.add_argument("--int4", action="store_true", help="measure the sample models raised to opset 21 instead")
     ap.add_argument("--models", nargs="*", default=list(MODELS))
     ap.add_argument("--out", type=Path, default=None, help="write the table here (Markdown)")
     ap.add_argument("--json", type=Path, default=None)
@@ -223,7 +257,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         for name in args.models:
-            rows += measure(name, ROOT / "models", work, args.runs)
+            rows += (int4_rows if args.int4 else measure)(name, ROOT / "models", work, args.runs)
             print(table(rows), file=sys.stderr)
         if args.big:
             rows += measure(synthetic_mlp(work), work, work, args.runs, grid_container)
