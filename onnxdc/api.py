@@ -72,7 +72,14 @@ from onnxdc.evaluate import (
 )
 from onnxdc.fileio.atomic import check_output_path, read_regular_file, regular_file_size, write_atomic
 from onnxdc.fileio.oserrors import read_error
-from onnxdc.format.container import MAGIC, Container, open_container, read_container
+from onnxdc.format.container import (
+    DEFAULT_MAX_OUTPUT_BYTES,
+    DEFAULT_MAX_RATIO,
+    MAGIC,
+    Container,
+    open_container,
+    read_container,
+)
 from onnxdc.onnx_io.check import check_model_quietly
 from onnxdc.onnx_io.tensors import load_model, model_input_files
 from onnxdc.pipeline.decode import decompress as _decompress_float
@@ -234,11 +241,14 @@ def sensitivity_path(model: str | os.PathLike[str], *, base: SharingConfig, cali
 
 
 def decompress(data: bytes | Container, *, form: str = "float", progress: Progress | None = None,
-               **limits: Any) -> onnx.ModelProto:
+               max_output_bytes: int = DEFAULT_MAX_OUTPUT_BYTES, max_ratio: float = DEFAULT_MAX_RATIO
+               ) -> onnx.ModelProto:
     """Rebuild the model a container holds: float tensors (``form="float"``, as stored before
     compression) or a deployable form, ``"qdq"`` or ``"palettized"`` (:func:`deploy`, whose
-    report says which tensors were rewritten). ``limits``: ``max_output_bytes``, ``max_ratio``.
+    report says which tensors were rewritten). The output limits are
+    :func:`onnxdc.pipeline.decode.decompress`'s.
     """
+    limits = {"max_output_bytes": max_output_bytes, "max_ratio": max_ratio}
     if check_form(form) == "float":
         return _decompress_float(data, progress=progress, **limits)
     return deploy(data, form=form, progress=progress, **limits).model
