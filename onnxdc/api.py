@@ -3,12 +3,13 @@
 In memory (a ``ModelProto``, container bytes):
 
 * :func:`compress` (lossless with ``CompressConfig()``, manual with ``CompressConfig(sharing=...)``,
-  calibrated with ``calibration=`` data) and :func:`decompress`;
+  calibrated with ``calibration=`` data) and :func:`decompress` (float, or a deployable form:
+  :func:`deploy`);
 * :func:`compress_auto`: the automatic mode (per-tensor settings chosen within a :class:`Budget`).
 
 On paths (models with external data, containers streamed tensor by tensor):
 
-* :func:`compress_path`, :func:`compress_file`, :func:`decompress_file`,
+* :func:`compress_path`, :func:`compress_file`, :func:`decompress_file`, :func:`deploy_file`,
   :func:`compress_auto_path`; :func:`inspect_file` reads a container's header only.
 
 Configs are frozen dataclasses: :class:`CompressConfig`, :class:`SharingConfig` (with
@@ -76,7 +77,14 @@ from onnxdc.evaluate import (
 )
 from onnxdc.fileio.atomic import check_output_path, read_regular_file, regular_file_size, write_atomic
 from onnxdc.fileio.oserrors import read_error
-from onnxdc.format.container import MAGIC, Container, open_container, read_container
+from onnxdc.format.container import (
+    DEFAULT_MAX_OUTPUT_BYTES,
+    DEFAULT_MAX_RATIO,
+    MAGIC,
+    Container,
+    open_container,
+    read_container,
+)
 from onnxdc.gates import METRICS as GATE_METRICS
 from onnxdc.gates import Gate, Verdict, parse_gate
 from onnxdc.gates import check_outputs as check_gate_outputs
@@ -84,7 +92,8 @@ from onnxdc.gates import judge as judge_gates
 from onnxdc.gates import optional as optional_gates
 from onnxdc.onnx_io.check import check_model_quietly
 from onnxdc.onnx_io.tensors import load_model, model_input_files
-from onnxdc.pipeline.decode import decompress
+from onnxdc.pipeline.decode import decompress as _decompress_float
+from onnxdc.pipeline.deploy import FORMS, Deployed, DeployReport, TensorForm, check_form, deploy, deploy_file
 from onnxdc.pipeline.encode import CompressConfig, CompressResult, compress
 from onnxdc.pipeline.paths import compress_file, decompress_file
 from onnxdc.pipeline.plan import WeightPlan, plan_sharing
@@ -115,6 +124,7 @@ __all__ = [
     "GATE_METRICS", "SHORTHAND_GATES", "Gate", "OutputFn", "Verdict", "check_gate_outputs", "judge_gates", "optional_gates", "parse_gate",
     "Metric", "OutputMetrics", "Reference", "check_budget", "compare", "evaluate_candidate", "prepare_reference",
     "session_thread_count", "session_threads", "set_session_threads", "usable_cores",
+    "FORMS", "Deployed", "DeployReport", "TensorForm", "check_form", "deploy", "deploy_file",
 ]
 
 
@@ -254,6 +264,20 @@ def sensitivity_path(model: str | os.PathLike[str], *, base: SharingConfig, cali
     fit, check = split(inputs.data, max_samples=max_samples)
     points = sensitivity(loaded, plan_sharing(loaded, base), fit, check, progress=progress)
     return [p.to_json() for pts in points.values() for p in pts]
+
+
+def decompress(data: bytes | Container, *, form: str = "float", progress: Progress | None = None,
+               max_output_bytes: int = DEFAULT_MAX_OUTPUT_BYTES, max_ratio: float = DEFAULT_MAX_RATIO
+               ) -> onnx.ModelProto:
+    """Rebuild the model a container holds: float tensors (``form="float"``, as stored before
+    compression) or a deployable form, ``"qdq"`` or ``"palettized"`` (:func:`deploy`, whose
+    report says which tensors were rewritten). The output limits are
+    :func:`onnxdc.pipeline.decode.decompress`'s.
+    """
+    limits = {"max_output_bytes": max_output_bytes, "max_ratio": max_ratio}
+    if check_form(form) == "float":
+        return _decompress_float(data, progress=progress, **limits)
+    return deploy(data, form=form, progress=progress, **limits).model
 
 
 def read_container_file(path: str | os.PathLike[str]) -> Container:
