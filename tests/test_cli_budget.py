@@ -7,12 +7,9 @@ import re
 from pathlib import Path
 
 import click
-import numpy as np
-import onnx
 import pytest
 from cli_helpers import assert_error, run
 from click.testing import CliRunner
-from model_builders import hidden_state_model
 
 from onnxdc.cli.progress import progress_callback
 
@@ -20,16 +17,6 @@ MODELS = Path(__file__).parent.parent / "models"
 LENET = MODELS / "lenet300.onnx"
 TEST_DATA = MODELS / "lenet300.test.npz"
 PHASE_LINE = re.compile(r"^onnxdc: (?P<phase>.+): (?P<steps>\d+( of \d+)?) steps in \d+\.\d s$")
-
-
-@pytest.fixture
-def hidden(tmp_path: Path) -> tuple[Path, Path]:
-    """A model whose only output is a hidden state, and 64 samples of its input."""
-    model = tmp_path / "hidden.onnx"
-    onnx.save(hidden_state_model(), str(model))
-    data = tmp_path / "hidden.npz"
-    np.savez(data, x=np.random.default_rng(1).standard_normal((64, 4, 32)).astype(np.float32))
-    return model, data
 
 
 @pytest.mark.parametrize("flag", [["--max-drop", "1"], ["--min-agreement", "0.99"]])

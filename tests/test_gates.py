@@ -11,7 +11,6 @@ import numpy as np
 import onnx
 import pytest
 from cli_helpers import assert_error, run
-from model_builders import hidden_state_model
 from onnx import TensorProto, helper, numpy_helper
 
 from onnxdc.api import (
@@ -247,16 +246,6 @@ def test_auto_budget_honours_a_per_output_gate() -> None:
 
 
 # --------------------------------------------------------------------------- eval through the CLI
-
-
-@pytest.fixture
-def hidden(tmp_path: Path) -> tuple[Path, Path]:
-    """A model whose only output is a hidden state, and 64 samples of its input."""
-    model = tmp_path / "hidden.onnx"
-    onnx.save(hidden_state_model(), str(model))
-    data = tmp_path / "hidden.npz"
-    np.savez(data, x=np.random.default_rng(1).standard_normal((64, 4, 32)).astype(np.float32))
-    return model, data
 
 
 @pytest.fixture

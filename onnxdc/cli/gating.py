@@ -12,6 +12,8 @@ from typing import Any
 
 import click
 
+from onnxdc.cli.main import pct, top1_lines
+
 GATE_HELP = ("Gate [OUTPUT:]METRIC>=LIMIT or <=LIMIT, repeatable: METRIC is agreement, top1 (against labels), "
              "top1-drop (points), cosine (mean per sample), min-cosine, max-abs or snr (dB); OUTPUT a name or glob "
              "(default: the first output for top-1 metrics, every output otherwise). A trailing '?' skips outputs "
@@ -39,14 +41,7 @@ def build_gates(specs: tuple[str, ...], *, skip_inapplicable: bool, **shorthands
 
 def format_eval_table(r: Any, verdicts: list[Any]) -> str:
     """The top-1 lines, one row per output with every figure measured, then the gates."""
-    def pct(x: float | None) -> str:
-        return "-" if x is None else f"{100 * x:.2f}%"
-
-    lines = [f"samples: {r.samples}"]
-    if r.reference_top1 is not None:
-        lines.append(f"top-1: reference {pct(r.reference_top1)}  candidate {pct(r.candidate_top1)}  "
-                     f"(drop {r.top1_drop_points:+.2f} points)")
-        lines.append(f"top-5: reference {pct(r.reference_top5)}  candidate {pct(r.candidate_top5)}")
+    lines = top1_lines(r)
     custom = sorted({k for o in r.outputs for k in o.custom})
     head = ["output", "shape", "cosine", "mean cos", "min cos", "SNR dB", "max abs", "agreement", *custom]
     rows = []

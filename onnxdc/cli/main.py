@@ -173,15 +173,22 @@ def sharing_config(kw: dict[str, Any]) -> Any:
                          seed=kw["seed"])
 
 
-def format_eval(r: Any) -> str:
-    def pct(x: float | None) -> str:
-        return "-" if x is None else f"{100 * x:.2f}%"
+def pct(x: float | None) -> str:
+    return "-" if x is None else f"{100 * x:.2f}%"
 
+
+def top1_lines(r: Any) -> list[str]:
+    """An evaluation's sample count and top-1 / top-5 lines (the start of every eval summary)."""
     lines = [f"samples: {r.samples}"]
     if r.reference_top1 is not None:
         lines.append(f"top-1: reference {pct(r.reference_top1)}  candidate {pct(r.candidate_top1)}  "
                      f"(drop {r.top1_drop_points:+.2f} points)")
         lines.append(f"top-5: reference {pct(r.reference_top5)}  candidate {pct(r.candidate_top5)}")
+    return lines
+
+
+def format_eval(r: Any) -> str:
+    lines = top1_lines(r)
     if r.agreement_top1 is not None:
         lines.append(f"top-1 agreement with reference: {pct(r.agreement_top1)}")
     for o in r.outputs:
