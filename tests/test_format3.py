@@ -206,3 +206,77 @@ def test_older_majors_do_not_take_3_0_keys() -> None:
     data = struct.pack("<8sHHQI", MAGIC, 1, 0, len(stored), zlib.crc32(stored)) + stored
     with pytest.raises(ContainerError, match=r"^header has unknown key\(s\) payload_crc32, skeleton_names$"):
         read_container(data + b"".join(unpack3(DATA)[1]))
+
+
+# --------------------------------------------------------------------------- hostile marks (fuzz/mutate.py --major 3)
+
+
+def _with_skeleton(edit: Callable[[onnx.ModelProto], object], *, restored_crc: bool = True) -> bytes:
+    """DATA with its marked skeleton edited and recoded, ``c`` the edited skeleton's restored CRC-32
+    (as a hostile writer would set it) and the payload CRC fixed."""
+    obj, chunks = unpack3(DATA)
+    c = read_container(DATA)
+    skel = onnx.ModelProto()
+    skel.ParseFromString(c.decode_stream(c.header.skeleton).tobytes())
+    edit(skel)
+    raw = skel.SerializeToString(deterministic=True)
+    chunks[-1] = onnxdc.coders.get_coder({"id": "zstd"}).encode(np.frombuffer(raw, dtype=np.uint8))
+    obj["k"] = [len(chunks[-1]), "zstd", len(raw)]
+    if restored_crc:
+        skel.ParseFromString(raw)
+        restore_names(skel)
+        obj["c"] = zlib.crc32(skel.SerializeToString(deterministic=True))
+    return pack3(obj, chunks)
+
+
+@pytest.mark.parametrize("mark", [f"{MARK}999999999999", f"{MARK}-1.5", MARK + "9" * 10000, f"{MARK}1." + "9" * 10000,
+                                  MARK + "-" * 5000 + "1", f"{MARK}--1", f"{MARK}\u0661", f"{MARK}1.\u00b2",
+                                  f"{MARK}+1", f"{MARK} 1", f"{MARK}1.", f"{MARK}.1"])
+def test_hostile_marks_are_one_short_error(mark: str) -> None:
+    """Found by the 3.0 fuzzer: a 5,000-character mark came back whole in the error message; huge
+    or non-ASCII numbers are not read as distances (int() of 10,000 digits, of Arabic digits)."""
+    def edit(skel: onnx.ModelProto) -> None:
+        skel.graph.node[2].input[0] = mark
+
+    with pytest.raises(ContainerError) as info:
+        onnxdc.decompress(_with_skeleton(edit, restored_crc=False))
+    msg = str(info.value)
+    assert msg.startswith("the skeleton's names do not restore: node 2 input") and len(msg) < 120, msg
+
+
+def _amplified(name_bytes: int, refs: int) -> Callable[[onnx.ModelProto], object]:
+    """A long name on the first node behind ``refs`` marks naming its output: a few bytes each, a
+    whole name each once restored."""
+    def edit(skel: onnx.ModelProto) -> None:
+        skel.graph.node[0].name = "n" * name_bytes
+        skel.graph.node[2].input.extend([f"{MARK}2"] * refs)
+    return edit
+
+
+def test_restored_names_count_as_output() -> None:
+    """Found by the 3.0 fuzzer: a skeleton of a few kilobytes whose marks restore to gigabytes of
+    names (a MemoryError, or protobuf's EncodeError past 2 GiB) is refused before any is written."""
+    data = _with_skeleton(_amplified(1 << 16, 1 << 13), restored_crc=False)  # 512 MiB of names
+    assert len(data) < 10_000
+    with pytest.raises(ContainerError, match=r"^the skeleton's names restore to more than \d+ bytes") as info:
+        onnxdc.decompress(data)
+    assert info.value.code == "limits"
+    small = _with_skeleton(_amplified(1 << 10, 64))  # 64 KiB of names: under the limits, it decodes
+    assert onnxdc.decompress(small).graph.node[2].input[-1] == "n" * 1024 + "_output_0"
+    out = read_container(small)
+    from onnxdc.format.container import output_size
+    with pytest.raises(ContainerError, match="names restore to more than"):
+        onnxdc.decompress(small, max_output_bytes=output_size(out.header) + 1000)
+
+
+def test_restored_growth_stops_once_over() -> None:
+    """The count is linear and stops as soon as it is over, so a hostile skeleton costs what its
+    bytes and the bound do, not what its names would."""
+    from onnxdc.onnx_io.names import restored_growth
+
+    skel = predict_names(MODEL)
+    _amplified(1 << 20, 1 << 12)(skel)  # 4 GiB of names
+    assert (1 << 22) < restored_growth(skel, stop_above=1 << 22) <= (1 << 22) + (1 << 21)
+    assert restored_growth(predict_names(MODEL), stop_above=1 << 30) == sum(
+        len(n) for node in MODEL.graph.node for n in [*node.input, *node.output]) - sum(
+        len(n) for node in predict_names(MODEL).graph.node for n in [*node.input, *node.output])

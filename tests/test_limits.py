@@ -468,3 +468,39 @@ def test_structure_aware_fuzz_smoke(seed: int) -> None:
         assert decoded + refused == count
         assert refused > count // 2 and decoded > 0  # mutants reach both outcomes
         assert peak < 48 << 20, (name, peak)
+
+
+_FUZZ3 = """
+import importlib.util, json, sys
+spec = importlib.util.spec_from_file_location("mutate", {mutate!r})
+mutate = sys.modules["mutate"] = importlib.util.module_from_spec(spec); spec.loader.exec_module(mutate)
+containers = mutate.sample_containers(derived_names=True)
+out = {{}}
+for name, count in {counts!r}.items():
+    o = mutate.run(containers[name], count=count, seed={seed}, major=3)
+    out[name] = [o.decoded, o.refused, o.peak_bytes, dict(o.codes)]
+print(json.dumps(out))
+"""
+
+
+@pytest.mark.parametrize("seed", [1])
+def test_structure_aware_fuzz_smoke_3_0(seed: int) -> None:
+    """The same for 3.0's own paths (``fuzz/mutate.py --major 3``): the compact header and the
+    skeleton's marks mutated, the skeleton recoded and ``c``/``s`` fixed up, on a tiny model with
+    derived names; the mutants reach the names' restore and the decoders behind it."""
+    counts = {"lossless": 100, "shared": 100, "chain": 80}
+    code = _FUZZ3.format(mutate=str(ROOT / "fuzz" / "mutate.py"), counts=counts, seed=seed)
+    env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          preexec_fn=_limited(3 << 29), env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout)
+    codes: dict[str, int] = {}
+    for name, count in counts.items():
+        decoded, refused, peak, by_code = result[name]
+        assert decoded + refused == count
+        assert refused > count // 2 and decoded > 0
+        assert peak < 48 << 20, (name, peak)
+        for k, v in by_code.items():
+            codes[k] = codes.get(k, 0) + v
+    assert {"skeleton-crc", "schema", "stream-decode"} <= codes.keys(), codes  # restore, header, decoders

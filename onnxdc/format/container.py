@@ -32,7 +32,7 @@ from onnxdc.errors import ConfigError, ContainerError, OnnxdcError
 from onnxdc.format.header import Header, StreamInfo, TensorInfo, header_coder, parse_header
 
 __all__ = ["MAGIC", "Container", "ContainerWriter", "Header", "StreamInfo", "TensorInfo", "check_output_size",
-           "open_container", "output_size", "read_container"]
+           "open_container", "output_headroom", "output_size", "read_container"]
 
 MAGIC = b"\x89ONNXDC\n"
 #: The version onnxdc writes: 3.0 (the compact header of :mod:`onnxdc.format.compact`, one payload CRC).
@@ -256,6 +256,16 @@ def check_output_size(container: Container, *, max_output_bytes: int = DEFAULT_M
             code="limits",
         )
     return out
+
+
+def output_headroom(container: Container, *, max_output_bytes: int = DEFAULT_MAX_OUTPUT_BYTES,
+                    max_ratio: float = DEFAULT_MAX_RATIO) -> int:
+    """The output the ceilings of :func:`check_output_size` leave beyond what the header declares
+    (negative when it declares more): what decoding may add that no header count says, such as a
+    3.0 skeleton's restored names."""
+    size = container.source.size
+    allowed = min(max_output_bytes, max(RATIO_FREE_BYTES, max_ratio * size))  # max_ratio may be inf
+    return int(allowed) - output_size(container.header)
 
 
 def read_container(data: bytes | memoryview, *, max_tensor_bytes: int = DEFAULT_MAX_TENSOR_BYTES) -> Container:

@@ -58,7 +58,8 @@ def predict_names(model: onnx.ModelProto) -> onnx.ModelProto | None:
 
 
 def restore_names(model: onnx.ModelProto) -> None:
-    """Undo :func:`predict_names` in place.
+    """Undo :func:`predict_names` in place, in time linear in the model and the names it writes
+    (a reader bounds those first with :func:`restored_growth`).
 
     Raises:
         ValueError: a mark that names no node output (a corrupted skeleton).
@@ -74,15 +75,58 @@ def restore_names(model: onnx.ModelProto) -> None:
                 node.input[i] = _resolve(nodes, j, name)
 
 
-def _resolve(nodes, j: int, mark: str) -> str:  # noqa: ANN001 - a repeated NodeProto field
-    dist, _, out = mark[1:].partition(".")
-    if not _is_int(dist) or (out and not out.isdigit()):
-        raise ValueError(f"node {j} input {mark!r} is not a derived name")
+def restored_growth(model: onnx.ModelProto, *, stop_above: int) -> int:
+    """The bytes restoring the marks adds to the main graph's names (marks that name no output
+    count nothing: restoring refuses them); once over ``stop_above``, a number over it.
+
+    A mark is a few bytes and the name it stands for as long as its node's, so a hostile skeleton
+    of one node with a long name and many marks restores to gigabytes. This sums before anything
+    is written and stops once over, so its cost is linear in the model plus ``stop_above``.
+    """
+    nodes = model.graph.node
+    added = 0
+    for node in nodes:
+        marks = [i for i, name in enumerate(node.output) if name == MARK]
+        if marks:
+            size = len(node.name.encode("utf-8"))
+            added += sum(size + len(f"_output_{i}") - 1 for i in marks)
+            if added > stop_above:
+                return added
+    for j, node in enumerate(nodes):
+        for name in node.input:
+            if name.startswith(MARK):
+                ref = _producer(nodes, j, name)
+                if ref is not None:
+                    k, i = ref
+                    out = nodes[k].output[i]
+                    size = (len(nodes[k].name.encode("utf-8")) + len(f"_output_{i}") if out == MARK
+                            else len(out.encode("utf-8")))
+                    added += size - len(name.encode("utf-8"))
+                    if added > stop_above:
+                        return added
+    return added
+
+
+def _producer(nodes, j: int, mark: str) -> tuple[int, int] | None:  # noqa: ANN001 - a repeated NodeProto field
+    """The node and output index a mark at node ``j`` names, None when it names none."""
+    dist, dot, out = mark[1:].partition(".")
+    if not _is_int(dist) or (dot and not _is_int(out, signed=False)):
+        return None
     k, i = j - int(dist), int(out or 0)
     if not 0 <= k < len(nodes) or i >= len(nodes[k].output):
-        raise ValueError(f"node {j} input {mark!r} names no node output")
-    return nodes[k].output[i]
+        return None
+    return k, i
 
 
-def _is_int(text: str) -> bool:
-    return text.lstrip("-").isdigit() and len(text) < 20
+def _resolve(nodes, j: int, mark: str) -> str:  # noqa: ANN001 - a repeated NodeProto field
+    ref = _producer(nodes, j, mark)
+    if ref is None:  # the mark's text is cut: a hostile one may be any length
+        shown = repr(mark[:24]) + ("..." if len(mark) > 24 else "")
+        raise ValueError(f"node {j} input {shown} names no node output")
+    return nodes[ref[0]].output[ref[1]]
+
+
+def _is_int(text: str, *, signed: bool = True) -> bool:
+    """ASCII digits (after a ``-`` when ``signed``), fewer than 20: what ``int`` reads in constant time."""
+    digits = text[1:] if signed and text.startswith("-") else text
+    return 0 < len(digits) < 20 and digits.isascii() and digits.isdigit()

@@ -15,12 +15,17 @@ from onnxdc.format.container import (
     Container,
     TensorInfo,
     check_output_size,
+    output_headroom,
     read_container,
 )
 from onnxdc.format.registry import RawBuffer, as_bytes, batched, decode_tensor
-from onnxdc.onnx_io.names import restore_names
+from onnxdc.onnx_io.names import restore_names, restored_growth
 from onnxdc.onnx_io.tensors import has_data, iter_tensors, parse_model, set_raw_data
 from onnxdc.pipeline.jobs import ordered_map
+
+#: Largest message protobuf serializes: a restored skeleton must stay one (its names' growth is
+#: bounded by this less four times the marked skeleton, room for the length prefixes that grow).
+_MAX_PROTO_BYTES = (1 << 31) - 1
 
 
 def decompress(data: bytes | Container, *, progress: Progress | None = None,
@@ -38,20 +43,23 @@ def decompress(data: bytes | Container, *, progress: Progress | None = None,
     """
     container = data if isinstance(data, Container) else read_container(data)
     check_output_size(container, max_output_bytes=max_output_bytes, max_ratio=max_ratio)
-    model, tensors = decoded_tensors(container, progress=progress)
+    model, tensors = decoded_tensors(container, progress=progress, max_output_bytes=max_output_bytes,
+                                     max_ratio=max_ratio)
     for proto, raw in tensors:
         set_raw_data(proto, raw)
     return model
 
 
-def decoded_tensors(container: Container, *, progress: Progress | None = None
+def decoded_tensors(container: Container, *, progress: Progress | None = None,
+                    max_output_bytes: int = DEFAULT_MAX_OUTPUT_BYTES, max_ratio: float = DEFAULT_MAX_RATIO
                     ) -> tuple[onnx.ModelProto, Iterator[tuple[onnx.TensorProto, bytes]]]:
     """The skeleton model and a lazy sequence of (its tensor, decoded raw bytes) for every stored tensor.
 
     Each tensor is checked against the skeleton (slot, name, dtype, shape) before anything is
-    decoded, and against its checksum as it is decoded.
+    decoded, and against its checksum as it is decoded. The ceilings bound the skeleton's
+    restored names (:func:`matched_tensors`).
     """
-    model, pairs = matched_tensors(container)
+    model, pairs = matched_tensors(container, max_output_bytes=max_output_bytes, max_ratio=max_ratio)
 
     def tensors() -> Iterator[tuple[onnx.TensorProto, bytes]]:
         decoded = decode_in_order(container, [info for _, info in pairs])
@@ -70,12 +78,19 @@ def decode_in_order(container: Container, infos: list[TensorInfo], jobs: int = 1
     return ordered_map(lambda k: decode_tensor(infos[k], container), batched(container, infos), jobs)
 
 
-def matched_tensors(container: Container) -> tuple[onnx.ModelProto, list[tuple[onnx.TensorProto, TensorInfo]]]:
+def matched_tensors(container: Container, *, max_output_bytes: int = DEFAULT_MAX_OUTPUT_BYTES,
+                    max_ratio: float = DEFAULT_MAX_RATIO
+                    ) -> tuple[onnx.ModelProto, list[tuple[onnx.TensorProto, TensorInfo]]]:
     """The skeleton model and, for every stored tensor in header order, its proto and header entry.
 
+    A 3.0 skeleton's restored names are output no header count declares, and a few bytes of
+    marks may stand for gigabytes of them: they may add only what the output ceilings leave
+    (:func:`onnxdc.format.container.output_headroom`).
+
     Raises:
-        ContainerError: the skeleton does not decode, or a tensor entry does not match the
-            skeleton's tensor in its slot (name, dtype, shape), or that tensor already holds data.
+        ContainerError: the skeleton does not decode, or its names do not restore within the
+            ceilings, or a tensor entry does not match the skeleton's tensor in its slot (name,
+            dtype, shape), or that tensor already holds data.
     """
     header = container.header
     skel_bytes = container.decode_stream(header.skeleton).tobytes()
@@ -86,6 +101,13 @@ def matched_tensors(container: Container) -> tuple[onnx.ModelProto, list[tuple[o
     except ModelError as exc:
         raise ContainerError(f"the skeleton stream does not hold a model: {exc}") from None
     if header.skeleton_names:  # the derived names come back; the CRC is the original skeleton's
+        headroom = max(0, min(output_headroom(container, max_output_bytes=max_output_bytes, max_ratio=max_ratio),
+                              _MAX_PROTO_BYTES - 4 * len(skel_bytes)))
+        if restored_growth(model, stop_above=headroom) > headroom:
+            raise ContainerError(
+                f"the skeleton's names restore to more than {headroom} bytes, what the output limits leave "
+                f"(--max-output-bytes / max_output_bytes, --max-ratio / max_ratio raise them, to 2 GiB)",
+                code="limits")
         try:
             restore_names(model)
         except ValueError as exc:

@@ -81,7 +81,7 @@ def decompress_file(path: str | os.PathLike[str], out: str | os.PathLike[str], *
     with fh:
         container = open_container(fh, check_streams=False)  # each stream checked as it is decoded
         check_output_size(container, max_output_bytes=max_output_bytes, max_ratio=max_ratio)
-        model, pairs = matched_tensors(container)
+        model, pairs = matched_tensors(container, max_output_bytes=max_output_bytes, max_ratio=max_ratio)
         if external_data is None:
             external_data = needs_external_data(container.header)
 
