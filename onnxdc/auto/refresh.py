@@ -15,8 +15,9 @@ import onnx
 
 from onnxdc.auto.curves import Curve, CurvePoint
 from onnxdc.calibration.samples import select
-from onnxdc.calibration.stats import RowCache, collect_stats
-from onnxdc.stages.ecq import MAX_LEVEL
+from onnxdc.calibration.stats import RowCache, collect_stats, settable
+from onnxdc.memory import release_memory
+from onnxdc.stages.ecq import MAX_LEVEL, level_values
 from onnxdc.threads import single_blas_thread
 
 #: Statistics passes of one refresh at most (consecutive layers share a pass beyond that).
@@ -56,7 +57,7 @@ class Quantized:
         return self.point.table()
 
     def weights(self, dtype: np.dtype) -> np.ndarray:
-        return self.table()[self.levels.astype(np.int64) + MAX_LEVEL].astype(dtype)
+        return level_values(self.table(), self.levels, dtype)
 
 
 def plain_quantized(curve: Curve, i: int) -> Quantized:
@@ -105,11 +106,18 @@ def refresh(model: onnx.ModelProto, plans: dict, curves: dict[int, Curve], picks
             out.update(memo[key])
             continue
         n = max(((needed or {}).get(t) or 0) for t in group) or None
-        stats = collect_stats(replaced_model(model, {**before, **{t: out[t].weights(weights[t].dtype) for t in group}}),
-                              {t: plans[t] for t in group}, _subset(fit, n), seed=seed, reference=model,
-                              reference_cache=reference_cache)
+        replaced = {**before, **{t: out[t].weights(weights[t].dtype) for t in group}}
+        del before
+        # Set in the pass's own trimmed copy where they can be: no whole copy of the model besides.
+        direct = settable(model, list(replaced))
+        stats = collect_stats(model if direct else replaced_model(model, replaced), {t: plans[t] for t in group},
+                              _subset(fit, n), seed=seed, reference=model, reference_cache=reference_cache,
+                              replaced=replaced if direct else None)
+        del replaced
         for t in group:
             out[t] = _requantize(out[t], stats[t], weights[t])
+        del stats
+        release_memory()  # the pass's sessions and model copy: the next group's stack on no free heap
         if memo is not None:
             memo[key] = {t: out[t] for t in group}
     return out
