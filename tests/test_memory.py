@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 
-from onnxdc.memory import release_memory
+from onnxdc.memory import bound_heap, release_memory
 from onnxdc.stages.ecq import MAX_LEVEL, level_values, table_error, uniform_table
 from onnxdc.stages.positions import relative_histogram, relative_symbols
 from onnxdc.stages.quantize import ShareConfig, kmeans_1d
@@ -66,3 +66,33 @@ def test_release_memory_trims_where_glibc_is_and_is_harmless_elsewhere() -> None
     on_glibc = sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc"
     assert release_memory() is on_glibc
     assert release_memory() is on_glibc  # the lookup is cached; callable any number of times
+    assert bound_heap() is on_glibc and bound_heap() is on_glibc
+
+
+def test_statistics_with_weights_set_in_their_own_copy_equal_those_of_a_replaced_model() -> None:
+    from pathlib import Path
+
+    from onnxdc.api import AUTO_MIN_ELEMENTS, SharingConfig, load_data, load_model
+    from onnxdc.auto.trials import TrialRunner, replaced_model
+    from onnxdc.calibration.calibrate import weight_of
+    from onnxdc.calibration.samples import select
+    from onnxdc.calibration.stats import collect_stats, settable
+    from onnxdc.pipeline.plan import plan_sharing
+
+    models = Path(__file__).resolve().parent.parent / "models"
+    model = load_model(models / "lenet5.onnx")
+    data = select(load_data(models / "lenet5.calib.npz"), slice(0, 24))
+    plans = plan_sharing(model, SharingConfig(min_elements=AUTO_MIN_ELEMENTS))
+    assert settable(model, list(plans))
+    first = list(plans)[:2]
+    changed = {s: (weight_of(plans[s]) * 0.5).astype(np.float32) for s in first}
+    want = collect_stats(replaced_model(model, changed), plans, data, reference=model)
+    got = collect_stats(model, plans, data, reference=model, replaced=changed)
+    assert set(got) == set(want)
+    for s in want:
+        for a, b in zip(want[s].h + want[s].g, got[s].h + got[s].g):
+            np.testing.assert_array_equal(a, b)
+    # The runner's weights: the caller's own arrays, not copies of them.
+    originals = {s: weight_of(p) for s, p in plans.items()}
+    runner = TrialRunner(model, list(plans), data, originals=originals)
+    assert all(runner.original[s] is originals[s] for s in runner.original)

@@ -168,6 +168,8 @@ def collect_stats(model: onnx.ModelProto, plans: dict, data: dict[str, np.ndarra
                         a += np.asarray(x[s:s + 65536], np.float64).T @ np.asarray(xr[s:s + 65536], np.float64)
                 g[slot] = acc_g
             kept[slot] += mats[0].shape[0] if mats else 0
+        # Dropped before the next batch runs: two batches' activations never coexist.
+        del vals, ref_vals, part, mats
         if progress:
             progress(b + 1, len(starts), "statistics")
     out = {}
@@ -186,13 +188,13 @@ def _set_weights(model: onnx.ModelProto, copy: onnx.ModelProto, weights: Mapping
     refs = {r.slot: r for r in iter_tensors(model)}
     held = {t.name: t for t in copy.graph.initializer}
     main = {t.name for t in model.graph.initializer}
-    for slot, w in weights.items():
+    for slot in weights:  # read one by one (a lazy mapping decodes each when asked)
         ref = refs[slot]
         if not (ref.path.startswith("graph.initializer[") and ref.proto.name in main):
             raise ModelError(f"tensor {ref.proto.name!r} is no main-graph initializer: its statistics need a replaced model")
         t = held.get(ref.proto.name)
         if t is not None:
-            set_raw_data(t, le_bytes(np.asarray(w).astype(onnx.helper.tensor_dtype_to_np_dtype(t.data_type))))
+            set_raw_data(t, le_bytes(np.asarray(weights[slot]).astype(onnx.helper.tensor_dtype_to_np_dtype(t.data_type))))
 
 
 def settable(model: onnx.ModelProto, slots: list[int]) -> bool:
