@@ -7,7 +7,7 @@ do not count: they exist for type checkers only and never run.
 Layers, from the top: ``cli/`` -> ``api`` -> ``pipeline/``, ``auto/``, ``calibration/``,
 ``evaluate``, ``report``, ``compare`` -> ``stages/`` (pure numpy), ``format/`` -> ``coders/``;
 ``onnx_io/`` and ``fileio/`` beside them. Leaves any module may import: ``errors``, ``dtypes``,
-``threads``, ``_version``.
+``threads``, ``memory``, ``_version``.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "onnxdc"
-LEAVES = {"onnxdc.errors", "onnxdc.dtypes", "onnxdc.threads", "onnxdc._version"}
+LEAVES = {"onnxdc.errors", "onnxdc.dtypes", "onnxdc.threads", "onnxdc.memory", "onnxdc._version"}
 ONNX_PACKAGES = {"onnx", "onnxruntime", "google"}
 
 

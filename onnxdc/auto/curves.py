@@ -22,10 +22,10 @@ from onnxdc.calibration.linear import weight_matrices, weight_tensor
 from onnxdc.calibration.stats import LayerStats
 from onnxdc.coders.huffman import huffman_code_lengths, payload_bits
 from onnxdc.coders.rans_ctx import RansCtxCoder
-from onnxdc.pipeline.streams import order0_entropy_bits
 from onnxdc.stages.compensate import LayerProblem
 from onnxdc.stages.ecq import (
     MAX_LEVEL,
+    ROUND_CHUNK,
     STACK_ELEMENTS,
     centroids,
     code_lengths,
@@ -34,9 +34,10 @@ from onnxdc.stages.ecq import (
     initial_lengths,
     lam_for,
     layer_error,
+    table_error,
     uniform_table,
 )
-from onnxdc.stages.positions import relative_symbols
+from onnxdc.stages.positions import relative_histogram
 from onnxdc.threads import single_blas_thread
 
 #: The finest step gives the largest weight this many levels (7 bits a side): finer points are
@@ -120,7 +121,9 @@ def level_bytes(levels: np.ndarray, *, codebook_itemsize: int = 4, row: int | No
     layout's context-modelled rANS is estimated too, where the automatic coder choice tries it.
     """
     flat = levels.reshape(-1)
-    counts = np.bincount(flat.astype(np.int64) + MAX_LEVEL, minlength=2 * MAX_LEVEL + 1)
+    counts = np.zeros(2 * MAX_LEVEL + 1, dtype=np.int64)
+    for s in range(0, flat.size, ROUND_CHUNK):  # an int64 copy of an embedding's levels is 92 MB
+        counts += np.bincount(flat[s:s + ROUND_CHUNK].astype(np.intp) + MAX_LEVEL, minlength=2 * MAX_LEVEL + 1)
     nz = flat.size - int(counts[MAX_LEVEL])
     k = int(np.count_nonzero(counts)) - (1 if counts[MAX_LEVEL] else 0)
     codebook = k * codebook_itemsize
@@ -141,10 +144,19 @@ def level_bytes(levels: np.ndarray, *, codebook_itemsize: int = 4, row: int | No
         dense = min(dense, RansCtxCoder(row).estimate_size(symbols))
     nz_counts = counts.copy()
     nz_counts[MAX_LEVEL] = 0
-    pos = np.flatnonzero(flat)
-    gaps = math.ceil(order0_entropy_bits(relative_symbols(pos, bits=8)) / 8) + 256 // 8
+    rel = relative_histogram(flat != 0, bits=8)
+    gaps = math.ceil(_entropy_bits(rel) / 8) + 256 // 8
     sparse = gaps + huff(nz_counts) + STREAM_OVERHEAD
     return STREAM_OVERHEAD + codebook + min(dense, sparse)
+
+
+def _entropy_bits(counts: np.ndarray) -> float:
+    """:func:`order0_entropy_bits` of a stream known by its histogram alone."""
+    n = int(counts.sum())
+    if n == 0:
+        return 0.0
+    c = counts.astype(np.float64)
+    return float(-(c[c > 0] * np.log2(c[c > 0] / n)).sum())
 
 
 def exact_bytes(w: np.ndarray) -> int:
@@ -186,21 +198,24 @@ def tensor_curve(slot: int, name: str, w: np.ndarray, stats: LayerStats | None, 
     """The rate–distortion curve of one tensor (``w`` in its own shape and dtype)."""
     w32 = w.astype(np.float32)
     if stats is None:
+        # No float64 copy of the tensor is kept (an embedding table's is 92 MB, and each whole
+        # temporary as much again): the rounding and the errors go chunk by chunk.
         w0 = w32.astype(np.float64)
         energy = float(np.sum(w0 * w0))
+        del w0
         pts = []
         # Code lengths come from a strided sample of at most LENGTH_SAMPLE values (an embedding
         # table has millions: the histogram's shape is all that is needed).
-        sample = w0.reshape(-1)[::max(1, -(-w0.size // LENGTH_SAMPLE))]
+        sample = w32.reshape(-1)[::max(1, -(-w32.size // LENGTH_SAMPLE))].astype(np.float64)
         for step, kappa in steps_for(w32):
             lam = lam_for(step, None, kappa)
             lengths = code_lengths(np.bincount(ec_round(sample, step=step, lam=lam, lengths=initial_lengths([sample], step))
                                                .reshape(-1).astype(np.int64) + MAX_LEVEL,
                                                minlength=2 * MAX_LEVEL + 1))
-            lv = ec_round(w0, step=step, lam=lam, lengths=lengths)
-            table = centroids(w0, lv, step)  # without feedback, the weights' means lower the error
-            pts.append(CurvePoint.of(step, level_bytes(lv, row=row), layer_error(table[lv.astype(np.int64) + MAX_LEVEL], w0, None),
-                                     lv, kappa, table))
+            lv = ec_round(w32, step=step, lam=lam, lengths=lengths)
+            table = centroids(w32, lv, step)  # without feedback, the weights' means lower the error
+            pts.append(CurvePoint.of(step, level_bytes(lv, row=row), table_error(table, lv, w32), lv, kappa, table))
+            del lv
     else:
         form = stats.form
         w0s = [m.astype(np.float64) for m in weight_matrices(form, w32)]
@@ -270,10 +285,12 @@ def kmeans_points(w: np.ndarray, probs: list[LayerProblem] | None, form=None,  #
         cb = kmeans_1d(nz, config=ShareConfig(bits=bits)).codebook.astype(np.float64)
         table, cb_levels = kmeans_table(cb)
         mids = (cb[:-1] + cb[1:]) / 2.0
-        if probs is None:
-            w0 = w.astype(np.float64)
-            lv = cb_levels[np.searchsorted(mids, w0)].astype(np.int8)
-            dist = layer_error(table[lv.astype(np.int64) + MAX_LEVEL], w0, None)
+        if probs is None:  # chunk by chunk: no float64 or int64 copy of a large table
+            lv = np.empty(flat.size, dtype=np.int8)
+            for s in range(0, flat.size, ROUND_CHUNK):
+                lv[s:s + ROUND_CHUNK] = cb_levels[np.searchsorted(mids, flat[s:s + ROUND_CHUNK].astype(np.float64))]
+            lv = lv.reshape(w.shape)
+            dist = table_error(table, lv, w)
         else:
             groups, dist = [], 0.0
             for p in probs:

@@ -41,6 +41,7 @@ from onnxdc.calibration.samples import select
 from onnxdc.calibration.stats import RowCache, collect_stats
 from onnxdc.errors import Notice
 from onnxdc.evaluate import compare, output_metrics, prepare_reference
+from onnxdc.memory import bound_heap, release_memory
 from onnxdc.pipeline.settings import Rule, SharingConfig
 from onnxdc.stages.ecq import MAX_LEVEL
 from onnxdc.stages.quantize import Clustering
@@ -55,6 +56,10 @@ SENSITIVITY_SAMPLES = 64
 #: ... and at most this many input bytes, but never fewer than MIN_SENSITIVITY_SAMPLES samples.
 SENSITIVITY_BYTES = 16 << 20
 MIN_SENSITIVITY_SAMPLES = 8
+#: Models from this size on map their large blocks on their own (:func:`onnxdc.memory.bound_heap`):
+#: the 22M-parameter transformer's peak fell below 1.5 GB with it, while on LeNet-5 (250 KB) the
+#: extra page faults cost 4 s of 15 and saved nothing.
+BOUND_HEAP_BYTES = 32 << 20
 
 
 def deficit(ref_outputs: list[np.ndarray], outputs: list[np.ndarray], samples: int) -> float:
@@ -154,8 +159,11 @@ def compress_rd(model: onnx.ModelProto, *, base: SharingConfig, data: dict[str, 
     if not plans:
         res = compress(model, config=CompressConfig(metadata=meta, zstd_level=zstd_level, jobs=jobs))
         return AutoResult(res, Choice({}, (), {}, None, 0.0, 0), {}, base, True)
+    if model.ByteSize() >= BOUND_HEAP_BYTES:  # its temporaries are given back when freed, not kept in the heap
+        bound_heap()
     fit, check = split(data, max_samples=max_samples)
     stats = collect_stats(model, plans, fit, seed=base.seed, progress=progress)
+    release_memory()  # each phase's peak would otherwise stack on the free heap of those before
     weights = {slot: weight_of(plan) for slot, plan in plans.items()}
     rows = {slot: row_length(weights[slot].shape, plan.candidate.op) for slot, plan in plans.items()}
     curves = {}
@@ -166,19 +174,21 @@ def compress_rd(model: onnx.ModelProto, *, base: SharingConfig, data: dict[str, 
             progress(done, len(plans), "curves")
     needed = {slot: st.samples_needed for slot, st in stats.items()}
     del stats
+    release_memory()
     dtypes = {slot: w.dtype for slot, w in weights.items()}
     # Sensitivities are ratios, stable on a few samples; large inputs (a detector's images) get
     # fewer, so that a run per tensor stays cheap.
     per_sample = sum(v[:1].nbytes for k, v in fit.items() if k != "labels")
     n_sens = max(MIN_SENSITIVITY_SAMPLES, min(SENSITIVITY_SAMPLES, SENSITIVITY_BYTES // max(per_sample, 1)))
     sens_data = select(fit, slice(0, n_sens))
-    sens_runner = TrialRunner(model, list(plans), sens_data)
+    sens_runner = TrialRunner(model, list(plans), sens_data, originals=weights)
     sens = sensitivities(curves, sens_runner, sens_runner.outputs({}), dtypes, progress=progress)
     del sens_runner
+    release_memory()
     path, losses = lagrangian_path(curves, sens)
     pred = predicted(path, losses)
     ref = prepare_reference(model, check)
-    runner = TrialRunner(model, list(plans), check)
+    runner = TrialRunner(model, list(plans), check, originals=weights)
     memo: dict = {}
     reference_cache = RowCache()
     trials = {"plain": 0, "refreshed": 0}
@@ -193,6 +203,7 @@ def compress_rd(model: onnx.ModelProto, *, base: SharingConfig, data: dict[str, 
             qs = {s: plain_quantized(curves[s], j) for s, j in picks.items() if not curves[s].points[j].exact}
         ev = compare(ref, runner.outputs({s: q.weights(dtypes[s]) for s, q in qs.items()}), metric=budget.metric, gates=budget.gates)
         trials["refreshed" if refreshed else "plain"] += 1
+        release_memory()
         if progress:
             progress(min(sum(trials.values()), total), total, "allocation")
         return Outcome(picks, qs, ev, budget.met(ev))
@@ -220,6 +231,9 @@ def compress_rd(model: onnx.ModelProto, *, base: SharingConfig, data: dict[str, 
         failed = [1.0 - mean_cosine(o.evaluation) for o in outcomes.values() if not o.met]
         options.append(refine(options[-1], curves, losses, lambda p: run(p, refreshed), budget=budget,
                               boundary=min(failed) if failed else None))
+    memo.clear()
+    reference_cache = None  # the refreshes' caches (a model's worth of rows): the encoding needs neither
+    release_memory()
     n_fit = len(next(iter(fit.values())))
     while True:
         best_outcome = options.pop()
@@ -233,7 +247,7 @@ def compress_rd(model: onnx.ModelProto, *, base: SharingConfig, data: dict[str, 
         res = compress(model, config=CompressConfig(sharing=sharing, calibration=fit, calib_samples=n_fit,
                                                     metadata={**meta, "auto": auto_meta}, zstd_level=zstd_level,
                                                     jobs=jobs),
-                       calibrated=lossy, notice=notice)
+                       calibrated=lossy, notice=notice, keep_values=False)
         verified = compare(ref, runner.outputs({}) if not lossy else _decoded_outputs(runner, res.data, decompress),
                            metric=budget.metric, gates=budget.gates)
         if budget.met(verified) or not options:

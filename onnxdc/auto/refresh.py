@@ -8,6 +8,7 @@ model) and rounds it again at its pick's step, dead zone and code lengths.
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -15,8 +16,9 @@ import onnx
 
 from onnxdc.auto.curves import Curve, CurvePoint
 from onnxdc.calibration.samples import select
-from onnxdc.calibration.stats import RowCache, collect_stats
-from onnxdc.stages.ecq import MAX_LEVEL
+from onnxdc.calibration.stats import RowCache, collect_stats, settable
+from onnxdc.memory import release_memory
+from onnxdc.stages.ecq import MAX_LEVEL, level_values
 from onnxdc.threads import single_blas_thread
 
 #: Statistics passes of one refresh at most (consecutive layers share a pass beyond that).
@@ -56,7 +58,7 @@ class Quantized:
         return self.point.table()
 
     def weights(self, dtype: np.dtype) -> np.ndarray:
-        return self.table()[self.levels.astype(np.int64) + MAX_LEVEL].astype(dtype)
+        return level_values(self.table(), self.levels, dtype)
 
 
 def plain_quantized(curve: Curve, i: int) -> Quantized:
@@ -97,7 +99,7 @@ def refresh(model: onnx.ModelProto, plans: dict, curves: dict[int, Curve], picks
     size = -(-len(order) // max_passes) if order else 1
     for start in range(0, len(order), size):
         group = order[start:start + size]
-        before = {t: q.weights(weights[t].dtype) for t, q in out.items() if t not in order[start:]}
+        before = [t for t in out if t not in order[start:]]
         # Layers of one group share a statistics pass: each sees those of the group before it
         # at their curve points, the earlier groups refreshed.
         key = (tuple(group), tuple(sorted((t, picks[t]) for t in [*before, *group])))
@@ -105,14 +107,37 @@ def refresh(model: onnx.ModelProto, plans: dict, curves: dict[int, Curve], picks
             out.update(memo[key])
             continue
         n = max(((needed or {}).get(t) or 0) for t in group) or None
-        stats = collect_stats(replaced_model(model, {**before, **{t: out[t].weights(weights[t].dtype) for t in group}}),
-                              {t: plans[t] for t in group}, _subset(fit, n), seed=seed, reference=model,
-                              reference_cache=reference_cache)
+        replaced = _Weights({t: out[t] for t in [*before, *group]}, weights)
+        # Set in the pass's own trimmed copy where they can be: no whole copy of the model besides.
+        direct = settable(model, list(replaced))
+        stats = collect_stats(model if direct else replaced_model(model, replaced), {t: plans[t] for t in group},
+                              _subset(fit, n), seed=seed, reference=model, reference_cache=reference_cache,
+                              replaced=replaced if direct else None)
+        del replaced
         for t in group:
             out[t] = _requantize(out[t], stats[t], weights[t])
+        del stats
+        release_memory()  # the pass's sessions and model copy: the next group's stack on no free heap
         if memo is not None:
             memo[key] = {t: out[t] for t in group}
     return out
+
+
+class _Weights(Mapping):
+    """Slot -> a quantized tensor's weights, decoded when read: a statistics pass sets them one by
+    one, and a model's worth of arrays is never held at once."""
+
+    def __init__(self, quantized: dict[int, Quantized], originals: dict[int, np.ndarray]) -> None:
+        self._q, self._dtypes = quantized, {t: originals[t].dtype for t in quantized}
+
+    def __getitem__(self, slot: int) -> np.ndarray:
+        return self._q[slot].weights(self._dtypes[slot])
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self._q)
+
+    def __len__(self) -> int:
+        return len(self._q)
 
 
 @single_blas_thread

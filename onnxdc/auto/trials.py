@@ -25,7 +25,10 @@ RUN_INPUT_BYTES = 8 << 20
 class TrialRunner:
     """Runs ``model`` on ``data`` with any of the ``slots``' weights replaced."""
 
-    def __init__(self, model: onnx.ModelProto, slots: list[int], data: dict[str, np.ndarray]) -> None:
+    def __init__(self, model: onnx.ModelProto, slots: list[int], data: dict[str, np.ndarray],
+                 *, originals: dict[int, np.ndarray] | None = None) -> None:
+        """``originals`` (slot -> the tensor's array, e.g. the caller's own) saves reading every
+        weight into a copy of its own: a model-sized array less per runner."""
         self.model = model
         self.feed = model_feed(model, data)
         self.n = len(next(iter(self.feed.values())))
@@ -42,7 +45,9 @@ class TrialRunner:
             moved = set(self.names.values())
             inputs = {i.name for i in m.graph.input}
             keep = [t for t in m.graph.initializer if t.name not in moved]
-            self.original = {s: tensor_array(refs[s].proto, tensor_raw_bytes(refs[s].proto)) for s in self.names}
+            originals = originals or {}
+            self.original = {s: originals[s] if s in originals else tensor_array(refs[s].proto, tensor_raw_bytes(refs[s].proto))
+                             for s in self.names}
             for s, name in self.names.items():
                 if name not in inputs:
                     m.graph.input.append(helper.make_tensor_value_info(

@@ -63,7 +63,8 @@ def model_feed(model: onnx.ModelProto, data: Mapping[str, np.ndarray]) -> Mappin
 @single_blas_thread
 def collect_stats(model: onnx.ModelProto, plans: dict, data: dict[str, np.ndarray], *, seed: int = 0,
                   reference: onnx.ModelProto | None = None, batch_bytes: int = BATCH_BYTES,
-                  reference_cache: RowCache | None = None, progress: Progress | None = None) -> dict[int, LayerStats]:
+                  reference_cache: RowCache | None = None, progress: Progress | None = None,
+                  replaced: Mapping[int, np.ndarray] | None = None) -> dict[int, LayerStats]:
     """``H`` of every planned weight that has a linear form (slot -> stats), in one session.
 
     With ``reference`` (the original of a partly compressed ``model``), the same rows are also
@@ -73,6 +74,9 @@ def collect_stats(model: onnx.ModelProto, plans: dict, data: dict[str, np.ndarra
     and the batch number: the result depends on the data and the settings only. The reference's
     values depend on the data only, so callers refreshing often pass a :class:`RowCache` that
     keeps the reference's picked rows between calls.
+
+    ``replaced`` (slot -> array) sets those weights in the statistics pass's own trimmed copy of
+    ``model``: the statistics of a partly compressed model without a whole copy of it besides.
     """
     forms = {}
     for slot, plan in plans.items():
@@ -86,7 +90,10 @@ def collect_stats(model: onnx.ModelProto, plans: dict, data: dict[str, np.ndarra
     n = len(next(iter(feed.values())))
     names = list(dict.fromkeys(s for form, _ in forms.values() for s in form.sources))
     m, wanted = exposing(model, names)
+    if replaced:
+        _set_weights(model, m, replaced)
     sess = session(m, arena=False) if wanted else None
+    del m  # onnxruntime holds its own copy: a model-sized proto less for the whole pass
     ref_run = None
     if reference is not None:
         ref_sessions: list = []  # opened on the first batch the cache cannot serve
@@ -95,6 +102,7 @@ def collect_stats(model: onnx.ModelProto, plans: dict, data: dict[str, np.ndarra
             if not ref_sessions:
                 ref_stats_model, ref_wanted = exposing(reference, names)
                 ref_sessions.append((session(ref_stats_model, arena=False) if ref_wanted else None, ref_wanted))
+                del ref_stats_model
             ref_sess, ref_wanted = ref_sessions[0]
             got = dict(zip(ref_wanted, ref_sess.run(ref_wanted, {i.name: batch[i.name] for i in ref_sess.get_inputs()}))
                        ) if ref_sess is not None else {}
@@ -160,6 +168,8 @@ def collect_stats(model: onnx.ModelProto, plans: dict, data: dict[str, np.ndarra
                         a += np.asarray(x[s:s + 65536], np.float64).T @ np.asarray(xr[s:s + 65536], np.float64)
                 g[slot] = acc_g
             kept[slot] += mats[0].shape[0] if mats else 0
+        # Dropped before the next batch runs: two batches' activations never coexist.
+        del vals, ref_vals, part, mats
         if progress:
             progress(b + 1, len(starts), "statistics")
     out = {}
@@ -168,6 +178,33 @@ def collect_stats(model: onnx.ModelProto, plans: dict, data: dict[str, np.ndarra
         out[slot] = LayerStats(form, [a / rows for a in (h[slot] or [])], kept[slot],
                                None if g[slot] is None else [a / rows for a in g[slot]], rows_per_sample[slot])
     return out
+
+
+def _set_weights(model: onnx.ModelProto, copy: onnx.ModelProto, weights: Mapping[int, np.ndarray]) -> None:
+    """Set ``weights`` (slots of ``model``'s tensors) in ``copy``, a copy of ``model`` holding some
+    of its main-graph initializers; tensors it does not hold are not needed by it."""
+    from onnxdc.onnx_io.tensors import iter_tensors, le_bytes, set_raw_data
+
+    refs = {r.slot: r for r in iter_tensors(model)}
+    held = {t.name: t for t in copy.graph.initializer}
+    main = {t.name for t in model.graph.initializer}
+    for slot in weights:  # read one by one (a lazy mapping decodes each when asked)
+        ref = refs[slot]
+        if not (ref.path.startswith("graph.initializer[") and ref.proto.name in main):
+            raise ModelError(f"tensor {ref.proto.name!r} is no main-graph initializer: its statistics need a replaced model")
+        t = held.get(ref.proto.name)
+        if t is not None:
+            set_raw_data(t, le_bytes(np.asarray(weights[slot]).astype(onnx.helper.tensor_dtype_to_np_dtype(t.data_type))))
+
+
+def settable(model: onnx.ModelProto, slots: list[int]) -> bool:
+    """Whether every slot is a main-graph initializer, which ``replaced=`` of :func:`collect_stats`
+    can set (Constant nodes and subgraph initializers need a replaced model instead)."""
+    from onnxdc.onnx_io.tensors import iter_tensors
+
+    main = {t.name for t in model.graph.initializer}
+    paths = {r.slot: r for r in iter_tensors(model)}
+    return all(paths[s].path.startswith("graph.initializer[") and paths[s].proto.name in main for s in slots)
 
 
 class RowCache:

@@ -105,19 +105,23 @@ class CompressResult:
 @single_blas_thread
 def compress(model: onnx.ModelProto, *, config: CompressConfig = CompressConfig(),
              progress: Progress | None = None, calibrated: dict[int, Any] | None = None,
-             notice: Notice | None = None) -> CompressResult:
+             notice: Notice | None = None, keep_values: bool = True) -> CompressResult:
     """Compress a loaded model (external data already read) into container bytes.
 
     The input model is not modified. ``calibrated`` passes the result of
     :func:`onnxdc.calibration.calibrate.calibrate` already computed for exactly these settings and
     calibration data (the automatic mode has it), so it is not computed again. ``notice``
     receives one line per thing done on the user's behalf (a float32 codebook kept).
+    ``keep_values=False`` leaves :attr:`CompressResult.quantized` empty: a model's worth of arrays
+    less for callers that only want the bytes (the automatic mode).
     """
     skeleton = onnx.ModelProto()
     skeleton.CopyFrom(model)
     writer = ContainerWriter()
     header, quantized, record = encode_model(skeleton, writer=writer, config=config, original=model,
-                                             progress=progress, calibrated=calibrated, notice=notice)
+                                             progress=progress, calibrated=calibrated, notice=notice,
+                                             keep_values=keep_values)
+    del skeleton  # its arena still holds the stripped tensors' data
     data = writer.to_bytes(header)
     return CompressResult(data, read_container(data), quantized, record)
 

@@ -178,6 +178,27 @@ def lam_for(step: float, u_diag: np.ndarray | None, kappa: float) -> float:
     return kappa * SLOPE * step * step / max(scale, 1e-300)
 
 
+def level_values(table: np.ndarray, levels: np.ndarray, dtype: np.dtype | type = np.float64) -> np.ndarray:
+    """``table[levels + MAX_LEVEL]`` as ``dtype``, in chunks: an embedding table's levels would
+    otherwise take an int64 index and a float64 copy each (16 bytes a weight) on the way."""
+    lut = np.asarray(table).astype(dtype)
+    flat = levels.reshape(-1)
+    out = np.empty(flat.size, dtype=lut.dtype)
+    for s in range(0, flat.size, ROUND_CHUNK):
+        out[s:s + ROUND_CHUNK] = lut[flat[s:s + ROUND_CHUNK].astype(np.intp) + MAX_LEVEL]
+    return out.reshape(levels.shape)
+
+
+def table_error(table: np.ndarray, levels: np.ndarray, w: np.ndarray) -> float:
+    """``Σ (table[levels] - w)²`` in float64 (the layer error without statistics), in chunks."""
+    flat, wf = levels.reshape(-1), w.reshape(-1)
+    total = 0.0
+    for s in range(0, flat.size, ROUND_CHUNK):
+        d = table[flat[s:s + ROUND_CHUNK].astype(np.intp) + MAX_LEVEL] - wf[s:s + ROUND_CHUNK].astype(np.float64)
+        total += float(np.sum(d * d))
+    return total
+
+
 def uniform_table(step: float) -> np.ndarray:
     """Every level's value, ``step · level`` (index ``level + MAX_LEVEL``)."""
     return step * np.arange(-MAX_LEVEL, MAX_LEVEL + 1, dtype=np.float64)

@@ -20,6 +20,8 @@ from onnxdc.dtypes import CODEBOOK_DTYPES
 from onnxdc.errors import ConfigError
 
 INITS = ("linear", "density", "forgy")
+#: Values assigned to their shared value at once.
+_CHUNK = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -89,7 +91,9 @@ def lloyd_sorted(sorted_w: np.ndarray, centroids: np.ndarray, *, max_iter: int =
     Returns the final centroids (sorted; empty clusters removed) and the cluster boundaries:
     cluster ``j`` is ``sorted_w[bounds[j]:bounds[j+1]]``.
     """
-    prefix = np.concatenate([[0.0], np.cumsum(sorted_w, dtype=np.float64)])
+    prefix = np.empty(sorted_w.size + 1, dtype=np.float64)  # no second copy on the way
+    prefix[0] = 0.0
+    np.cumsum(sorted_w, dtype=np.float64, out=prefix[1:])
     c = np.sort(np.asarray(centroids, dtype=np.float64))
     bounds = None
     for _ in range(max(1, max_iter)):
@@ -161,7 +165,9 @@ def kmeans_1d(values: np.ndarray, *, config: ShareConfig, k: int | None = None) 
     # a value exactly between two centroids goes to the lower one.
     cb64 = codebook.astype(np.float64)
     mids = (cb64[:-1] + cb64[1:]) / 2.0
-    indices = np.searchsorted(mids, v.astype(np.float64), side="left").astype(np.uint8)
+    indices = np.empty(v.size, dtype=np.uint8)
+    for s in range(0, v.size, _CHUNK):  # no float64 and int64 copies of millions of values
+        indices[s:s + _CHUNK] = np.searchsorted(mids, v[s:s + _CHUNK].astype(np.float64), side="left")
     return Clustering(codebook, indices)
 
 
