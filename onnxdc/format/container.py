@@ -77,8 +77,11 @@ class ContainerWriter:
     _crc: int = 0  # CRC-32 of the payload so far
 
     def add_stream(self, data: bytes | memoryview, *, count: int, coder: dict[str, Any]) -> int:
-        self.streams.append(StreamInfo(self._size, len(data), zlib.crc32(data), count, coder))
-        self._crc = zlib.crc32(data, self._crc)
+        if self.major < 3:  # a CRC-32 per stream; from 3.0 one for the payload
+            self.streams.append(StreamInfo(self._size, len(data), zlib.crc32(data), count, coder))
+        else:
+            self.streams.append(StreamInfo(self._size, len(data), None, count, coder))
+            self._crc = zlib.crc32(data, self._crc)
         self.chunks.append(data)
         self._size += len(data)
         if self.spool is not None and (self._spooled or self._size > self.spool_above):
@@ -110,8 +113,7 @@ class ContainerWriter:
             if skeleton_names:
                 raise ContainerError(f"format {self.major}.x cannot mark skeleton names", code="schema")
             return Header(producer, metadata, skeleton, tuple(self.streams), tuple(tensors), skeleton_crc32)
-        streams = tuple(StreamInfo(s.offset, s.length, None, s.count, s.coder) for s in self.streams)
-        return Header(producer, metadata, skeleton, streams, tuple(tensors), skeleton_crc32, self._crc,
+        return Header(producer, metadata, skeleton, tuple(self.streams), tuple(tensors), skeleton_crc32, self._crc,
                       skeleton_names)
 
     def to_bytes(self, header: Header) -> bytes:
