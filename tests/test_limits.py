@@ -451,18 +451,24 @@ print(json.dumps(out))
 """
 
 
+def _fuzz_in_child(template: str, counts: dict[str, int], seed: int) -> dict[str, Any]:
+    """Run a fuzz script (``template`` formatted with the mutator's path, ``counts`` and ``seed``)
+    in a child under RLIMIT_AS of 1.5 GiB; its JSON result."""
+    code = template.format(mutate=str(ROOT / "fuzz" / "mutate.py"), counts=counts, seed=seed)
+    env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          preexec_fn=_limited(3 << 29), env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout)
+
+
 @pytest.mark.parametrize("seed", [1])
 def test_structure_aware_fuzz_smoke(seed: int) -> None:
     """A fixed number of header and stream mutants (fixed seed), CRCs fixed up so they reach the
     decoders: each decodes or raises ContainerError, and allocates a bounded amount (tracemalloc in
     the child; RLIMIT_AS of 1.5 GiB as the backstop)."""
     counts = {"lossless": 120, "shared": 90, "chain": 90}
-    code = _FUZZ.format(mutate=str(ROOT / "fuzz" / "mutate.py"), counts=counts, seed=seed)
-    env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
-                          preexec_fn=_limited(3 << 29), env=env)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    result = json.loads(proc.stdout)
+    result = _fuzz_in_child(_FUZZ, counts, seed)
     for name, count in counts.items():
         decoded, refused, peak = result[name]
         assert decoded + refused == count
@@ -489,12 +495,7 @@ def test_structure_aware_fuzz_smoke_3_0(seed: int) -> None:
     skeleton's marks mutated, the skeleton recoded and ``c``/``s`` fixed up, on a tiny model with
     derived names; the mutants reach the names' restore and the decoders behind it."""
     counts = {"lossless": 100, "shared": 100, "chain": 80}
-    code = _FUZZ3.format(mutate=str(ROOT / "fuzz" / "mutate.py"), counts=counts, seed=seed)
-    env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
-                          preexec_fn=_limited(3 << 29), env=env)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    result = json.loads(proc.stdout)
+    result = _fuzz_in_child(_FUZZ3, counts, seed)
     codes: dict[str, int] = {}
     for name, count in counts.items():
         decoded, refused, peak, by_code = result[name]
