@@ -155,7 +155,7 @@ def compress_auto(model: onnx.ModelProto, *, budget: Budget, data: Mapping[str, 
     """The automatic mode in memory: :func:`check_budget` first (a rule the model's outputs cannot
     judge is an error when in ``explicit``, default the rules not at their default value, else a
     notice), then the search (:func:`onnxdc.auto.engine.compress_rd`, which takes ``kwargs``:
-    ``base``, ``max_samples``, ``metadata``, ``zstd_level``, ``jobs``, ``progress``)."""
+    ``base``, ``max_samples``, ``record``, ``zstd_level``, ``jobs``, ``progress``)."""
     check_budget(model, data, budget=budget, explicit=explicit, notice=notice)
     return _search_compress_auto(model, budget=budget, data=data, notice=notice, **kwargs)
 
@@ -219,7 +219,7 @@ def compress_auto_path(model: str | os.PathLike[str], out: str | os.PathLike[str
         on_inputs(inputs)
     try:
         auto = compress_auto(loaded, base=base, data=inputs.data, budget=budget, max_samples=max_samples,
-                             metadata={"calibration_source": inputs.source}, zstd_level=zstd_level, jobs=jobs,
+                             record={"calibration_source": inputs.source}, zstd_level=zstd_level, jobs=jobs,
                              progress=progress, notice=notice, explicit=explicit)
     except ModelError as exc:
         guessed = defaulted_dims(loaded, dims, layout) if inputs.synthetic else []

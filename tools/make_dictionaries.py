@@ -9,7 +9,9 @@ the result. Each model is compressed losslessly and at two Deep Compression sett
 
 - ``onnx-2`` is trained on the 3.0 skeletons (the graphs without their stored tensors, derived
   value names marked: :mod:`onnxdc.onnx_io.names`);
-- ``header-3`` on the 3.0 headers' compact JSON, written with ``onnx-2`` available.
+- ``header-3`` on the 3.0 headers' compact JSON, written with ``onnx-2`` available (4.0 codes its
+  metadata with it);
+- ``onnx-3`` on the 4.0 skeletons: as ``onnx-2``'s, node names marked too.
 
     PYTHONPATH=. python tools/make_dictionaries.py [--check]      # needs torch (dev-only)
 
@@ -40,7 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from torch_corpus import corpus  # noqa: E402
 
 OUT = Path(__file__).resolve().parent.parent / "onnxdc" / "coders" / "dictionaries"
-SIZES = {"onnx-2": 32768, "header-3": 4096}
+SIZES = {"onnx-2": 32768, "header-3": 4096, "onnx-3": 32768}
 #: Times each exported PyTorch model counts in the training set.
 TORCH_WEIGHT = 8
 #: Largest sample trained on (bytes).
@@ -56,25 +58,25 @@ def corpus_models() -> list[tuple[str, onnx.ModelProto, int]]:
     return [(str(p), onnx.load(str(p)), 1) for p in paths] + [(n, m, TORCH_WEIGHT) for n, m in corpus()]
 
 
-def samples(models: list[tuple[str, onnx.ModelProto, int]]) -> tuple[list[bytes], list[bytes]]:
-    """The 3.0 skeletons (lossless runs, names marked) and compact headers (every run) of the
-    training models, each ``weight`` times.
+def samples(models: list[tuple[str, onnx.ModelProto, int]], major: int = 3) -> tuple[list[bytes], list[bytes]]:
+    """The skeletons of format ``major`` (lossless runs, names marked; from 4.0 node names too) and
+    the 3.0 compact headers (every run) of the training models, each ``weight`` times.
 
     Headers are built without laying out a container (which would need the header dictionary).
     """
     skeletons, headers = [], []
     for _, model, weight in models:
-        for sharing in SETTINGS:
+        for sharing in SETTINGS if major == 3 else SETTINGS[:1]:
             skeleton = onnx.ModelProto()
             skeleton.CopyFrom(model)
-            writer = ContainerWriter()
+            writer = ContainerWriter(major=3)
             try:
                 header, _, _ = encode_model(skeleton, writer=writer,
                                             config=onnxdc.CompressConfig(sharing=sharing), original=model)
             except onnxdc.OnnxdcError:
                 continue
             if sharing is None:
-                marked = predict_names(skeleton)
+                marked = predict_names(skeleton, nodes=major >= 4)
                 skeletons += [(marked or skeleton).SerializeToString(deterministic=True)] * weight
             headers += [header.to_compact_json_bytes()] * weight
     return skeletons, headers
@@ -116,6 +118,8 @@ def main(argv: list[str] | None = None) -> int:
     pin("onnx-2", built["onnx-2"], write=not check)
     _, headers = samples(models)  # again: the skeleton dictionary changes what the headers say
     built["header-3"] = train(SIZES["header-3"], headers)
+    skeletons4, _ = samples(models, major=4)  # 4.0: node names marked too
+    built["onnx-3"] = train(SIZES["onnx-3"], skeletons4)
     for name, data in built.items():
         path = OUT / f"{name}.zdict"
         if check:

@@ -137,7 +137,7 @@ def _rules(plans: dict, picks: dict[int, int], qs: dict[int, Quantized]) -> tupl
 
 @single_blas_thread
 def compress_rd(model: onnx.ModelProto, *, base: SharingConfig, data: dict[str, np.ndarray], budget: Budget,
-                max_samples: int = 512, metadata: dict | None = None, zstd_level: int = 19, jobs: int = 1,
+                max_samples: int = 512, record: dict | None = None, zstd_level: int = 19, jobs: int = 1,
                 refresh_trials: int = REFRESH_TRIALS, progress: Progress | None = None,
                 notice: Notice | None = None) -> AutoResult:
     """Compress ``model`` with per-tensor quantizers chosen within ``budget`` (see the module doc)."""
@@ -155,9 +155,9 @@ def compress_rd(model: onnx.ModelProto, *, base: SharingConfig, data: dict[str, 
     base = replace(base, include_bias=True)
     plans = plan_sharing(model, base)
     check_finite_weights(plans)
-    meta = dict(metadata or {})
+    meta = dict(record or {})
     if not plans:
-        res = compress(model, config=CompressConfig(metadata=meta, zstd_level=zstd_level, jobs=jobs))
+        res = compress(model, config=CompressConfig(record=meta, zstd_level=zstd_level, jobs=jobs))
         return AutoResult(res, Choice({}, (), {}, None, 0.0, 0), {}, base, True)
     if model.ByteSize() >= BOUND_HEAP_BYTES:  # its temporaries are given back when freed, not kept in the heap
         bound_heap()
@@ -245,7 +245,7 @@ def compress_rd(model: onnx.ModelProto, *, base: SharingConfig, data: dict[str, 
                      "trials": dict(trials), "refreshed": refreshed,
                      "fit_samples": n_fit, "check_samples": len(next(iter(check.values())))}
         res = compress(model, config=CompressConfig(sharing=sharing, calibration=fit, calib_samples=n_fit,
-                                                    metadata={**meta, "auto": auto_meta}, zstd_level=zstd_level,
+                                                    record={**meta, "auto": auto_meta}, zstd_level=zstd_level,
                                                     jobs=jobs),
                        calibrated=lossy, notice=notice, keep_values=False)
         verified = compare(ref, runner.outputs({}) if not lossy else _decoded_outputs(runner, res.data, decompress),

@@ -391,7 +391,7 @@ class AutoResult:
 
 @single_blas_thread
 def compress_grid(model: onnx.ModelProto, *, base: SharingConfig, data: dict[str, np.ndarray], budget: Budget,
-                  max_samples: int = 512, metadata: dict | None = None, zstd_level: int = 19, jobs: int = 1,
+                  max_samples: int = 512, record: dict | None = None, zstd_level: int = 19, jobs: int = 1,
                   progress: Progress | None = None, notice: Notice | None = None) -> AutoResult:
     """The grid engine (before the rate–distortion engine of :mod:`onnxdc.auto.engine` replaced it as
     the automatic mode): measure sensitivity over sparsity × bits, choose per-tensor settings within
@@ -413,7 +413,7 @@ def compress_grid(model: onnx.ModelProto, *, base: SharingConfig, data: dict[str
     plans = plan_sharing(model, base)
     check_finite_weights(plans)
     if not plans:
-        res = compress(model, config=CompressConfig(metadata=dict(metadata or {}), zstd_level=zstd_level, jobs=jobs))
+        res = compress(model, config=CompressConfig(record=dict(record or {}), zstd_level=zstd_level, jobs=jobs))
         empty = Choice({}, (), {}, None, 0.0, 0)
         return AutoResult(res, empty, {}, base, True)
     fit, check = split(data, max_samples=max_samples)
@@ -425,19 +425,19 @@ def compress_grid(model: onnx.ModelProto, *, base: SharingConfig, data: dict[str
         # magnitude pruning and k-means: search again without fitting before giving up.
         choice = choose(model, plans, fit, check, points, budget=budget, compensated=False, progress=progress)
     met = budget.met(choice.evaluation)
-    meta = dict(metadata or {})
+    meta = dict(record or {})
     meta["auto"] = {"budget": budget.to_json(), "budget_met": met, "compensated": compensated,
                     "lambda": choice.lam, "trials": choice.tried,
                     "fit_samples": len(next(iter(fit.values()))), "check_samples": len(next(iter(check.values()))),
                     "check_eval": choice.evaluation.to_json()}
     if not met:
-        res = compress(model, config=CompressConfig(metadata=meta, zstd_level=zstd_level, jobs=jobs))
+        res = compress(model, config=CompressConfig(record=meta, zstd_level=zstd_level, jobs=jobs))
         return AutoResult(res, choice, points, base, False)
     sharing = auto_sharing(base, choice)
     n_fit = len(next(iter(fit.values())))
     # choose() already calibrated these exact settings on ``fit``: reuse it rather than redo it.
     res = compress(model, config=CompressConfig(sharing=sharing, calibration=fit if compensated else None,
-                                                calib_samples=n_fit, metadata=meta, zstd_level=zstd_level,
+                                                calib_samples=n_fit, record=meta, zstd_level=zstd_level,
                                                 jobs=jobs),
                    calibrated=choice.calibrated if compensated else None, notice=notice)
     # Verify what was written, decoded from the container bytes, on the held-out samples.
@@ -447,7 +447,7 @@ def compress_grid(model: onnx.ModelProto, *, base: SharingConfig, data: dict[str
     verified = evaluate_candidate(prepare_reference(model, check), decompress(res.data, max_ratio=math.inf),
                                   metric=budget.metric, gates=budget.gates)
     if not budget.met(verified):  # pragma: no cover - the same values were measured in choose()
-        res = compress(model, config=CompressConfig(metadata={**meta, "auto": {**meta["auto"], "budget_met": False}},
+        res = compress(model, config=CompressConfig(record={**meta, "auto": {**meta["auto"], "budget_met": False}},
                                                     zstd_level=zstd_level, jobs=jobs))
         return AutoResult(res, choice, points, base, False, verified)
     return AutoResult(res, choice, points, sharing, True, verified)

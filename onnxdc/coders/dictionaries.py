@@ -26,6 +26,7 @@ DIGESTS: dict[str, str] = {
     "header-2": "4fe3caaa900df3351050aeaddc51837b6140e04fe2ea80fac4609e249465ef45",
     "onnx-2": "73036b1af9e06c39fbca7c14d46f41817c7e5d3044d85ddeb1b32102ebe8aaaf",
     "header-3": "e72973f75ae260185927c39ebb18b46759a29b586907c05b0d1a56d8aa6abc59",
+    "onnx-3": "6aa339594604d6e50abae79c5084bb32256899999c6f61dfdff55fae1f3b428f",
 }
 
 

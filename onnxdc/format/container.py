@@ -19,7 +19,7 @@ from __future__ import annotations
 import os
 import struct
 import zlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
@@ -29,19 +29,25 @@ import zstandard
 from onnxdc.coders import Coder, get_coder
 from onnxdc.coders.zstd import ZstdCoder
 from onnxdc.errors import ConfigError, ContainerError, OnnxdcError
-from onnxdc.format.header import Header, StreamInfo, TensorInfo, header_coder, parse_header
+from onnxdc.format import binary
+from onnxdc.format.header import Header, StreamInfo, TensorInfo, header_coder, parse_header, parse_header4
 
 __all__ = ["MAGIC", "Container", "ContainerWriter", "Header", "StreamInfo", "TensorInfo", "check_output_size",
            "open_container", "output_headroom", "output_size", "read_container"]
 
 MAGIC = b"\x89ONNXDC\n"
-#: The version onnxdc writes: 3.0 (the compact header of :mod:`onnxdc.format.compact`, one payload CRC).
-MAJOR_VERSION = 3
+#: The version onnxdc writes: 4.0 (the binary header of :mod:`onnxdc.format.binary`, tensor facts
+#: from the skeleton).
+MAJOR_VERSION = 4
 MINOR_VERSION = 0
-#: The major versions this reader reads (1.x: the JSON header; 2.x and 3.x: the compact headers).
-READ_MAJOR_VERSIONS = (1, 2, 3)
+#: The major versions this reader reads (1.x: the JSON header; 2.x and 3.x: the compact headers;
+#: 4.x: the binary header).
+READ_MAJOR_VERSIONS = (1, 2, 3, 4)
+#: Largest skeleton a 4.0 container's open decodes (protobuf's largest message).
+MAX_SKELETON_BYTES = (1 << 31) - 1
 _PREFIX = struct.Struct("<8sHHQI")
-PREFIX_SIZE = _PREFIX.size  # 24
+PREFIX_SIZE = _PREFIX.size  # 24 (before 4.0; a 4.0 prefix is 17 to 20 bytes, a file at least 24)
+_VERSIONS = struct.Struct("<8sHH")
 MAX_HEADER_BYTES = 256 * 1024 * 1024  # cap on the stored and the decoded header
 #: Default cap on the bytes one tensor, or one stream's symbols, may declare (16 GiB).
 DEFAULT_MAX_TENSOR_BYTES = 1 << 34
@@ -94,8 +100,10 @@ class ContainerWriter:
     def iter_bytes(self, header: Header, *, chunk: int = 1 << 24) -> Iterator[bytes | memoryview]:
         """The container as a sequence of byte chunks (streams read back from the spool, if any)."""
         hbytes = header.to_bytes(major=self.major)
-        self.header_size = PREFIX_SIZE + len(hbytes)
-        yield _PREFIX.pack(MAGIC, self.major, MINOR_VERSION, len(hbytes), zlib.crc32(hbytes))
+        prefix = (_PREFIX.pack(MAGIC, self.major, MINOR_VERSION, len(hbytes), zlib.crc32(hbytes)) if self.major < 4
+                  else prefix4(self.major, MINOR_VERSION, hbytes))
+        self.header_size = len(prefix) + len(hbytes)
+        yield prefix
         yield hbytes
         if not self._spooled:
             yield from self.chunks
@@ -270,14 +278,15 @@ def output_headroom(container: Container, *, max_output_bytes: int = DEFAULT_MAX
     return int(allowed) - output_size(container.header)
 
 
-def read_container(data: bytes | memoryview, *, max_tensor_bytes: int = DEFAULT_MAX_TENSOR_BYTES) -> Container:
+def read_container(data: bytes | memoryview, *, max_tensor_bytes: int = DEFAULT_MAX_TENSOR_BYTES,
+                   skeleton_tensors: SkeletonReader | None = None) -> Container:
     """Parse and validate container bytes.
 
     Checks, in this order: length of the fixed prefix, magic, major version, header length cap and
     bounds, header CRC, UTF-8, JSON, schema, streams (back to back, covering the payload, CRCs),
     tensors (dtype, shape, sizes, stream references). Each failure is its own ContainerError.
     """
-    return _read(_Source(data), max_tensor_bytes)
+    return _read(_Source(data), max_tensor_bytes, skeleton_tensors=skeleton_tensors)
 
 
 def open_container(file: BinaryIO, *, max_tensor_bytes: int = DEFAULT_MAX_TENSOR_BYTES,
@@ -300,13 +309,15 @@ def open_container(file: BinaryIO, *, max_tensor_bytes: int = DEFAULT_MAX_TENSOR
     return _read(_Source(file=file, size=size), max_tensor_bytes, check_streams=check_streams)
 
 
-def _read(src: _Source, max_tensor_bytes: int, *, check_streams: bool = True) -> Container:
+def _read(src: _Source, max_tensor_bytes: int, *, check_streams: bool = True,
+          skeleton_tensors: SkeletonReader | None = None) -> Container:
     if src.size < PREFIX_SIZE:
         raise ContainerError(
             f"file too short ({src.size} bytes) to be an onnxdc container (needs {PREFIX_SIZE})",
             code="too-short",
         )
-    magic, major, minor, hlen, hcrc = _PREFIX.unpack(src.read(0, PREFIX_SIZE))
+    first = src.read(0, PREFIX_SIZE)
+    magic, major, minor, hlen, hcrc = _PREFIX.unpack(first)
     if magic != MAGIC:
         raise ContainerError(f"not an onnxdc container (bad magic {bytes(magic)!r})", code="bad-magic")
     if major not in READ_MAJOR_VERSIONS:
@@ -315,18 +326,26 @@ def _read(src: _Source, max_tensor_bytes: int, *, check_streams: bool = True) ->
             f"{', '.join(f'{v}.x' for v in READ_MAJOR_VERSIONS)}",
             code="version",
         )
+    prefix_size = PREFIX_SIZE
+    if major >= 4:  # magic, versions, then the header's length as a varint and its CRC-32
+        hlen, used = _prefix_varint(first[_VERSIONS.size:])
+        prefix_size = _VERSIONS.size + used + 4
+        hcrc = int.from_bytes(first[prefix_size - 4:prefix_size], "little")
     if hlen > MAX_HEADER_BYTES:
         raise ContainerError(f"header length ({hlen}) exceeds the cap ({MAX_HEADER_BYTES})", code="header-size")
-    if PREFIX_SIZE + hlen > src.size:
+    if prefix_size + hlen > src.size:
         raise ContainerError(f"header length ({hlen}) exceeds file size ({src.size})", code="header-size")
-    hbytes = src.read(PREFIX_SIZE, hlen)
+    hbytes = src.read(prefix_size, hlen)
     if zlib.crc32(hbytes) != hcrc:
         raise ContainerError("header checksum mismatch (file corrupted)", code="header-crc")
-    size = _frame_size(hbytes)
+    size = _frame_size(hbytes) if major < 4 else 0  # a 4.0 header is no zstd frame
     if size < 0:
         raise ContainerError("header is not a zstd frame with a declared size", code="header-zstd")
     if size > MAX_HEADER_BYTES:
         raise ContainerError(f"decoded header size ({size}) exceeds the cap ({MAX_HEADER_BYTES})", code="header-size")
+    header_size = prefix_size + hlen
+    if major >= 4:
+        return _read4(src, hbytes, (major, minor), header_size, max_tensor_bytes, check_streams, skeleton_tensors)
     try:
         coder = ZstdCoder() if major == 1 else header_coder(major)
         raw_header = coder.decode(hbytes, count=size).tobytes()
@@ -336,7 +355,6 @@ def _read(src: _Source, max_tensor_bytes: int, *, check_streams: bool = True) ->
         text = raw_header.decode("utf-8")
     except UnicodeDecodeError:
         raise ContainerError("header is not valid UTF-8", code="header-utf8") from None
-    header_size = PREFIX_SIZE + hlen
     header = parse_header(text, payload_size=src.size - header_size, max_tensor_bytes=max_tensor_bytes,
                           major=major)
     if check_streams and header.payload_crc32 is not None:
@@ -346,6 +364,81 @@ def _read(src: _Source, max_tensor_bytes: int, *, check_streams: bool = True) ->
         if src.crc32(header_size + s.offset, s.length) != s.crc32:
             raise ContainerError(f"stream {i} checksum mismatch (file corrupted)", code="stream-crc")
     return Container(header, src, (major, minor), header_size, check_on_read=not check_streams)
+
+
+def prefix4(major: int, minor: int, hbytes: bytes) -> bytes:
+    """A 4.x container's prefix: magic, major and minor as before, then the header's length as
+    an unsigned LEB128 varint (two bytes for a small header, not eight) and its CRC-32."""
+    n, out = len(hbytes), bytearray(_VERSIONS.pack(MAGIC, major, minor))
+    while n >= 0x80:
+        out.append(n & 0x7F | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out) + zlib.crc32(hbytes).to_bytes(4, "little")
+
+
+def _prefix_varint(data: bytes) -> tuple[int, int]:
+    """The header length of a 4.x prefix and the bytes its varint takes (at most 4: the cap is
+    256 MiB); the 12 bytes after the versions always hold it and the CRC-32."""
+    v = 0
+    for i in range(4):
+        v |= (data[i] & 0x7F) << 7 * i
+        if not data[i] & 0x80:
+            if i and not data[i]:
+                break
+            return v, i + 1
+    raise ContainerError("the header length is not a canonical varint of at most 4 bytes", code="header-size")
+
+
+def _read4(src: _Source, hbytes: bytes, version: tuple[int, int], header_size: int, max_tensor_bytes: int,
+           check_streams: bool, skeleton_tensors: SkeletonReader | None) -> Container:
+    """A 4.0 container: the binary header, then the skeleton decoded for its tensors' facts.
+
+    The skeleton's stream is checked like any stream before it is decoded, and its declared size
+    bounded as decoded output is (:data:`RATIO_FREE_BYTES`, :data:`DEFAULT_MAX_RATIO` times the
+    file), so a small hostile file cannot make its open allocate more.
+    """
+    reader = skeleton_tensors or _SKELETON_READERS.get("onnx")
+    if reader is None:
+        raise ContainerError("a 4.0 container's tensors are described by its skeleton, and no skeleton "
+                             "reader is registered (open it through onnxdc.read_container)", code="version")
+    parsed = binary.decode(hbytes)
+    payload = src.size - header_size
+    if check_streams and src.crc32(header_size, payload) != parsed.payload_crc32:
+        raise ContainerError("payload checksum mismatch (file corrupted)", code="payload-crc")
+    sk, offset = parsed.skeleton, parsed.skeleton_offset
+    if offset + sk["length"] != payload:
+        raise ContainerError(f"streams cover {offset + sk['length']} bytes but the payload holds {payload}",
+                             code="offsets")
+    cap = min(max_tensor_bytes, MAX_SKELETON_BYTES, max(RATIO_FREE_BYTES, int(DEFAULT_MAX_RATIO * src.size)))
+    if sk["count"] > cap:
+        raise ContainerError(f"the skeleton declares {sk['count']} bytes, over the limit ({cap})", code="limits")
+    try:
+        symbols = get_coder(sk["coder"]).decode(src.read(header_size + offset, sk["length"]), count=sk["count"])
+    except (OnnxdcError, RecursionError) as exc:
+        raise ContainerError(f"the skeleton's stream does not decode: {exc}", code="stream-decode") from None
+    if symbols.shape != (sk["count"],):
+        raise ContainerError("the skeleton's stream decodes to the wrong size", code="stream-count")
+    try:
+        facts = reader(symbols.tobytes())
+    except OnnxdcError as exc:
+        raise ContainerError(f"the skeleton stream does not hold a model: {exc}") from None
+    header = parse_header4(parsed, facts, payload_size=payload, max_tensor_bytes=max_tensor_bytes)
+    container = Container(header, src, version, header_size, check_on_read=not check_streams)
+    container._prefetched[header.skeleton] = symbols
+    return container
+
+
+#: Reads a 4.0 skeleton's stored-tensor facts (:data:`onnxdc.format.binary.SkeletonTensors`) from
+#: its bytes, raising an :class:`~onnxdc.errors.OnnxdcError` when they are no model.
+SkeletonReader = Callable[[bytes], binary.SkeletonTensors]
+_SKELETON_READERS: dict[str, SkeletonReader] = {}
+
+
+def register_skeleton_reader(reader: SkeletonReader) -> None:
+    """Set how 4.0 containers read their skeleton's tensors. The format knows no ONNX: the layer
+    that does registers its reader (:mod:`onnxdc.pipeline`, on import)."""
+    _SKELETON_READERS["onnx"] = reader
 
 
 def _frame_size(frame: bytes) -> int:

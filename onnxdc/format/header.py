@@ -14,11 +14,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import zstandard
 
 from onnxdc.coders import get_coder
 from onnxdc.coders.zstd import ZstdCoder
 from onnxdc.coders.zstd_dict import ZstdDictCoder
 from onnxdc.errors import ContainerError, OnnxdcError
+from onnxdc.format import binary
 from onnxdc.format.compact import compact, expand
 from onnxdc.format.registry import validate_tensor
 
@@ -30,12 +32,14 @@ MAX_HEADER_CONTAINERS = 1_000_000
 #: Most JSON values (numbers, strings, objects, arrays...) a header may hold: onnxdc writes 37 to 43
 #: per stored tensor.
 MAX_HEADER_VALUES = 4_000_000
+#: Largest decoded metadata of a 4.0 header (its JSON then meets the caps above).
+MAX_METADATA_BYTES = 16 << 20
 #: Deepest nesting of JSON objects and arrays in a header (onnxdc writes 6 with two-stage chains).
 MAX_HEADER_DEPTH = 32
 
 #: The built-in zstd dictionary a 2.x and a 3.x header is coded with (part of the format: a new one
 #: is a new major).
-HEADER_DICTIONARIES = {2: "header-2", 3: "header-3"}
+HEADER_DICTIONARIES = {2: "header-2", 3: "header-3", 4: "header-3"}
 #: The zstd level headers are written with.
 HEADER_LEVEL = 19
 
@@ -101,12 +105,17 @@ class Header:
     payload_crc32: int | None = None  # 3.0: CRC-32 of the payload (the streams then have none)
     skeleton_names: bool = False  # 3.0: the skeleton's derived value names are marks
 
-    def to_bytes(self, *, major: int = 3) -> bytes:
+    def to_bytes(self, *, major: int = 4) -> bytes:
         """The header as stored by format ``major``: 1, the key-sorted JSON in one zstd frame; 2
         and 3, the compact JSON of that major (:mod:`onnxdc.format.compact`) in one frame coded with
-        the major's built-in dictionary (:data:`HEADER_DICTIONARIES`)."""
+        the major's built-in dictionary (:data:`HEADER_DICTIONARIES`); 4, binary
+        (:mod:`onnxdc.format.binary`), the metadata (when there is any) its JSON in such a frame."""
         if major == 1:
             return ZstdCoder(level=HEADER_LEVEL).encode(np.frombuffer(self.to_json_bytes(), dtype=np.uint8))
+        if major >= 4:
+            meta = (header_coder(major).encode(np.frombuffer(_dumps(self.metadata), dtype=np.uint8))
+                    if self.metadata else None)
+            return binary.encode(self.to_json(), meta)
         return header_coder(major).encode(np.frombuffer(self.to_compact_json_bytes(major=major), dtype=np.uint8))
 
     def to_json(self) -> dict[str, Any]:
@@ -159,6 +168,42 @@ def parse_header(text: str, *, payload_size: int, max_tensor_bytes: int, major: 
     The text is counted before it is parsed (:func:`check_json_size`), so what it parses into
     stays within a bounded multiple of the caps, whatever the text holds.
     """
+    obj = _load_json(text)
+    return _parse_header(expand(obj, major=major) if major >= 2 else obj, payload_size, max_tensor_bytes,
+                         _HEADER_OPTIONAL if major >= 3 else set())
+
+
+def parse_header4(parsed: binary.Parsed, tensors: binary.SkeletonTensors, *, payload_size: int,
+                  max_tensor_bytes: int) -> Header:
+    """Validate a decoded 4.0 header (:func:`onnxdc.format.binary.decode`) whose tensors' facts
+    come from its skeleton's ``tensors``: its metadata is JSON under the caps of every header, and
+    the 1.0 object it stands for gets the 1.0 checks."""
+    metadata: Any = {}
+    if parsed.metadata is not None:
+        frame = parsed.metadata
+        size = _frame_size(frame)
+        if size < 0 or size > MAX_METADATA_BYTES:
+            raise ContainerError("header metadata is not a zstd frame of at most 16 MiB", code="header-zstd")
+        try:
+            text = header_coder(4).decode(frame, count=size).tobytes().decode("utf-8")
+        except OnnxdcError as exc:
+            raise ContainerError(f"header metadata does not decompress ({exc})", code="header-zstd") from None
+        except UnicodeDecodeError:
+            raise ContainerError("header metadata is not valid UTF-8", code="header-utf8") from None
+        metadata = _load_json(text)
+    return _parse_header(binary.resolve(parsed, tensors, metadata), payload_size, max_tensor_bytes, _HEADER_OPTIONAL)
+
+
+def _frame_size(frame: bytes) -> int:
+    """The content size a zstd frame declares, or -1 if it declares none or is not one frame."""
+    try:
+        return zstandard.frame_content_size(frame)
+    except zstandard.ZstdError:
+        return -1
+
+
+def _load_json(text: str) -> Any:
+    """Parse header JSON under the caps on objects, values and depth, refusing lone surrogates."""
     check_json_size(text)
     try:
         obj = json.loads(text, object_pairs_hook=_no_duplicate_keys, parse_constant=_no_constant,
@@ -169,8 +214,7 @@ def parse_header(text: str, *, payload_size: int, max_tensor_bytes: int, major: 
     _check_depth(depth)
     if surrogate:
         raise ContainerError("header is not valid UTF-8 (a string escape holds a lone surrogate)", code="header-utf8")
-    return _parse_header(expand(obj, major=major) if major >= 2 else obj, payload_size, max_tensor_bytes,
-                         _HEADER_OPTIONAL if major >= 3 else set())
+    return obj
 
 
 def _check_depth(depth: int) -> None:

@@ -10,6 +10,12 @@ output of the node three back). :func:`restore_names` undoes it. Other reference
 the outputs are restored. A model that uses :data:`MARK` in any name, or names two outputs alike,
 is left alone.
 
+From format 4.0 node names are marked too (``nodes=True``): ``torch.onnx`` names a node
+``f"{scope}{op_type}"``, then ``f"{scope}{op_type}_{k}"`` for the ``k``-th repeat of that base in the
+graph. Such a name is stored as its scope and :data:`MARK` (``"/conv1/\x00"``, or ``"\x00"`` with no
+scope), where ``k`` counts the earlier marked nodes of the same base; a name that does not follow
+the pattern is kept as it is.
+
 The caller proves each use lossless: the pipeline serializes the restored model and compares it
 with the original bytes before it keeps the prediction, and the reader checks the skeleton's
 CRC-32 after restoring.
@@ -27,9 +33,49 @@ def _derived(node: onnx.NodeProto, i: int) -> str:
     return f"{node.name}_output_{i}"
 
 
-def predict_names(model: onnx.ModelProto) -> onnx.ModelProto | None:
-    """A copy of ``model`` with the main graph's derived value names marked; None when no name is
-    derived, or a name already holds :data:`MARK`, or two outputs share a name."""
+def _suffix(k: int) -> str:
+    return f"_{k}" if k else ""
+
+
+def _node_marks(nodes) -> dict[int, str]:  # noqa: ANN001 - a repeated NodeProto field
+    """Node index -> its stored (marked) name, for the nodes whose name follows the pattern."""
+    counts: dict[str, int] = {}
+    marked: dict[int, str] = {}
+    for j, node in enumerate(nodes):
+        name, op = node.name, node.op_type
+        if not op:
+            continue
+        base = name
+        if not name.endswith(op):
+            base, _, k = name.rpartition("_")
+            if not base.endswith(op) or not (_is_int(k, signed=False) and k == str(int(k)) and k != "0"):
+                continue
+        if name != base + _suffix(counts.get(base, 0)):
+            continue
+        counts[base] = counts.get(base, 0) + 1
+        marked[j] = base[:len(base) - len(op)] + MARK
+    return marked
+
+
+def _restored_node_names(nodes) -> list[str | None]:  # noqa: ANN001 - a repeated NodeProto field
+    """Each node's restored name where it is marked (a name ending in :data:`MARK`), else None."""
+    counts: dict[str, int] = {}
+    out: list[str | None] = []
+    for node in nodes:
+        if node.name.endswith(MARK):
+            base = node.name[:-1] + node.op_type
+            out.append(base + _suffix(counts.get(base, 0)))
+            counts[base] = counts.get(base, 0) + 1
+        else:
+            out.append(None)
+    return out
+
+
+def predict_names(model: onnx.ModelProto, *, nodes: bool = False) -> onnx.ModelProto | None:
+    """A copy of ``model`` with the main graph's derived value names (and with ``nodes``, node
+    names) marked; None when nothing is derived, or a name already holds :data:`MARK`, or two
+    outputs share a name."""
+    with_nodes = nodes
     nodes = model.graph.node
     producer: dict[str, tuple[int, int]] = {}
     seen: set[str] = set()
@@ -42,10 +88,13 @@ def predict_names(model: onnx.ModelProto) -> onnx.ModelProto | None:
             seen.add(out)
             if out and node.name and out == _derived(node, i):
                 producer[out] = (k, i)
-    if not producer or any(MARK in x for node in nodes for x in node.input):
+    node_marks = _node_marks(nodes) if with_nodes else {}
+    if not (producer or node_marks) or any(MARK in x for node in nodes for x in node.input):
         return None
     out_model = onnx.ModelProto()
     out_model.CopyFrom(model)
+    for j, stored in node_marks.items():
+        out_model.graph.node[j].name = stored
     for j, node in enumerate(out_model.graph.node):
         for i, name in enumerate(node.output):
             if name in producer:
@@ -57,14 +106,19 @@ def predict_names(model: onnx.ModelProto) -> onnx.ModelProto | None:
     return out_model
 
 
-def restore_names(model: onnx.ModelProto) -> None:
-    """Undo :func:`predict_names` in place, in time linear in the model and the names it writes
-    (a reader bounds those first with :func:`restored_growth`).
+def restore_names(model: onnx.ModelProto, *, nodes: bool = False) -> None:
+    """Undo :func:`predict_names` (with the same ``nodes``) in place, in time linear in the model
+    and the names it writes (a reader bounds those first with :func:`restored_growth`).
 
     Raises:
         ValueError: a mark that names no node output (a corrupted skeleton).
     """
+    with_nodes = nodes
     nodes = model.graph.node
+    if with_nodes:
+        for node, name in zip(nodes, _restored_node_names(nodes)):
+            if name is not None:
+                node.name = name
     for node in nodes:
         for i, name in enumerate(node.output):
             if name == MARK:
@@ -75,7 +129,7 @@ def restore_names(model: onnx.ModelProto) -> None:
                 node.input[i] = _resolve(nodes, j, name)
 
 
-def restored_growth(model: onnx.ModelProto, *, stop_above: int) -> int:
+def restored_growth(model: onnx.ModelProto, *, stop_above: int, nodes: bool = False) -> int:
     """The bytes restoring the marks adds to the main graph's names (marks that name no output
     count nothing: restoring refuses them); once over ``stop_above``, a number over it.
 
@@ -83,12 +137,21 @@ def restored_growth(model: onnx.ModelProto, *, stop_above: int) -> int:
     of one node with a long name and many marks restores to gigabytes. This sums before anything
     is written and stops once over, so its cost is linear in the model plus ``stop_above``.
     """
+    with_nodes = nodes
     nodes = model.graph.node
     added = 0
-    for node in nodes:
+    names = [len(n.name.encode("utf-8")) for n in nodes]
+    if with_nodes:
+        for j, (node, name) in enumerate(zip(nodes, _restored_node_names(nodes))):
+            if name is not None:
+                added += len(name.encode("utf-8")) - names[j]
+                names[j] = len(name.encode("utf-8"))
+                if added > stop_above:
+                    return added
+    for j, node in enumerate(nodes):
         marks = [i for i, name in enumerate(node.output) if name == MARK]
         if marks:
-            size = len(node.name.encode("utf-8"))
+            size = names[j]
             added += sum(size + len(f"_output_{i}") - 1 for i in marks)
             if added > stop_above:
                 return added
@@ -99,7 +162,7 @@ def restored_growth(model: onnx.ModelProto, *, stop_above: int) -> int:
                 if ref is not None:
                     k, i = ref
                     out = nodes[k].output[i]
-                    size = (len(nodes[k].name.encode("utf-8")) + len(f"_output_{i}") if out == MARK
+                    size = (names[k] + len(f"_output_{i}") if out == MARK
                             else len(out.encode("utf-8")))
                     added += size - len(name.encode("utf-8"))
                     if added > stop_above:

@@ -228,6 +228,18 @@ def parse_model(data: bytes, *, name: str = "<bytes>") -> onnx.ModelProto:
     return model
 
 
+def skeleton_tensors(data: bytes) -> dict[int, tuple[str, str, int, tuple[int, ...]]]:
+    """A container skeleton's tensors by slot: ``(path, name, dtype, dims)``, what a 4.0 header
+    leaves to the skeleton (:mod:`onnxdc.format.binary`).
+
+    Raises:
+        ModelError: the bytes are no ONNX model.
+    """
+    model = parse_model(data, name="skeleton")
+    return {r.slot: (r.path, r.proto.name, r.proto.data_type, tuple(int(d) for d in r.proto.dims))
+            for r in iter_tensors(model)}
+
+
 @dataclass(frozen=True)
 class ExternalRef:
     """Where one tensor's external data lives, checked to be inside the model's directory."""

@@ -103,13 +103,14 @@ def matched_tensors(container: Container, *, max_output_bytes: int = DEFAULT_MAX
     if header.skeleton_names:  # the derived names come back; the CRC is the original skeleton's
         headroom = max(0, min(output_headroom(container, max_output_bytes=max_output_bytes, max_ratio=max_ratio),
                               _MAX_PROTO_BYTES - 4 * len(skel_bytes)))
-        if restored_growth(model, stop_above=headroom) > headroom:
+        nodes = container.version[0] >= 4  # 4.0 marks node names too
+        if restored_growth(model, stop_above=headroom, nodes=nodes) > headroom:
             raise ContainerError(
                 f"the skeleton's names restore to more than {headroom} bytes, what the output limits leave "
                 f"(--max-output-bytes / max_output_bytes, --max-ratio / max_ratio raise them, to 2 GiB)",
                 code="limits")
         try:
-            restore_names(model)
+            restore_names(model, nodes=nodes)
         except ValueError as exc:
             raise ContainerError(f"the skeleton's names do not restore: {exc}", code="skeleton-crc") from None
         if zlib.crc32(model.SerializeToString(deterministic=True)) != header.skeleton_crc32:

@@ -50,10 +50,14 @@ SKELETON_LEVEL = 19
 #: The coders the skeleton is tried with: zstd alone, and zstd primed with an ONNX dictionary
 #: (smaller on small graphs, where the vocabulary is most of the stream): ``onnx-1`` from the ONNX
 #: backend test graphs, ``onnx-2`` from those and exported PyTorch graphs, with derived names marked
-#: (:mod:`onnxdc.onnx_io.names`; the 3.0 skeletons it was made for: a third smaller on the CRNN).
+#: (:mod:`onnxdc.onnx_io.names`; the 3.0 skeletons it was made for: a third smaller on the CRNN),
+#: ``onnx-3`` from the same graphs with node names marked too (4.0's skeletons).
 SKELETON_CODERS = ({"id": "zstd", "level": SKELETON_LEVEL},
                    {"id": "zstd-dict", "dictionary": "onnx-1", "level": SKELETON_LEVEL},
-                   {"id": "zstd-dict", "dictionary": "onnx-2", "level": SKELETON_LEVEL})
+                   {"id": "zstd-dict", "dictionary": "onnx-2", "level": SKELETON_LEVEL},
+                   {"id": "zstd-dict", "dictionary": "onnx-3", "level": SKELETON_LEVEL})
+#: The skeleton coders each format version may name (``onnx-2`` came with 3.0, ``onnx-3`` with 4.0).
+SKELETON_CODERS_OF = {1: 2, 2: 2, 3: 3, 4: 4}
 
 
 
@@ -70,7 +74,11 @@ class CompressConfig:
         calib_samples: calibration samples used at most.
         zstd_level: zstd level tried for the lossless planes.
         jobs: tensors coded in parallel (threads); the output does not depend on it.
-        metadata: free-form entries recorded in the container header.
+        metadata: free-form entries recorded in the container header (a user's own; the run's
+            record is not: on a small model its bytes were a third of the 3.0 header).
+        record: what the caller knows of the run (the calibration data's source, the automatic
+            mode's budget and trials), returned with the run's record
+            (:attr:`CompressResult.record`), and kept in the header only by a 3.0 or older writer.
     """
 
     sharing: SharingConfig | None = None
@@ -80,6 +88,7 @@ class CompressConfig:
     zstd_level: int = 19
     jobs: int = 1
     metadata: dict[str, Any] = field(default_factory=dict)
+    record: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.min_tensor_bytes < 0:
@@ -97,7 +106,7 @@ class CompressResult:
     data: bytes
     container: Container
     quantized: dict[str, np.ndarray]
-    #: What the run did, in full (the header keeps :func:`brief_metadata` of it): the settings with
+    #: What the run did, in full (a 3.0 header kept :func:`brief_metadata` of it): the settings with
     #: every rule, each calibrated tensor's method and errors, the automatic mode's trials.
     record: dict[str, Any] = field(default_factory=dict)
 
@@ -134,7 +143,8 @@ def encode_model(skeleton: onnx.ModelProto, *, writer: ContainerWriter, config: 
     """Code every tensor of ``skeleton`` into ``writer`` (stripping their data) and build the header.
 
     Returns the header, the quantized weights (with ``keep_values``) and the run's full record,
-    whose :func:`brief_metadata` the header holds.
+    of which the header holds the user's ``config.metadata`` (a 3.0 or older header,
+    :func:`brief_metadata` of the whole record).
 
     Args:
         skeleton: the model to code; its stored tensors lose their data (it becomes the skeleton).
@@ -195,11 +205,11 @@ def encode_model(skeleton: onnx.ModelProto, *, writer: ContainerWriter, config: 
         if progress:
             progress(done, len(refs), ref.proto.name)
     skel_bytes = skeleton.SerializeToString(deterministic=True)
-    stored = marked_skeleton(skeleton, skel_bytes) if writer.major >= 3 else None
-    coders = SKELETON_CODERS if writer.major >= 3 else SKELETON_CODERS[:2]  # onnx-2 came with 3.0
+    stored = marked_skeleton(skeleton, skel_bytes, nodes=writer.major >= 4) if writer.major >= 3 else None
+    coders = SKELETON_CODERS[:SKELETON_CODERS_OF[writer.major]]
     skel = encode_best(np.frombuffer(stored or skel_bytes, dtype=np.uint8), coders)
     skeleton_id = writer.add_stream(skel.data, count=skel.count, coder=skel.coder)
-    metadata = dict(config.metadata)
+    metadata = {**config.record, **config.metadata}
     metadata["settings"] = config.sharing.to_json() if config.sharing is not None else {"lossless": True}
     if calibrated:
         metadata["calibration"] = {
@@ -210,22 +220,23 @@ def encode_model(skeleton: onnx.ModelProto, *, writer: ContainerWriter, config: 
                 if c.error_kmeans or c.error_refit else {})}
                         for s, c in calibrated.items()},
         }
-    header = writer.header(producer=f"onnxdc {__version__}", metadata=brief_metadata(metadata), skeleton=skeleton_id,
+    header = writer.header(producer=f"onnxdc {__version__}", metadata=(
+        dict(config.metadata) if writer.major >= 4 else brief_metadata(metadata)), skeleton=skeleton_id,
                            skeleton_crc32=zlib.crc32(skel_bytes), tensors=entries, skeleton_names=stored is not None)
     return header, quantized, metadata
 
 
-def marked_skeleton(skeleton: onnx.ModelProto, skel_bytes: bytes) -> bytes | None:
+def marked_skeleton(skeleton: onnx.ModelProto, skel_bytes: bytes, *, nodes: bool = False) -> bytes | None:
     """The skeleton with its derived value names marked (:func:`predict_names`), or None when it
     has none, or when restoring the marks would not give back ``skel_bytes`` exactly (checked
     here, so a reader's restore is always the original)."""
-    marked = predict_names(skeleton)
+    marked = predict_names(skeleton, nodes=nodes)
     if marked is None:
         return None
     data = marked.SerializeToString(deterministic=True)
     back = onnx.ModelProto()
     back.ParseFromString(data)
-    restore_names(back)
+    restore_names(back, nodes=nodes)
     return data if back.SerializeToString(deterministic=True) == skel_bytes else None
 
 
