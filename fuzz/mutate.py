@@ -665,7 +665,7 @@ def run(data: bytes, *, count: int, seed: int, max_output_bytes: int | None = No
     return Outcome(decoded, refused, peak, tuple(sorted(codes.items())))
 
 
-def sample_containers(model: Any = None, *, derived_names: bool = False) -> dict[str, bytes]:
+def sample_containers(model: Any = None, *, derived_names: bool = False, major: int | None = None) -> dict[str, bytes]:
     """Containers of ``model`` (default: a tiny two-layer model, its nodes and values named as
     ``torch.onnx`` names them with ``derived_names``, so a 3.0 skeleton holds marks) in the three
     shapes worth mutating: lossless planes, shared with the automatic coders, shared with a
@@ -694,7 +694,19 @@ def sample_containers(model: Any = None, *, derived_names: bool = False) -> dict
         "chain": onnxdc.CompressConfig(sharing=SharingConfig(sparsity=0.5, bits=4, min_elements=16,
                                                              coder="huffman+zstd")),
     }
-    return {name: onnxdc.compress(model, config=config).data for name, config in configs.items()}
+    if major is None:
+        return {name: onnxdc.compress(model, config=config).data for name, config in configs.items()}
+    from onnxdc.format.container import ContainerWriter
+    from onnxdc.pipeline.encode import encode_model
+
+    out = {}
+    for name, config in configs.items():  # as a writer of that major lays them out
+        skeleton = type(model)()
+        skeleton.CopyFrom(model)
+        writer = ContainerWriter(major=major)
+        header, _, _ = encode_model(skeleton, writer=writer, config=config, original=model)
+        out[name] = writer.to_bytes(header)
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:

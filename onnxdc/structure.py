@@ -44,11 +44,15 @@ def format_structure(info: dict[str, Any], *, top: int | None = None) -> str:
     lines = [f"onnxdc container {info['format_version']}, written by {printable(info['producer'])}, "
              f"{len(info['tensors'])} tensors in {info['streams']} streams, {info['file_bytes']:,} bytes",
              f"header {info['header_bytes']:,} bytes; skeleton {sk['bytes']:,} bytes ({sk['symbols']:,} decoded, "
-             f"{printable(sk['coder'])})",
-             f"settings: {json.dumps(info['metadata'].get('settings', {}), sort_keys=True)}"]
-    auto = info["metadata"].get("auto")
+             f"{printable(sk['coder'])})"]
+    meta = dict(info["metadata"])  # 3.0 and older headers hold the run's settings; 4.0 a user's entries
+    if "settings" in meta:
+        lines.append(f"settings: {json.dumps(meta.pop('settings'), sort_keys=True)}")
+    auto = meta.pop("auto", None)
     if auto:
         lines.append(f"automatic mode: {json.dumps(auto, sort_keys=True)}")
+    if meta:
+        lines.append(f"metadata: {json.dumps(meta, sort_keys=True)}")
     name_w = min(40, max([len("tensor")] + [len(printable(t["name"] or t["path"])) for t in shown]))
     lines += ["", f"{'tensor':<{name_w}}  {'slot':>4} {'dtype':<8} {'shape':<14} {'op':<8} {'encoding':<8} "
               f"{'layout':<8} {'bits':>4} {'k':>4} {'stored':>10}  streams (role coder symbols bytes)"]

@@ -21,7 +21,7 @@ import pytest
 from cli_helpers import FullDisk, assert_error, run
 from click.testing import CliRunner, Result
 
-from onnxdc import __version__
+from onnxdc import __version__, read_container
 from onnxdc.cli.main import main
 
 MODELS = Path(__file__).parent.parent / "models"
@@ -178,11 +178,11 @@ def test_inspect_shows_the_structure(work: Path, name: str) -> None:
     path = work / f"{name}.onnxdc"
     text = run("inspect", path)
     assert text.exit_code == 0, text.output
-    assert text.stdout.startswith("onnxdc container 3.0, written by onnxdc ")
-    assert "settings: " in text.stdout and "streams (role coder symbols bytes)" in text.stdout
+    assert text.stdout.startswith("onnxdc container 4.0, written by onnxdc ")
+    assert "settings: " not in text.stdout and "streams (role coder symbols bytes)" in text.stdout  # 4.0: no run record
     assert not any(label in text.stdout for label in REPORT_LINES[1:4])
     doc = json.loads(run("inspect", path, "--json").stdout)
-    assert doc["format_version"] == "3.0" and doc["producer"] == f"onnxdc {__version__}"
+    assert doc["format_version"] == "4.0" and doc["producer"] == f"onnxdc {__version__}"
     stored = sum(s["bytes"] for t in doc["tensors"] for s in t["streams"])
     assert stored + doc["skeleton"]["bytes"] + doc["header_bytes"] == doc["file_bytes"] == os.path.getsize(path)
     assert sum(len(t["streams"]) for t in doc["tensors"]) + 1 == doc["streams"]
@@ -315,15 +315,18 @@ def test_inspect_reads_the_header_only(work: Path, tmp_path: Path) -> None:
     find (report decodes the levels), while a corrupted header is refused by all."""
     data = bytearray((work / "shared.onnxdc").read_bytes())
     stream_hit = tmp_path / "stream.onnxdc"
-    stream_hit.write_bytes(bytes(data[:-1]) + bytes([data[-1] ^ 0xFF]))
+    container = read_container(bytes(data))
+    first = container.header.streams[container.header.tensors[0].streams["indices"]]
+    hit = container.header_size + first.offset + first.length // 2  # a tensor's stream, not the skeleton's
+    stream_hit.write_bytes(bytes(data[:hit]) + bytes([data[hit] ^ 0xFF]) + bytes(data[hit + 1:]))
     assert run("inspect", stream_hit).exit_code == 0
-    # 3.0 has no stream CRCs: report checks the payload's CRC-32 (as eval does when it opens the
+    # 4.0 has no stream CRCs: report checks the payload's CRC-32 (as eval does when it opens the
     # file); decompress finds the byte as the stream decodes, or as its tensor's CRC-32 fails.
     assert_error(run("report", stream_hit), 1, "checksum mismatch")
     assert_error(run("decompress", stream_hit, "-o", tmp_path / "out.onnx"), 1, "stream")
     assert_error(run("eval", LENET, stream_hit, "--data", TEST_DATA), 1, "checksum mismatch")
     header_hit = tmp_path / "header.onnxdc"
-    data[30] ^= 0xFF  # inside the coded header, after the 24-byte prefix
+    data[30] ^= 0xFF  # inside the binary header, after the prefix
     header_hit.write_bytes(bytes(data))
     for command in ("inspect", "report"):
         assert_error(run(command, header_hit), 1, "header checksum mismatch")

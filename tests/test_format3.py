@@ -24,6 +24,7 @@ from onnxdc.format.compact import SHARED_DEFAULTS
 from onnxdc.format.container import MAGIC, ContainerWriter, read_container
 from onnxdc.format.header import header_coder
 from onnxdc.onnx_io.names import MARK, predict_names, restore_names
+from onnxdc.pipeline.encode import encode_model
 from onnxdc.pipeline.settings import SharingConfig
 
 SHARING = onnxdc.CompressConfig(sharing=SharingConfig(sparsity=0.5, bits=4, min_elements=16))
@@ -43,8 +44,17 @@ def torch_named_mlp() -> onnx.ModelProto:
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
 
 
+def compress3(model: onnx.ModelProto, config: onnxdc.CompressConfig = SHARING) -> bytes:
+    """``model``'s container as a 3.0 writer lays it out (onnxdc writes 4.0)."""
+    skeleton = onnx.ModelProto()
+    skeleton.CopyFrom(model)
+    writer = ContainerWriter(major=3)
+    header, _, _ = encode_model(skeleton, writer=writer, config=config, original=model)
+    return writer.to_bytes(header)
+
+
 MODEL = torch_named_mlp()
-DATA = onnxdc.compress(MODEL, config=SHARING).data
+DATA = compress3(MODEL)
 
 
 # --------------------------------------------------------------------------- derived names

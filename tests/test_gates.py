@@ -242,7 +242,7 @@ def test_auto_budget_honours_a_per_output_gate() -> None:
     state_a, state_b = a.verified.outputs[1].cosine_mean, b.verified.outputs[1].cosine_mean
     assert state_a < 0.99995 <= state_b  # the loose budget did not keep it; the gate did
     assert len(b.result.data) > len(a.result.data)
-    assert b.result.container.header.metadata["auto"]["budget"]["gates"] == ["state:cosine>=0.99995"]
+    assert b.result.record["auto"]["budget"]["gates"] == ["state:cosine>=0.99995"]
 
 
 # --------------------------------------------------------------------------- eval through the CLI

@@ -30,7 +30,15 @@ from onnxdc.coders import Coder, get_coder
 from onnxdc.coders.zstd import ZstdCoder
 from onnxdc.errors import ConfigError, ContainerError, OnnxdcError
 from onnxdc.format import binary
-from onnxdc.format.header import Header, StreamInfo, TensorInfo, header_coder, parse_header, parse_header4
+from onnxdc.format.header import (
+    Header,
+    StreamInfo,
+    TensorInfo,
+    _parse_stream,
+    header_coder,
+    parse_header,
+    parse_header4,
+)
 
 __all__ = ["MAGIC", "Container", "ContainerWriter", "Header", "StreamInfo", "TensorInfo", "check_output_size",
            "open_container", "output_headroom", "output_size", "read_container"]
@@ -404,13 +412,17 @@ def _read4(src: _Source, hbytes: bytes, version: tuple[int, int], header_size: i
                              "reader is registered (open it through onnxdc.read_container)", code="version")
     parsed = binary.decode(hbytes)
     payload = src.size - header_size
+    sk, offset = parsed.skeleton, parsed.skeleton_offset
+    end = offset + sk["length"]
+    if end > payload:
+        raise ContainerError(f"stream end ({end}) exceeds payload size ({payload})", code="offsets")
+    if end != payload:
+        raise ContainerError(f"streams cover {end} bytes but the payload holds {payload} (trailing data)",
+                             code="offsets")
+    _parse_stream(sum(len(t[5]) for t in parsed.tensors), sk, offset, max_tensor_bytes, True)
     if check_streams and src.crc32(header_size, payload) != parsed.payload_crc32:
         raise ContainerError("payload checksum mismatch (file corrupted)", code="payload-crc")
-    sk, offset = parsed.skeleton, parsed.skeleton_offset
-    if offset + sk["length"] != payload:
-        raise ContainerError(f"streams cover {offset + sk['length']} bytes but the payload holds {payload}",
-                             code="offsets")
-    cap = min(max_tensor_bytes, MAX_SKELETON_BYTES, max(RATIO_FREE_BYTES, int(DEFAULT_MAX_RATIO * src.size)))
+    cap = min(MAX_SKELETON_BYTES, max(RATIO_FREE_BYTES, int(DEFAULT_MAX_RATIO * src.size)))
     if sk["count"] > cap:
         raise ContainerError(f"the skeleton declares {sk['count']} bytes, over the limit ({cap})", code="limits")
     try:

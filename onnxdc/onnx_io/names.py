@@ -142,7 +142,7 @@ def restored_growth(model: onnx.ModelProto, *, stop_above: int, nodes: bool = Fa
     added = 0
     names = [len(n.name.encode("utf-8")) for n in nodes]
     if with_nodes:
-        for j, (node, name) in enumerate(zip(nodes, _restored_node_names(nodes))):
+        for j, name in enumerate(_restored_node_names(nodes)):
             if name is not None:
                 added += len(name.encode("utf-8")) - names[j]
                 names[j] = len(name.encode("utf-8"))
