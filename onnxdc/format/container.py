@@ -1,14 +1,17 @@
-"""The ``.onnxdc`` container, format versions 1, 2 and 3 (specified in ``docs/format.md``).
+"""The ``.onnxdc`` container, format versions 1 to 4 (specified in ``docs/format.md``).
 
 Layout::
 
     magic (8) | major u16 | minor u16 | header_length u64 | header_crc32 u32 | header | payload
+    magic (8) | major u16 | minor u16 | header_length varint | header_crc32 u32 | header | payload  (4.x)
 
 All integers are little-endian. The header is UTF-8 JSON in a zstd frame (:mod:`onnxdc.format.header`
 parses it; from 2.0 compact JSON, :mod:`onnxdc.format.compact`, in a frame coded with a built-in
 dictionary); the payload is the concatenation of the streams the header lists, back to back in
 header order (so no offsets are stored), covering the rest of the file exactly. The header carries
-a CRC-32, and so does every stream (1.x, 2.x) or the payload as a whole (3.x).
+a CRC-32, and so does every stream (1.x, 2.x) or the payload as a whole (3.x, 4.x). A 4.x header
+is binary (:mod:`onnxdc.format.binary`) and leaves each tensor's name, dtype and shape to the
+skeleton, which the reader decodes when it opens the container.
 
 The reader validates in a fixed order and raises one :class:`~onnxdc.errors.ContainerError` per
 failure, naming what is wrong and where, before it allocates anything a declared size asks for.
