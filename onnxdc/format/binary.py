@@ -242,8 +242,9 @@ def _implied_count(encoding: str, role: str, params: dict[str, Any], numel: int,
 
 def stage_sizes(params: dict[str, Any], numel: int, itemsize: int, codebook_bytes: int,
                 fixed_positions: int) -> tuple[int, int]:
-    """The report's sizes after pruning and after sharing (:mod:`onnxdc.pipeline.shared`'s
-    definition: values plus fixed-width positions; fixed-width indices, positions and codebook)."""
+    """The report's sizes after pruning and after sharing: values plus fixed-width positions;
+    fixed-width indices, positions and codebook (the encoder's figures, and what a 4.0 reader
+    derives them from)."""
     nnz, bits, dense = params["nnz"], params["bits"], params["positions"] == "dense"
     pruned = numel * itemsize if nnz == numel else nnz * itemsize + fixed_positions
     shared = (0 if dense else fixed_positions) + ((numel if dense else nnz) * bits + 7) // 8 + codebook_bytes

@@ -27,7 +27,6 @@ from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
 import numpy as np
-import zstandard
 
 from onnxdc.coders import Coder, get_coder
 from onnxdc.coders.zstd import ZstdCoder
@@ -37,6 +36,7 @@ from onnxdc.format.header import (
     Header,
     StreamInfo,
     TensorInfo,
+    _frame_size,
     _parse_stream,
     header_coder,
     parse_header,
@@ -454,11 +454,3 @@ def register_skeleton_reader(reader: SkeletonReader) -> None:
     """Set how 4.0 containers read their skeleton's tensors. The format knows no ONNX: the layer
     that does registers its reader (:mod:`onnxdc.pipeline`, on import)."""
     _SKELETON_READERS["onnx"] = reader
-
-
-def _frame_size(frame: bytes) -> int:
-    """The content size a zstd frame declares, or -1 if it declares none or is not one frame."""
-    try:
-        return zstandard.frame_content_size(frame)
-    except zstandard.ZstdError:
-        return -1

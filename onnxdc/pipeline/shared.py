@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from onnxdc.dtypes import CODEBOOK_DTYPES
+from onnxdc.format.binary import stage_sizes
 from onnxdc.format.shared import ENCODING
 from onnxdc.onnx_io.tensors import le_bytes
 from onnxdc.pipeline.streams import CodedStream, candidate_coders, encode_best
@@ -100,10 +101,8 @@ def encode_shared(w: np.ndarray, keep: np.ndarray, *, share: ShareConfig, index_
                "indices": best.indices}
     if best.positions is not None:
         streams["positions"] = best.positions
-    stored_w = numel if best.scheme == "dense" else nnz
-    pruned = numel * itemsize if nnz == numel else nnz * itemsize + fixed_pos_bytes
-    shared = ((0 if best.scheme == "dense" else fixed_pos_bytes) + (stored_w * share.bits + 7) // 8
-              + codebook.nbytes)
+    pruned, shared = stage_sizes({"nnz": nnz, "bits": share.bits, "positions": best.scheme}, numel, itemsize,
+                                 codebook.nbytes, fixed_pos_bytes)
     params = {"op": op, "kind": kind, "numel": numel, "nnz": nnz, "bits": share.bits, "k": int(codebook.size),
               "zero_code": bool(best.zero_code), "codebook_dtype": share.codebook_dtype,
               "positions": best.scheme, "position_bits": best.position_bits, "pruned_bytes": int(pruned),
