@@ -27,6 +27,7 @@ from typing import Any
 
 from onnxdc.dtypes import CODEBOOK_DTYPES, expected_nbytes
 from onnxdc.errors import ContainerError
+from onnxdc.format import planes, shared
 
 #: Coders by their index in a stream's tag (part of the format: new coders are appended).
 CODERS = ("raw", "huffman", "rans", "rans-ctx", "zstd", "zstd-literals", "zstd-dict", "chain")
@@ -229,15 +230,12 @@ def _roles(encoding: str, params: dict[str, Any]) -> list[str]:
 
 def _implied_count(encoding: str, role: str, params: dict[str, Any], numel: int, nbytes: int,
                    length: int) -> int | None:
-    """The count a stream of ``role`` has unless it says otherwise (None: it must say)."""
+    """The count a stream of ``role`` has unless it says otherwise (None: it must say): what the
+    encoding's params fix (its ``stream_counts``, which its validator checks), and for a shared
+    codebook, stored raw, its length."""
     if encoding == "shared":
-        if role == "codebook":
-            return length
-        if role == "indices":
-            return numel if params["positions"] == "dense" else params["nnz"]
-        return (numel + 7) // 8 if params["positions"] == "mask" else None
-    per_plane = nbytes // params["itemsize"] if params["itemsize"] else 0
-    return per_plane * len(params["raw_planes"]) if role == "raw" else per_plane
+        return length if role == "codebook" else shared.stream_counts(params, numel).get(role)
+    return planes.stream_counts(params, nbytes).get(role)
 
 
 def stage_sizes(params: dict[str, Any], numel: int, itemsize: int, codebook_bytes: int,
@@ -247,8 +245,8 @@ def stage_sizes(params: dict[str, Any], numel: int, itemsize: int, codebook_byte
     derives them from)."""
     nnz, bits, dense = params["nnz"], params["bits"], params["positions"] == "dense"
     pruned = numel * itemsize if nnz == numel else nnz * itemsize + fixed_positions
-    shared = (0 if dense else fixed_positions) + ((numel if dense else nnz) * bits + 7) // 8 + codebook_bytes
-    return pruned, shared
+    sharing = (0 if dense else fixed_positions) + ((numel if dense else nnz) * bits + 7) // 8 + codebook_bytes
+    return pruned, sharing
 
 
 def _fixed_positions(p: dict[str, Any], numel: int, itemsize: int, codebook_bytes: int) -> int | None:

@@ -47,6 +47,17 @@ def join_planes(planes: list[np.ndarray], itemsize: int, rotate: int) -> np.ndar
     return out.reshape(-1)
 
 
+def stream_counts(params: dict, nbytes: int) -> dict[str, int]:
+    """Each stream's symbol count: one byte a value in every coded plane, the raw planes' bytes
+    interleaved in ``raw``. The validator checks them and a 4.0 header leaves them implied."""
+    itemsize, raw_planes = params["itemsize"], params["raw_planes"]
+    per_plane = nbytes // itemsize if itemsize else 0
+    counts = {f"plane{j}": per_plane for j in range(itemsize) if j not in raw_planes}
+    if raw_planes:
+        counts["raw"] = per_plane * len(raw_planes)
+    return counts
+
+
 def validate(info: TensorInfo, streams: tuple[StreamInfo, ...]) -> None:
     expect_params(info, {"itemsize": int, "rotate": int, "raw_planes": list})
     itemsize, rotate, raw_planes = info.params["itemsize"], info.params["rotate"], info.params["raw_planes"]
@@ -64,11 +75,7 @@ def validate(info: TensorInfo, streams: tuple[StreamInfo, ...]) -> None:
         )
     if info.nbytes % itemsize:
         raise ContainerError(f"tensor {info.name!r} nbytes ({info.nbytes}) is not a multiple of {itemsize}")
-    per_plane = info.nbytes // itemsize
-    expected = {f"plane{j}": per_plane for j in coded}
-    if raw_planes:
-        expected["raw"] = per_plane * len(raw_planes)
-    for role, want_count in expected.items():
+    for role, want_count in stream_counts(info.params, info.nbytes).items():
         count = streams[info.streams[role]].count
         if count != want_count:
             raise ContainerError(f"tensor {info.name!r} {role} holds {count} symbols, expected {want_count}")

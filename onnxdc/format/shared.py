@@ -43,6 +43,18 @@ PARAMS: dict[str, Any] = {
 SCHEMES = ("relative", "mask", "dense")
 
 
+def stream_counts(params: dict[str, Any], numel: int) -> dict[str, int]:
+    """The symbol counts of the streams whose count the params fix: the indices (every element
+    for ``dense``, else the survivors) and a ``mask``'s bitmap. A ``relative`` position stream's
+    length depends on the gaps, and the codebook's is what gives ``k`` (a 4.0 header states
+    neither). The validator checks these and a 4.0 header leaves them implied."""
+    dense = params["positions"] == "dense"
+    counts = {"indices": numel if dense else params["nnz"]}
+    if params["positions"] == "mask":
+        counts["positions"] = (numel + 7) // 8
+    return counts
+
+
 def validate(info: TensorInfo, streams: tuple[StreamInfo, ...]) -> None:
     expect_params(info, PARAMS)
     p = info.params
@@ -70,12 +82,10 @@ def validate(info: TensorInfo, streams: tuple[StreamInfo, ...]) -> None:
     cb_items = np.dtype(CODEBOOK_DTYPES[p["codebook_dtype"]]).itemsize
     if streams[info.streams["codebook"]].count != p["k"] * cb_items:
         raise ContainerError(f"tensor {info.name!r} codebook stream size does not match k={p['k']}")
-    want_idx = numel if scheme == "dense" else p["nnz"]
-    if streams[info.streams["indices"]].count != want_idx:
-        raise ContainerError(f"tensor {info.name!r} index stream holds {streams[info.streams['indices']].count} "
-                             f"symbols, expected {want_idx}")
-    if scheme == "mask" and streams[info.streams["positions"]].count != (numel + 7) // 8:
-        raise ContainerError(f"tensor {info.name!r} mask stream has the wrong size")
+    for role, want in stream_counts(p, numel).items():
+        if streams[info.streams[role]].count != want:
+            raise ContainerError(f"tensor {info.name!r} {role} stream holds {streams[info.streams[role]].count} "
+                                 f"symbols, expected {want}")
     if scheme == "relative":
         b = p["position_bits"]
         if not 1 <= b <= 8:
