@@ -5,7 +5,9 @@ For each sample model, with accuracy always on its test split (never the calibra
 * magnitude — ``--sparsity S --bits B`` (Han et al.'s stages, no calibration, no retraining);
 * calibrated — the same settings with ``--calib`` (compensated pruning, codebook refit);
 * automatic — ``--calib --max-drop 0.5`` (per-tensor settings chosen on the calibration set), at
-  the default ``--min-cosine 0.999`` and at ``--min-cosine 0.995``.
+  the default ``--min-cosine 0.999`` and at ``--min-cosine 0.995``;
+* no flags — ``onnxdc compress MODEL -o OUT`` run as a user runs it (a child process), so the
+  automatic mode fits on synthetic inputs and sees no data at all.
 
 Ratio = float32 bytes of all initializers / container bytes. Seconds are wall time of compress.
 
@@ -16,8 +18,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import subprocess
+import sys
+import tempfile
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 from onnx import numpy_helper
 
@@ -26,6 +32,14 @@ from onnxdc.api import AUTO_MIN_ELEMENTS, Budget, SharingConfig, compress_auto, 
 
 MODELS = Path(__file__).resolve().parent.parent / "models"
 FIXED = ((0.9, 5), (0.92, 4))
+
+
+def _cli_default(model: Path) -> SimpleNamespace:
+    """``onnxdc compress MODEL -o OUT`` with no other flag, in a child process: the container."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "out.onnxdc"
+        subprocess.run([sys.executable, "-m", "onnxdc", "compress", str(model), "-o", str(out), "-q"], check=True)
+        return SimpleNamespace(data=out.read_bytes())
 
 
 def main() -> None:
@@ -53,6 +67,7 @@ def main() -> None:
             runs.append(("automatic", f"--calib --max-drop 0.5 --min-cosine {cos}",
                          lambda bu=budget, m=model, c=calib: compress_auto(
                              m, base=SharingConfig(min_elements=AUTO_MIN_ELEMENTS), data=c, budget=bu).result))
+        runs.append(("no flags", "(none: synthetic inputs)", lambda n=name: _cli_default(MODELS / f"{n}.onnx")))
         for method, settings, run in runs:
             t = time.perf_counter()
             res = run()
