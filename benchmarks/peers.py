@@ -14,7 +14,9 @@ For each sample model, every method's smallest file that keeps test-split top-1 
   initializers (a deployment needs both). NNCodec needs numpy < 2 and torch, which onnx 1.23 does
   not allow in one environment, so it runs in its own: ``python3 -m venv /tmp/nnc && /tmp/nnc/bin/pip
   install torch==2.13.0 nncodec 'numpy<2'`` and ``--nncodec-python /tmp/nnc/bin/python``; without it
-  the row says so;
+  the row says so. The torch must be the build PyPI's torchvision links against (the CUDA one): next
+  to a ``+cpu`` torch, ``from nncodec import nnc`` fails in torchvision ("operator torchvision::nms
+  does not exist") and every qp shows as CalledProcessError;
 * ``onnxdc``: the automatic mode with no flags but ``--calib`` and the gate (``--max-drop``; the
   default ``--min-cosine 0.999`` stays), fitted and checked on the calibration split only.
 
