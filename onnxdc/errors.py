@@ -28,8 +28,13 @@ class ContainerError(OnnxdcError):
     """
 
     default_code = "malformed"
+    #: Longest message: a hostile container's names (a 4.0 skeleton's, which zstd stores in a few
+    #: bytes whatever their length) must not make the error line a megabyte.
+    max_length = 500
 
     def __init__(self, message: str = "", *, code: str | None = None) -> None:
+        if len(message) > self.max_length:
+            message = f"{message[:self.max_length]}... ({len(message)} characters)"
         super().__init__(message)
         self.code = code or self.default_code
 

@@ -59,6 +59,8 @@ _ONNXDC = "onnxdc "
 _ZERO, _HALF, _FIXED, _STAGES = 1 << 5, 1 << 6, 1 << 7, 1 << 8
 _MAX_UV = 1 << 63
 _CHAIN_DEPTH = 4
+#: Dims a tensor may have (the 1.0 header's limit), checked before their product is taken.
+MAX_DIMS = 64
 
 #: A skeleton's stored-tensor facts by slot: ``(path, name, dtype, shape)``.
 SkeletonTensors = Mapping[int, tuple[str, str, int, tuple[int, ...]]]
@@ -460,12 +462,27 @@ def _read_planes(r: _Reader, what: str) -> dict[str, Any]:
     return {"itemsize": itemsize, "rotate": rotate, "raw_planes": [j for j in range(itemsize) if mask >> j & 1]}
 
 
+def _numel(name: str, shape: tuple[int, ...]) -> int:
+    """The element count of a skeleton tensor's shape, refused before the product when it has too
+    many dims (the product of 60,000 dims of 2**62 takes seconds) and after it when it overflows."""
+    if len(shape) > MAX_DIMS:
+        raise ContainerError(f"tensor {name!r} has {len(shape)} dims, more than {MAX_DIMS}", code="schema")
+    if any(d < 0 for d in shape):
+        raise ContainerError(f"tensor {name!r} has a negative dim in {shape}", code="schema")
+    numel = math.prod(shape)
+    if numel >= _MAX_UV:
+        raise ContainerError(f"tensor {name!r} has 2**{numel.bit_length() - 1} elements or more, more than 2**63",
+                             code="limits")
+    return numel
+
+
 def resolve(parsed: Parsed, tensors: SkeletonTensors, metadata: dict[str, Any]) -> dict[str, Any]:
     """The 1.0 header object of a decoded 4.0 header, each tensor's facts taken from the skeleton's
     tensor of its slot.
 
     Raises:
-        ContainerError: a tensor's slot holds no tensor in the skeleton.
+        ContainerError: a tensor's slot holds no tensor in the skeleton, or one whose shape no
+            header may declare.
     """
     streams: list[dict[str, Any]] = []
     out_tensors = []
@@ -473,7 +490,7 @@ def resolve(parsed: Parsed, tensors: SkeletonTensors, metadata: dict[str, Any]) 
         if slot not in tensors:
             raise ContainerError(f"tensor in slot {slot} is not in the skeleton", code="references")
         path, name, dtype, shape = tensors[slot]
-        numel = math.prod(shape)
+        numel = _numel(name, shape)
         if nbytes is None:
             nbytes = expected_nbytes(dtype, numel)
             if nbytes is None:

@@ -44,7 +44,7 @@ from onnxdc.format.header import (
 )
 
 __all__ = ["MAGIC", "Container", "ContainerWriter", "Header", "StreamInfo", "TensorInfo", "check_output_size",
-           "open_container", "output_headroom", "output_size", "read_container"]
+           "open_container", "output_headroom", "output_size", "read_container", "skeleton_ceiling"]
 
 MAGIC = b"\x89ONNXDC\n"
 #: The version onnxdc writes: 4.0 (the binary header of :mod:`onnxdc.format.binary`, tensor facts
@@ -56,6 +56,14 @@ MINOR_VERSION = 0
 READ_MAJOR_VERSIONS = (1, 2, 3, 4)
 #: Largest skeleton a 4.0 container's open decodes (protobuf's largest message).
 MAX_SKELETON_BYTES = (1 << 31) - 1
+#: A 4.0 skeleton the open decodes may be this large whatever its stored bytes, and then
+#: :data:`SKELETON_RATIO` times them. A skeleton holds no weights, so zstd stores it 3 to 30 times
+#: smaller: 2.9 (lenet300) to 7.4 (yolo), 18.8 for a 22M-parameter transformer of 1,013 nodes,
+#: 29.9 for one of 32,261 nodes, 2.2 MB (``tools/skeleton_sizes.py``). A hostile one of empty
+#: messages stores thousands of times smaller and costs some 90 bytes of memory per byte parsed
+#: (a million empty initializers in 2 MB: 180 MB), so the free part is small.
+SKELETON_FREE_BYTES = 1 << 20
+SKELETON_RATIO = 100
 _PREFIX = struct.Struct("<8sHHQI")
 PREFIX_SIZE = _PREFIX.size  # 24 (before 4.0; a 4.0 prefix is 17 to 20 bytes, a file at least 24)
 _VERSIONS = struct.Struct("<8sHH")
@@ -377,6 +385,12 @@ def _read(src: _Source, max_tensor_bytes: int, *, check_streams: bool = True,
     return Container(header, src, (major, minor), header_size, check_on_read=not check_streams)
 
 
+def skeleton_ceiling(stored: int) -> int:
+    """The most bytes a 4.0 skeleton stored in ``stored`` bytes may decode to: what the open
+    decodes, and so what a writer may write."""
+    return min(MAX_SKELETON_BYTES, SKELETON_FREE_BYTES + SKELETON_RATIO * stored)
+
+
 def prefix4(major: int, minor: int, hbytes: bytes) -> bytes:
     """A 4.x container's prefix: magic, major and minor as before, then the header's length as
     an unsigned LEB128 varint (two bytes for a small header, not eight) and its CRC-32."""
@@ -406,8 +420,9 @@ def _read4(src: _Source, hbytes: bytes, version: tuple[int, int], header_size: i
     """A 4.0 container: the binary header, then the skeleton decoded for its tensors' facts.
 
     The skeleton's stream is checked like any stream before it is decoded, and its declared size
-    bounded as decoded output is (:data:`RATIO_FREE_BYTES`, :data:`DEFAULT_MAX_RATIO` times the
-    file), so a small hostile file cannot make its open allocate more.
+    bounded by its stored bytes (:data:`SKELETON_FREE_BYTES` plus :data:`SKELETON_RATIO` times
+    them), so a small hostile file cannot make its open parse a large model; the reader reads the
+    facts of the slots the header names, no other.
     """
     reader = skeleton_tensors or _SKELETON_READERS.get("onnx")
     if reader is None:
@@ -425,9 +440,11 @@ def _read4(src: _Source, hbytes: bytes, version: tuple[int, int], header_size: i
     _parse_stream(sum(len(t[5]) for t in parsed.tensors), sk, offset, max_tensor_bytes, True)
     if check_streams and src.crc32(header_size, payload) != parsed.payload_crc32:
         raise ContainerError("payload checksum mismatch (file corrupted)", code="payload-crc")
-    cap = min(MAX_SKELETON_BYTES, max(RATIO_FREE_BYTES, int(DEFAULT_MAX_RATIO * src.size)))
+    cap = skeleton_ceiling(sk["length"])
     if sk["count"] > cap:
-        raise ContainerError(f"the skeleton declares {sk['count']} bytes, over the limit ({cap})", code="limits")
+        raise ContainerError(f"the skeleton declares {sk['count']} bytes, over the limit ({cap}: "
+                             f"{SKELETON_FREE_BYTES >> 20} MiB and {SKELETON_RATIO} times its {sk['length']} "
+                             f"stored bytes)", code="limits")
     try:
         symbols = get_coder(sk["coder"]).decode(src.read(header_size + offset, sk["length"]), count=sk["count"])
     except (OnnxdcError, RecursionError) as exc:
@@ -435,7 +452,9 @@ def _read4(src: _Source, hbytes: bytes, version: tuple[int, int], header_size: i
     if symbols.shape != (sk["count"],):
         raise ContainerError("the skeleton's stream decodes to the wrong size", code="stream-count")
     try:
-        facts = reader(symbols.tobytes())
+        facts = reader(symbols.tobytes(), frozenset(t[0] for t in parsed.tensors))
+    except ContainerError:
+        raise
     except OnnxdcError as exc:
         raise ContainerError(f"the skeleton stream does not hold a model: {exc}") from None
     header = parse_header4(parsed, facts, payload_size=payload, max_tensor_bytes=max_tensor_bytes)
@@ -445,8 +464,9 @@ def _read4(src: _Source, hbytes: bytes, version: tuple[int, int], header_size: i
 
 
 #: Reads a 4.0 skeleton's stored-tensor facts (:data:`onnxdc.format.binary.SkeletonTensors`) from
-#: its bytes, raising an :class:`~onnxdc.errors.OnnxdcError` when they are no model.
-SkeletonReader = Callable[[bytes], binary.SkeletonTensors]
+#: its bytes, those of the given slots only (the header's: a hostile skeleton may hold millions of
+#: tensors), raising an :class:`~onnxdc.errors.OnnxdcError` when they are no model.
+SkeletonReader = Callable[[bytes, frozenset[int]], binary.SkeletonTensors]
 _SKELETON_READERS: dict[str, SkeletonReader] = {}
 
 

@@ -129,6 +129,14 @@ def restore_names(model: onnx.ModelProto, *, nodes: bool = False) -> None:
                 node.input[i] = _resolve(nodes, j, name)
 
 
+def names_are_text(model: onnx.ModelProto) -> bool:
+    """Whether the main graph's node names, op types, inputs and outputs are text, what restoring
+    reads: protobuf gives a string that is not UTF-8 as bytes (a hostile skeleton's)."""
+    return all(isinstance(node.name, str) and isinstance(node.op_type, str)
+               and all(isinstance(x, str) for x in node.input) and all(isinstance(x, str) for x in node.output)
+               for node in model.graph.node)
+
+
 def restored_growth(model: onnx.ModelProto, *, stop_above: int, nodes: bool = False) -> int:
     """The bytes restoring the marks adds to the main graph's names (marks that name no output
     count nothing: restoring refuses them); once over ``stop_above``, a number over it.

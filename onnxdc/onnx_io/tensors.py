@@ -22,7 +22,7 @@ from google.protobuf.message import DecodeError
 from onnx import AttributeProto, GraphProto, NodeProto, TensorProto, numpy_helper
 
 from onnxdc.dtypes import expected_nbytes, np_dtype
-from onnxdc.errors import ModelError, OnnxdcError
+from onnxdc.errors import ContainerError, ModelError, OnnxdcError
 from onnxdc.fileio.atomic import read_regular_file
 from onnxdc.fileio.oserrors import read_error
 from onnxdc.onnx_io.graphs import attribute_graphs
@@ -228,16 +228,28 @@ def parse_model(data: bytes, *, name: str = "<bytes>") -> onnx.ModelProto:
     return model
 
 
-def skeleton_tensors(data: bytes) -> dict[int, tuple[str, str, int, tuple[int, ...]]]:
-    """A container skeleton's tensors by slot: ``(path, name, dtype, dims)``, what a 4.0 header
-    leaves to the skeleton (:mod:`onnxdc.format.binary`).
+def skeleton_tensors(data: bytes, slots: frozenset[int]) -> dict[int, tuple[str, str, int, tuple[int, ...]]]:
+    """A container skeleton's tensors in ``slots`` (a 4.0 header's): ``(path, name, dtype, dims)``
+    by slot, what a 4.0 header leaves to the skeleton (:mod:`onnxdc.format.binary`). The walk
+    stops after the last of them, and other tensors are not looked at: a hostile skeleton may hold
+    millions.
 
     Raises:
         ModelError: the bytes are no ONNX model.
+        ContainerError: a tensor of ``slots`` has a name that is not UTF-8 (protobuf then gives bytes).
     """
     model = parse_model(data, name="skeleton")
-    return {r.slot: (r.path, r.proto.name, r.proto.data_type, tuple(int(d) for d in r.proto.dims))
-            for r in iter_tensors(model)}
+    out: dict[int, tuple[str, str, int, tuple[int, ...]]] = {}
+    last = max(slots, default=-1)
+    for r in iter_tensors(model):
+        if r.slot > last:
+            break
+        if r.slot in slots:
+            if not isinstance(r.proto.name, str):
+                raise ContainerError(f"the skeleton's tensor in slot {r.slot} has a name that is not valid UTF-8",
+                                     code="header-utf8")
+            out[r.slot] = (r.path, r.proto.name, r.proto.data_type, tuple(int(d) for d in r.proto.dims))
+    return out
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ from onnxdc.format.container import (
     read_container,
 )
 from onnxdc.format.registry import RawBuffer, as_bytes, batched, decode_tensor
-from onnxdc.onnx_io.names import restore_names, restored_growth
+from onnxdc.onnx_io.names import names_are_text, restore_names, restored_growth
 from onnxdc.onnx_io.tensors import has_data, iter_tensors, parse_model, set_raw_data
 from onnxdc.pipeline.jobs import ordered_map
 
@@ -101,6 +101,9 @@ def matched_tensors(container: Container, *, max_output_bytes: int = DEFAULT_MAX
     except ModelError as exc:
         raise ContainerError(f"the skeleton stream does not hold a model: {exc}") from None
     if header.skeleton_names:  # the derived names come back; the CRC is the original skeleton's
+        if not names_are_text(model):
+            raise ContainerError("the skeleton's node names, op types, inputs or outputs are not valid UTF-8",
+                                 code="header-utf8")
         headroom = max(0, min(output_headroom(container, max_output_bytes=max_output_bytes, max_ratio=max_ratio),
                               _MAX_PROTO_BYTES - 4 * len(skel_bytes)))
         nodes = container.version[0] >= 4  # 4.0 marks node names too
@@ -115,7 +118,8 @@ def matched_tensors(container: Container, *, max_output_bytes: int = DEFAULT_MAX
             raise ContainerError(f"the skeleton's names do not restore: {exc}", code="skeleton-crc") from None
         if zlib.crc32(model.SerializeToString(deterministic=True)) != header.skeleton_crc32:
             raise ContainerError("skeleton checksum mismatch after decoding", code="skeleton-crc")
-    by_slot = {r.slot: r for r in iter_tensors(model)}
+    slots = {info.slot for info in header.tensors}  # a hostile skeleton may hold millions of others
+    by_slot = {r.slot: r for r in iter_tensors(model) if r.slot in slots}
     pairs = []
     for info in header.tensors:
         ref = by_slot.get(info.slot)

@@ -17,13 +17,14 @@ import numpy as np
 import onnx
 
 from onnxdc._version import __version__
-from onnxdc.errors import ConfigError, Notice, Progress
+from onnxdc.errors import ConfigError, ContainerError, Notice, Progress
 from onnxdc.format.container import (
     Container,
     ContainerWriter,
     Header,
     TensorInfo,
     read_container,
+    skeleton_ceiling,
 )
 from onnxdc.onnx_io.names import predict_names, restore_names
 from onnxdc.onnx_io.tensors import (
@@ -208,6 +209,10 @@ def encode_model(skeleton: onnx.ModelProto, *, writer: ContainerWriter, config: 
     stored = marked_skeleton(skeleton, skel_bytes, nodes=writer.major >= 4) if writer.major >= 3 else None
     coders = SKELETON_CODERS[:SKELETON_CODERS_OF[writer.major]]
     skel = encode_best(np.frombuffer(stored or skel_bytes, dtype=np.uint8), coders)
+    if writer.major >= 4 and skel.count > skeleton_ceiling(len(skel.data)):  # never write what no reader opens
+        raise ContainerError(
+            f"the skeleton decodes to {skel.count} bytes from {len(skel.data)}, over what a 4.0 reader opens "
+            f"({skeleton_ceiling(len(skel.data))}): tensors left in it (min_tensor_bytes) code too well", code="limits")
     skeleton_id = writer.add_stream(skel.data, count=skel.count, coder=skel.coder)
     metadata = {**config.record, **config.metadata}
     metadata["settings"] = config.sharing.to_json() if config.sharing is not None else {"lossless": True}
