@@ -55,7 +55,7 @@ import onnx
 import zstandard
 from onnx import TensorProto, helper, numpy_helper
 
-from onnxdc.api import AUTO_MIN_ELEMENTS, Budget, SharingConfig, compress_auto, decompress, evaluate
+from onnxdc.api import AUTO_MIN_ELEMENTS, Budget, SharingConfig, compress_auto, decompress, evaluate, mean_cosine
 
 MODELS = Path(__file__).resolve().parent.parent / "models"
 #: NNCodec's quantization parameters, from fine to coarse (its step size doubles every 4 with qp_density 2).
@@ -71,11 +71,6 @@ params = dict(np.load(src))
 nnc.compress(params, bitstream_path=bits_out, qp=qp, verbose=False)
 np.savez(rec_out, **nnc.decompress(bits_out))
 """
-
-
-def mean_cosine(ev) -> float:  # noqa: ANN001 - an EvalResult
-    """The lowest, over outputs, mean per-sample cosine (what onnxdc's --min-cosine bounds)."""
-    return float(min(o.cosine_mean for o in ev.outputs)) if ev.outputs else 1.0
 
 
 def zstd19(data: bytes) -> int:

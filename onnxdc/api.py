@@ -30,7 +30,7 @@ import onnx
 
 from onnxdc._version import __version__
 from onnxdc.analysis import Analysis, TensorAnalysis, analyze, decoded_weights, format_analysis, original_weights
-from onnxdc.auto.budget import SHORTHAND_GATES, Budget, check_budget
+from onnxdc.auto.budget import SHORTHAND_GATES, Budget, check_budget, mean_cosine
 from onnxdc.auto.engine import compress_rd as _search_compress_auto
 from onnxdc.auto.reuse import reuse_command
 from onnxdc.auto.search import (
@@ -122,7 +122,8 @@ __all__ = [
     "order0_entropy_bits", "parse_dims", "plan_sharing", "printable", "read_container", "read_regular_file", "recipe_toml",
     "registered_coders", "report_for", "reuse_command", "row_length", "sensitivity", "sensitivity_path", "split", "synthetic_inputs", "write_atomic",
     "GATE_METRICS", "SHORTHAND_GATES", "Gate", "OutputFn", "Verdict", "check_gate_outputs", "judge_gates", "optional_gates", "parse_gate",
-    "Metric", "OutputMetrics", "Reference", "check_budget", "compare", "evaluate_candidate", "prepare_reference",
+    "Metric", "OutputMetrics", "Reference", "check_budget", "compare", "evaluate_candidate", "mean_cosine",
+    "prepare_reference",
     "session_thread_count", "session_threads", "set_session_threads", "usable_cores",
     "FORMS", "Deployed", "DeployReport", "TensorForm", "check_form", "deploy", "deploy_file",
 ]
