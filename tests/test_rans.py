@@ -11,9 +11,18 @@ from coder_helpers import check_decode_fails, check_encode_decode
 
 from onnxdc.coders import get_coder
 from onnxdc.coders.base import write_varint
-from onnxdc.coders.rans import LANE_SYMBOLS, RansCoder, lanes_for, quantize
+from onnxdc.coders.rans import (
+    LANE_SYMBOLS,
+    SCALAR_LANES,
+    RansCoder,
+    _decode_lanes,
+    _decode_scalar,
+    _parse,
+    lanes_for,
+    quantize,
+)
 from onnxdc.coders.rans import _model_bytes as _model
-from onnxdc.errors import CoderError
+from onnxdc.errors import CoderError, DecodeError
 from onnxdc.pipeline.streams import encode_best, order0_entropy_bits
 
 RANS = RansCoder()
@@ -114,6 +123,48 @@ def _stream(lanes: int = 1, bits: int = 2, model: bytes = b"\x01\x03\x01", state
 def test_malformed_streams(stream: bytes, message: str) -> None:
     with pytest.raises(CoderError, match=message):
         RANS.decode(stream, count=4)
+
+
+def _both_decoders(stream: bytes, count: int) -> list[np.ndarray | str]:
+    """What the symbol-by-symbol and the numpy-lane decoder make of one stream: symbols or the error."""
+    got: list[np.ndarray | str] = []
+    for decoder in (_decode_scalar, lambda p: _decode_lanes(p.states.copy(), p.words, p.freq, p.bits, p.count)):
+        try:
+            got.append(decoder(_parse(stream, count)))
+        except DecodeError as exc:
+            got.append(str(exc))
+    return got
+
+
+@pytest.mark.parametrize(("n", "p"), [(1, 0.5), (5, 0.2), (LANE_SYMBOLS, 0.9), (3 * LANE_SYMBOLS + 7, 0.3),
+                                      (SCALAR_LANES * LANE_SYMBOLS + 1, 0.6), (40_000, 0.999)])
+def test_the_two_decoders_agree_on_good_and_damaged_streams(n: int, p: float) -> None:
+    """Streams of few lanes decode symbol by symbol, wider ones in numpy lanes: on every stream,
+    whole, cut, extended or with a word flipped, both give the same symbols or the same error."""
+    rng = np.random.default_rng(n)
+    symbols = np.minimum(rng.geometric(p, n) - 1, 255).astype(np.uint8)
+    stream = RANS.encode(symbols)
+    scalar, lanes = _both_decoders(stream, n)
+    np.testing.assert_array_equal(scalar, symbols)
+    np.testing.assert_array_equal(lanes, symbols)
+    flipped = bytearray(stream)
+    flipped[-1] ^= 0x40
+    for bad in (stream[:-2], stream + b"\0\0", bytes(flipped)):
+        scalar, lanes = _both_decoders(bad, n)
+        if isinstance(scalar, str) or isinstance(lanes, str):
+            assert scalar == lanes
+        else:
+            np.testing.assert_array_equal(scalar, lanes)
+
+
+@pytest.mark.parametrize(("stream", "message"), [
+    (_stream(words=b"\x00\x00"), "does not end where its symbols do"),
+    (_stream(states=b"\x08\x00\x01\x00"), "ends early \\(needs more than its 0 words\\)"),
+])
+def test_the_numpy_decoder_refuses_what_the_scalar_one_does(stream: bytes, message: str) -> None:
+    with pytest.raises(DecodeError, match=message):
+        p = _parse(stream, 4)
+        _decode_lanes(p.states.copy(), p.words, p.freq, p.bits, p.count)
 
 
 def test_a_stream_cut_mid_words_fails() -> None:

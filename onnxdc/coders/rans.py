@@ -9,7 +9,11 @@ sent with the stream; the encoder picks ``prob_bits`` (1..16) that makes model +
 Symbol ``i`` belongs to lane ``i % lanes``; each lane is an rANS coder with a 32-bit state
 renormalized 16 bits at a time (Giesen's ``rans_word``), so one decoding step decodes one symbol of
 every lane at once with numpy: the Python loop runs ``count / lanes`` times. The lanes share one
-stream of 16-bit words, read in step order and, within a step, in lane order.
+stream of 16-bit words, read in step order and, within a step, in lane order. A numpy step costs
+about 13 µs whatever its width and a symbol decoded by plain Python about 0.2 µs, so streams of at
+most :data:`SCALAR_LANES` lanes (the automatic choices' streams have at most 4) decode symbol by
+symbol instead: the same symbols, the same checks, 6.5 ms instead of 64 ms for 26,624 symbols in
+4 lanes.
 
 Stream layout (the empty stream codes zero symbols)::
 
@@ -42,6 +46,10 @@ from onnxdc.errors import DecodeError
 
 #: Most lanes a stream may have.
 MAX_LANES = 4096
+#: Streams of at most this many lanes decode symbol by symbol (:func:`_decode_scalar`): below it a
+#: step of numpy calls (about 13 µs) costs more than its lanes' symbols in plain Python (0.15-0.25 µs
+#: each; 37 lanes: 43 ms against 104 ms for 300,000 symbols).
+SCALAR_LANES = 64
 #: Symbols per lane the encoder aims for (decoding steps, each a dozen numpy calls). A lane costs
 #: about 3 bytes (its final state holds 32 bits, about 16 of them information): 0.3% of a stream at
 #: 1 bit a symbol. Fewer steps decode faster (43,008 symbols: 835 ms in one lane, 65 ms in 10,
@@ -168,8 +176,8 @@ class RansCoder(Coder):
     numpy_decode = True
     can_batch = True
     #: Automatic choices try rANS on streams of at most this many symbols (at most 4 lanes, decoded
-    #: with the other streams of a batch in one lock-step): on longer ones its decoder (25-35 M
-    #: symbols/s) slowed the 25M-parameter benchmark model's decompression from 0.31 to 0.56 s for
+    #: symbol by symbol, 4-5 M symbols/s): on longer ones its decoder (25-35 M symbols/s in numpy
+    #: lanes) slowed the 25M-parameter benchmark model's decompression from 0.31 to 0.56 s for
     #: 0.16% of its bytes.
     auto_max_symbols = 1 << 15
 
@@ -226,7 +234,7 @@ class RansCoder(Coder):
         parsed = _parse(buf, count)
         if isinstance(parsed, np.ndarray):
             return parsed
-        return _decode_lanes(parsed.states.copy(), parsed.words, parsed.freq, parsed.bits, parsed.count)
+        return _decode_one(parsed)
 
 
 @dataclass(frozen=True)
@@ -238,6 +246,10 @@ class _Parsed:
     freq: np.ndarray
     states: np.ndarray  # int64, one per lane
     words: np.ndarray  # uint16
+
+    @property
+    def steps(self) -> int:
+        return -(-self.count // self.states.size)
 
 
 def _parse(buf: bytes, count: int) -> _Parsed | np.ndarray:
@@ -286,6 +298,8 @@ def decode_many(items: Sequence[tuple[bytes, int]]) -> list[np.ndarray]:
 
     The loop runs as many steps as the longest stream needs (about :data:`LANE_SYMBOLS`), whatever
     the number of streams: a model of dozens of small coded tensors pays the loop's fixed cost once.
+    Streams of few lanes decode symbol by symbol (:func:`_decode_scalar`) unless a wider stream's
+    lock-step runs at least as many steps as they need: they then join it at no extra step.
     Results and errors are those of :meth:`RansCoder.decode` on each stream, up to which stream an
     error names.
     """
@@ -297,13 +311,54 @@ def decode_many(items: Sequence[tuple[bytes, int]]) -> list[np.ndarray]:
             out[i] = p
         else:
             parsed.append((i, p))
-    if len(parsed) == 1:
-        i, p = parsed[0]
-        out[i] = _decode_lanes(p.states.copy(), p.words, p.freq, p.bits, p.count)
-    elif parsed:
-        for (i, _), symbols in zip(parsed, _decode_joint([p for _, p in parsed])):
+    wide = max((p.steps for _, p in parsed if p.states.size > SCALAR_LANES), default=0)
+    joint = [(i, p) for i, p in parsed if p.states.size > SCALAR_LANES or p.steps <= wide]
+    for i, p in parsed:
+        if p.states.size <= SCALAR_LANES and p.steps > wide:
+            out[i] = _decode_scalar(p)
+    if len(joint) == 1:
+        i, p = joint[0]
+        out[i] = _decode_one(p)
+    elif joint:
+        for (i, _), symbols in zip(joint, _decode_joint([p for _, p in joint])):
             out[i] = symbols
     return out  # type: ignore[return-value]
+
+
+def _decode_one(p: _Parsed) -> np.ndarray:
+    """One stream's symbols, by whichever of the two decoders is faster for its lanes."""
+    if p.states.size <= SCALAR_LANES:
+        return _decode_scalar(p)
+    return _decode_lanes(p.states.copy(), p.words, p.freq, p.bits, p.count)
+
+
+def _decode_scalar(p: _Parsed) -> np.ndarray:
+    """:func:`_decode_lanes` symbol by symbol in plain Python: the same symbols and checks, faster
+    for a few lanes (see :data:`SCALAR_LANES`). Tables and words are read through memoryviews of
+    their arrays, so memory stays that of the numpy decoder (Python lists would cost 36 bytes an
+    entry)."""
+    symbol_of, freq_of, bias_of = _tables(p.freq, p.bits)
+    sym, fr, bi = memoryview(symbol_of), memoryview(freq_of), memoryview(bias_of)
+    w = memoryview(p.words.astype(np.uint16))  # native byte order, which a memoryview indexes
+    states = p.states.tolist()
+    lanes, count, bits, nwords = len(states), p.count, p.bits, len(w)
+    mask, low, pos = (1 << bits) - 1, _LOW, 0
+    out = bytearray(count)
+    for start in range(0, count, lanes):
+        for lane in range(min(lanes, count - start)):
+            x = states[lane]
+            s = x & mask
+            out[start + lane] = sym[s]
+            x = fr[s] * (x >> bits) + bi[s]
+            if x < low:
+                if pos == nwords:
+                    raise DecodeError(f"rans stream ends early (needs more than its {nwords} words)")
+                x = (x << _WORD) | w[pos]
+                pos += 1
+            states[lane] = x
+    if pos != nwords or any(x != low for x in states):
+        raise DecodeError("rans stream does not end where its symbols do (corrupt or trailing words)")
+    return np.frombuffer(out, dtype=np.uint8)
 
 
 def _decode_joint(streams: list[_Parsed]) -> list[np.ndarray]:
@@ -372,9 +427,7 @@ def refill_states(xa: np.ndarray, stream: np.ndarray, words: np.ndarray, word_st
 
 def _decode_lanes(x: np.ndarray, words: np.ndarray, freq: np.ndarray, bits: int, count: int) -> np.ndarray:
     lanes = x.size
-    symbol_of = np.repeat(np.arange(256, dtype=np.uint8), freq)  # slot -> symbol, M entries
-    freq_of = freq[symbol_of]
-    bias_of = np.arange(1 << bits, dtype=np.int64) - (np.cumsum(freq) - freq)[symbol_of]
+    symbol_of, freq_of, bias_of = _tables(freq, bits)
     mask = (1 << bits) - 1
     steps = -(-count // lanes)
     out = np.empty(steps * lanes, dtype=np.uint8)
