@@ -32,12 +32,20 @@ it is asked to be as close to the original as NNCodec's best passing model is, a
 still meets the test gate. It uses NNCodec's test-chosen setting, so it is a comparison at equal
 fidelity, not a default.
 
+``--exported DIR`` adds the trained models ``exported_models.py --build DIR --train`` wrote (issue
+11's GRU encoder-decoder and text detector; the transformer's weights are random, so it has no task
+to gate): each is judged by its own task metric on its 64-sample test split (token accuracy, pixel
+F1 of the probability map; ``task_metrics.py``), within the same ``--max-drop`` points, and its
+cosine column is the mean per-sample cosine of the first output. Its calibration data have no
+labels, so onnxdc's default row there is the CLI's ``--calib`` alone (the default budget: mean
+cosine 0.999; top-1 agreement where the output has classes).
+
 ``--oracle`` adds onnxdc as the peers are run: its ``--min-cosine`` swept from fine to coarse
 (:data:`ORACLE_FLOORS`) and the smallest file that meets the gate **on the test split** kept, so
 both sides get the same test-chosen setting. Like the peers' rows, it is a best case, not a
 default.
 
-    python benchmarks/peers.py [--models lenet300 lenet5 crnn] [--nncodec-python PY] [--matched] [--json out.json]
+    python benchmarks/peers.py [--models lenet300 lenet5 crnn] [--exported DIR] [--nncodec-python PY] [--matched] [--json out.json]
 """
 
 from __future__ import annotations
@@ -45,6 +53,7 @@ from __future__ import annotations
 import argparse
 import json
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -56,6 +65,9 @@ import zstandard
 from onnx import TensorProto, helper, numpy_helper
 
 from onnxdc.api import AUTO_MIN_ELEMENTS, Budget, SharingConfig, compress_auto, decompress, evaluate, mean_cosine
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from task_metrics import cosines, task_metric  # noqa: E402
 
 MODELS = Path(__file__).resolve().parent.parent / "models"
 #: NNCodec's quantization parameters, from fine to coarse (its step size doubles every 4 with qp_density 2).
@@ -124,21 +136,34 @@ def without_initializers(model: onnx.ModelProto, names: set[str]) -> onnx.ModelP
 
 
 class Bench:
-    """One model, its data, and the gate every method is held to."""
+    """One model, its data, and the gate every method is held to (test top-1 of a sample model)."""
 
-    def __init__(self, name: str, max_drop: float) -> None:
+    metric = "top-1"
+    #: onnxdc's default budget: the gate's top-1 drop judged against the calibration labels.
+    labelled = True
+
+    def __init__(self, name: str, max_drop: float, directory: Path = MODELS) -> None:
         self.name = name
-        self.model = onnx.load(str(MODELS / f"{name}.onnx"))
-        self.calib = dict(np.load(MODELS / f"{name}.calib.npz"))
-        self.test = dict(np.load(MODELS / f"{name}.test.npz"))
+        self.model = onnx.load(str(directory / f"{name}.onnx"))
+        self.calib = dict(np.load(directory / f"{name}.calib.npz"))
+        self.test = dict(np.load(directory / f"{name}.test.npz"))
         self.max_drop = max_drop
         self.f32 = f32_bytes(self.model)
-        self.ref_top1 = evaluate(self.model, self.model, self.test).reference_top1
+        self.ref_top1 = self.reference_metric()
+
+    def reference_metric(self) -> float:
+        return evaluate(self.model, self.model, self.test).reference_top1
 
     def score(self, candidate: onnx.ModelProto) -> tuple[float, float]:
         """Test top-1 and mean per-sample cosine to the original's outputs."""
         ev = evaluate(self.model, candidate, self.test)
         return ev.candidate_top1, mean_cosine(ev)
+
+    def budget(self, min_cosine: float = 0.999) -> Budget:
+        """onnxdc's default budget for this model (the gate's drop where the data have labels)."""
+        if self.labelled:
+            return Budget(max_drop=self.max_drop, min_agreement=None, min_cosine=min_cosine)
+        return Budget(min_cosine=min_cosine)
 
     def passes(self, top1: float) -> bool:
         return (self.ref_top1 - top1) * 100 <= self.max_drop + 1e-9
@@ -172,6 +197,41 @@ class Bench:
         if scored:
             return {**max(scored, key=lambda d: d["top1"]), "passed": False, "tried": done}
         return {"setting": "-", "passed": False, "tried": done, "error": done[0].get("error") if done else "none"}
+
+
+class TaskBench(Bench):
+    """An exported model judged by its task metric (``task_metrics.py``) on its test split: the
+    ``top1`` fields of its rows hold that metric."""
+
+    labelled = False
+
+    def __init__(self, directory: Path, name: str, max_drop: float) -> None:
+        meta = json.loads((directory / f"{name}.json").read_text())
+        self.metric = meta["metric"]
+        self.targets = np.load(directory / f"{name}.test_targets.npz")["targets"]
+        self._ref_out: np.ndarray | None = None
+        super().__init__(name, max_drop, directory)
+
+    def _first_output(self, model: onnx.ModelProto) -> np.ndarray:
+        import onnxruntime as ort
+
+        sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+        return sess.run(None, {i.name: self.test[i.name] for i in sess.get_inputs()})[0]
+
+    def reference_metric(self) -> float:
+        self._ref_out = self._first_output(self.model)
+        return task_metric(self.metric, self._ref_out, self.targets)
+
+    def score(self, candidate: onnx.ModelProto) -> tuple[float, float]:
+        out = self._first_output(candidate)
+        return task_metric(self.metric, out, self.targets), float(cosines(self._ref_out, out).mean())
+
+
+def exported_benches(directory: Path, max_drop: float) -> list[TaskBench]:
+    """The trained models of an ``exported_models.py --build`` directory (those with a task metric)."""
+    metas = [json.loads(p.read_text()) for p in sorted(directory.glob("*.json"))]
+    return [TaskBench(directory, m["name"], max_drop) for m in metas
+            if m.get("metric", "cosine") != "cosine" and m.get("trained") and (directory / f"{m['name']}.onnx").exists()]
 
 
 def quantize_dynamic_trials(b: Bench, tmp: Path) -> list:
@@ -228,11 +288,12 @@ def nncodec_trials(b: Bench, tmp: Path, python: str | None) -> list:
 def onnxdc_default(b: Bench, min_cosine: float = 0.999) -> dict:
     t0 = time.perf_counter()
     auto = compress_auto(b.model, base=SharingConfig(min_elements=AUTO_MIN_ELEMENTS), data=b.calib,
-                         budget=Budget(max_drop=b.max_drop, min_agreement=None, min_cosine=min_cosine))
+                         budget=b.budget(min_cosine))
     seconds = time.perf_counter() - t0
     top1, cosine = b.score(decompress(auto.result.data))
     flags = "" if min_cosine == 0.999 else f" --min-cosine {min_cosine:.5f}"
-    return {"setting": f"--calib --max-drop {b.max_drop}{flags}", "bytes": len(auto.result.data), "top1": top1,
+    drop = f" --max-drop {b.max_drop}" if b.labelled else ""
+    return {"setting": f"--calib{drop}{flags}", "bytes": len(auto.result.data), "top1": top1,
             "cosine": cosine, "passed": b.passes(top1), "seconds": round(seconds, 1)}
 
 
@@ -255,21 +316,25 @@ def matched(b: Bench, nncodec: dict) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--models", nargs="+", default=["lenet300", "lenet5", "crnn"])
-    ap.add_argument("--max-drop", type=float, default=0.5, help="test top-1 points a method may lose")
+    ap.add_argument("--models", nargs="*", default=["lenet300", "lenet5", "crnn"])
+    ap.add_argument("--exported", type=Path, help="also the trained models of an exported_models.py --build DIR")
+    ap.add_argument("--max-drop", type=float, default=0.5, help="test top-1 (or task metric) points a method may lose")
     ap.add_argument("--nncodec-python", help="a Python with nncodec installed (see the module docstring)")
     ap.add_argument("--json", type=Path, help="also write every trial here")
     ap.add_argument("--matched", action="store_true", help="add onnxdc at NNCodec's fidelity (see the docstring)")
     ap.add_argument("--oracle", action="store_true", help="add onnxdc with its floor chosen on the test split")
     args = ap.parse_args()
     results = {}
-    print(f"| model (test top-1) | method | best setting | bytes | ratio | test top-1 | test cosine | "
+    print(f"| model (test metric) | method | best setting | bytes | ratio | test metric | test cosine | "
           f"gate ({args.max_drop} pt) |")
     print("|---|---|---|---:|---:|---:|---:|---|")
+    benches = [Bench(name, args.max_drop) for name in args.models]
+    if args.exported:
+        benches += exported_benches(args.exported, args.max_drop)
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
-        for name in args.models:
-            b = Bench(name, args.max_drop)
+        for b in benches:
+            name = b.name
             rows = {
                 "zstd -19 (lossless)": {"setting": "-", "bytes": zstd19(b.model.SerializeToString()),
                                         "top1": b.ref_top1, "passed": True},
@@ -286,13 +351,14 @@ def main() -> None:
                 rows["onnxdc at NNCodec's fidelity"] = matched(b, rows["NNCodec"])
             for r in rows.values():
                 r.pop("_model", None)
-            results[name] = {"reference_top1": b.ref_top1, "f32_bytes": b.f32, "methods": rows}
+            results[name] = {"metric": b.metric, "reference_top1": b.ref_top1, "f32_bytes": b.f32, "methods": rows}
+            label = f"{name} ({b.metric} {b.ref_top1:.2%})"
             for method, r in rows.items():
                 if "bytes" not in r:
-                    print(f"| {name} ({b.ref_top1:.2%}) | {method} | {r.get('error', '-')} | — | — | — | — | — |")
+                    print(f"| {label} | {method} | {r.get('error', '-')} | — | — | — | — | — |")
                     continue
                 gate = "meets" if r["passed"] else "misses (closest shown)"
-                print(f"| {name} ({b.ref_top1:.2%}) | {method} | {r['setting']} | {r['bytes']:,} | "
+                print(f"| {label} | {method} | {r['setting']} | {r['bytes']:,} | "
                       f"{b.f32 / r['bytes']:.1f}x | {r['top1']:.2%} | {r.get('cosine', 1.0):.5f} | {gate} |",
                       flush=True)
             peers = [r["bytes"] for m, r in rows.items() if not m.startswith("onnxdc") and m != "zstd -19 (lossless)"
