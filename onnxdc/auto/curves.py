@@ -112,6 +112,8 @@ class Curve:
     energy: float
     points: list[CurvePoint]
     has_stats: bool = True
+    #: Weights of the output columns' errors (:mod:`onnxdc.auto.blocks`); None: all alike.
+    columns: np.ndarray | None = None
 
 
 def level_bytes(levels: np.ndarray, *, codebook_itemsize: int = 4, row: int | None = None) -> int:
@@ -194,8 +196,12 @@ def refit_target(h: np.ndarray, g: np.ndarray, w0: np.ndarray) -> np.ndarray:
 
 
 @single_blas_thread
-def tensor_curve(slot: int, name: str, w: np.ndarray, stats: LayerStats | None, *, row: int | None = None) -> Curve:
-    """The rate–distortion curve of one tensor (``w`` in its own shape and dtype)."""
+def tensor_curve(slot: int, name: str, w: np.ndarray, stats: LayerStats | None, *, row: int | None = None,
+                 columns: np.ndarray | None = None) -> Curve:
+    """The rate–distortion curve of one tensor (``w`` in its own shape and dtype).
+
+    ``columns`` (with statistics only) weighs each output column's error and divides its λ: the
+    distortions are then the weighted layer errors (see :mod:`onnxdc.auto.blocks`)."""
     w32 = w.astype(np.float32)
     if stats is None:
         # No float64 copy of the tensor is kept (an embedding table's is 92 MB, and each whole
@@ -224,7 +230,8 @@ def tensor_curve(slot: int, name: str, w: np.ndarray, stats: LayerStats | None, 
         else:  # statistics of a partly compressed model: quantize the refit W* = H⁻¹ G W0
             probs = [LayerProblem(h, refit_target(h, g, w0)) for h, g, w0 in zip(stats.h, stats.g, w0s)]
             w0s = [p.w_star for p in probs]
-        energy = sum(p.energy for p in probs)
+        energy = (sum(p.energy for p in probs) if columns is None
+                  else sum(layer_error(np.zeros_like(p.w_star), p.w_star, p.h, columns) for p in probs))
         u_diag = np.concatenate([np.diag(p.u) for p in probs])
         pts = []
         specs = []
@@ -234,7 +241,8 @@ def tensor_curve(slot: int, name: str, w: np.ndarray, stats: LayerStats | None, 
                      for w0 in w0s]
             lengths = code_lengths(sum(np.bincount(f.reshape(-1).astype(np.int64) + MAX_LEVEL,
                                                    minlength=2 * MAX_LEVEL + 1) for f in first))
-            specs.append((step, kappa, lam_for(step, u_diag, kappa), lengths))
+            lam = lam_for(step, u_diag, kappa)
+            specs.append((step, kappa, lam if columns is None else lam / columns, lengths))
         # The points' sweeps a group at a time, side by side (the same levels as one sweep per
         # point): a group's levels are packed before the next is swept.
         per = max(1, STACK_ELEMENTS // max(w32.size, 1))
@@ -243,16 +251,16 @@ def tensor_curve(slot: int, name: str, w: np.ndarray, stats: LayerStats | None, 
             swept = [ec_sweep_many(p.w_star, p.u, points=[(st, lam, ln) for st, _, lam, ln in group]) for p in probs]
             for i, (step, kappa, _, _) in enumerate(group):
                 lv_g = [levels[i] for levels in swept]
-                dist = sum(layer_error(step * lv.astype(np.float64), p.w_star, p.h) for lv, p in zip(lv_g, probs))
+                dist = sum(layer_error(step * lv.astype(np.float64), p.w_star, p.h, columns) for lv, p in zip(lv_g, probs))
                 lv = weight_tensor(form, [x.astype(np.int8) for x in lv_g], w32.shape).astype(np.int8)
                 pts.append(CurvePoint.of(step, level_bytes(lv, row=row), dist, lv, kappa))
             del swept
-        pts.extend(kmeans_points(w32, probs, form, row=row))
+        pts.extend(kmeans_points(w32, probs, form, row=row, columns=columns))
     if stats is None:
         pts.extend(kmeans_points(w32, None, row=row))
     pts.append(CurvePoint.of(0.0, exact_bytes(w), 0.0, None))
     pts.sort(key=lambda p: (p.est_bytes, p.distortion))
-    return Curve(slot, name, energy, pts, stats is not None)
+    return Curve(slot, name, energy, pts, stats is not None, None if stats is None else columns)
 
 
 def kmeans_table(codebook: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -268,7 +276,7 @@ def kmeans_table(codebook: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 @single_blas_thread
 def kmeans_points(w: np.ndarray, probs: list[LayerProblem] | None, form=None,  # noqa: ANN001
-                  *, row: int | None = None) -> list[CurvePoint]:
+                  *, row: int | None = None, columns: np.ndarray | None = None) -> list[CurvePoint]:
     """Deep Compression's own sharing as curve points: k-means codebooks of 2**bits values for
     :data:`KMEANS_BITS`, every weight kept, GPTQ-rounded to the codebook where the layer has
     statistics (``probs`` and its linear ``form``). The allocation then never does worse than
@@ -296,7 +304,7 @@ def kmeans_points(w: np.ndarray, probs: list[LayerProblem] | None, form=None,  #
             for p in probs:
                 wq, _ = obs_sweep(p.w_star, p.u, mask=np.ones(p.w_star.shape, bool), codebook=cb)
                 groups.append(cb_levels[np.searchsorted(mids, wq)].astype(np.int8))
-                dist += layer_error(wq, p.w_star, p.h)
+                dist += layer_error(wq, p.w_star, p.h, columns)
             lv = weight_tensor(form, groups, w.shape).astype(np.int8)
         # κ = 0 marks a fixed codebook: a refresh rounds to it again rather than to a step.
         out.append(CurvePoint.of(0.0, level_bytes(lv, row=row), dist, lv, 0.0, table))

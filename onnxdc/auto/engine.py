@@ -31,6 +31,7 @@ import numpy as np
 import onnx
 
 from onnxdc.auto.allocate import MAX_TRIALS, REFINE_TRIALS, Outcome, climb, lagrangian_path, predicted, refine, search
+from onnxdc.auto.blocks import gate_count, gate_weights
 from onnxdc.auto.budget import Budget, mean_cosine
 from onnxdc.auto.curves import Curve, level_bytes, tensor_curve
 from onnxdc.auto.refresh import Quantized, plain_quantized, refresh
@@ -100,6 +101,15 @@ def sensitivities(curves: dict[int, Curve], runner: TrialRunner, ref_outputs: li
     return out
 
 
+def gate_columns(gated: dict[int, int], weights: dict[int, np.ndarray], runner: TrialRunner,
+                 ref_outputs: list[np.ndarray]) -> dict[int, np.ndarray | None]:
+    """Each recurrent weight's column weights (slot -> gates), from one run per gate."""
+    def measure(replaced: dict[int, np.ndarray]) -> float:
+        return deficit(ref_outputs, runner.outputs(replaced), runner.n)
+
+    return {slot: gate_weights(slot, weights[slot], n, measure) for slot, n in gated.items()}
+
+
 def calibrated_tensor(q: Quantized, *, has_stats: bool) -> CalibratedTensor:
     """A quantized tensor as the container's shared form: a keep-mask, a codebook of the used
     non-zero levels times the step, and each kept weight's codebook index."""
@@ -166,23 +176,32 @@ def compress_rd(model: onnx.ModelProto, *, base: SharingConfig, data: dict[str, 
     release_memory()  # each phase's peak would otherwise stack on the free heap of those before
     weights = {slot: weight_of(plan) for slot, plan in plans.items()}
     rows = {slot: row_length(weights[slot].shape, plan.candidate.op) for slot, plan in plans.items()}
-    curves = {}
-    for done, (slot, plan) in enumerate(plans.items(), 1):
-        curves[slot] = tensor_curve(slot, tensor_label(plan.candidate.ref), weights[slot], stats.get(slot),
-                                    row=rows[slot])
-        if progress:
-            progress(done, len(plans), "curves")
-    needed = {slot: st.samples_needed for slot, st in stats.items()}
-    del stats
-    release_memory()
     dtypes = {slot: w.dtype for slot, w in weights.items()}
     # Sensitivities are ratios, stable on a few samples; large inputs (a detector's images) get
     # fewer, so that a run per tensor stays cheap.
     per_sample = sum(v[:1].nbytes for k, v in fit.items() if k != "labels")
     n_sens = max(MIN_SENSITIVITY_SAMPLES, min(SENSITIVITY_SAMPLES, SENSITIVITY_BYTES // max(per_sample, 1)))
     sens_data = select(fit, slice(0, n_sens))
-    sens_runner = TrialRunner(model, list(plans), sens_data, originals=weights)
-    sens = sensitivities(curves, sens_runner, sens_runner.outputs({}), dtypes, progress=progress)
+    gated = {slot: n for slot, st in stats.items() if (n := gate_count(st.form, weights[slot].shape))}
+    sens_runner = sens_ref = None
+    columns: dict[int, np.ndarray | None] = {}
+    if gated:  # a recurrent op's gates weigh their columns' errors (onnxdc.auto.blocks): a run per gate
+        sens_runner = TrialRunner(model, list(plans), sens_data, originals=weights)
+        sens_ref = sens_runner.outputs({})
+        columns = gate_columns(gated, weights, sens_runner, sens_ref)
+    curves = {}
+    for done, (slot, plan) in enumerate(plans.items(), 1):
+        curves[slot] = tensor_curve(slot, tensor_label(plan.candidate.ref), weights[slot], stats.get(slot),
+                                    row=rows[slot], columns=columns.get(slot))
+        if progress:
+            progress(done, len(plans), "curves")
+    needed = {slot: st.samples_needed for slot, st in stats.items()}
+    del stats
+    release_memory()
+    if sens_runner is None:
+        sens_runner = TrialRunner(model, list(plans), sens_data, originals=weights)
+        sens_ref = sens_runner.outputs({})
+    sens = sensitivities(curves, sens_runner, sens_ref, dtypes, progress=progress)
     del sens_runner
     release_memory()
     path, losses = lagrangian_path(curves, sens)

@@ -115,7 +115,7 @@ def refresh(model: onnx.ModelProto, plans: dict, curves: dict[int, Curve], picks
                               replaced=replaced if direct else None)
         del replaced
         for t in group:
-            out[t] = _requantize(out[t], stats[t], weights[t])
+            out[t] = _requantize(out[t], stats[t], weights[t], curves[t].columns)
         del stats
         release_memory()  # the pass's sessions and model copy: the next group's stack on no free heap
         if memo is not None:
@@ -141,8 +141,9 @@ class _Weights(Mapping):
 
 
 @single_blas_thread
-def _requantize(q: Quantized, st, w: np.ndarray) -> Quantized:  # noqa: ANN001 - LayerStats
-    """``q``'s step, dead zone and code lengths applied to the refit target of fresh statistics."""
+def _requantize(q: Quantized, st, w: np.ndarray, columns: np.ndarray | None = None) -> Quantized:  # noqa: ANN001
+    """``q``'s step, dead zone and code lengths applied to the refit target of fresh statistics
+    (``st``, a LayerStats), its output columns weighed as its curve's (``columns``)."""
     from onnxdc.auto.curves import refit_target
     from onnxdc.calibration.linear import weight_matrices, weight_tensor
     from onnxdc.stages.compensate import LayerProblem
@@ -163,20 +164,28 @@ def _requantize(q: Quantized, st, w: np.ndarray) -> Quantized:  # noqa: ANN001 -
             prob = LayerProblem(h, refit_target(h, g, w0))
             wq, _ = obs_sweep(prob.w_star, prob.u, mask=np.ones(w0.shape, bool), codebook=cb)
             groups.append((used[np.searchsorted(mids, wq)] - MAX_LEVEL).astype(np.int8))
-            err += layer_error(wq, prob.w_star, h)
-            energy += prob.energy
+            err += layer_error(wq, prob.w_star, h, columns)
+            energy += _energy(prob, columns)
         return Quantized.of(weight_tensor(st.form, groups, w.shape).astype(np.int8), q.step,
                          err / energy if energy > 0 else 0.0, q.kappa, q.values)
     lengths = code_lengths(np.bincount(q.levels.reshape(-1).astype(np.int64) + MAX_LEVEL, minlength=2 * MAX_LEVEL + 1))
     lv_g, err, energy = [], 0.0, 0.0
     for h, g, w0 in zip(st.h, st.g, w0s):
         prob = LayerProblem(h, refit_target(h, g, w0))
-        lv = ec_sweep(prob.w_star, prob.u, step=q.step, lam=lam_for(q.step, np.diag(prob.u), q.kappa), lengths=lengths)
+        lam = lam_for(q.step, np.diag(prob.u), q.kappa)
+        lv = ec_sweep(prob.w_star, prob.u, step=q.step, lam=lam if columns is None else lam / columns, lengths=lengths)
         lv_g.append(lv)
-        err += layer_error(q.step * lv.astype(np.float64), prob.w_star, h)
-        energy += prob.energy
+        err += layer_error(q.step * lv.astype(np.float64), prob.w_star, h, columns)
+        energy += _energy(prob, columns)
     return Quantized.of(weight_tensor(st.form, lv_g, w.shape).astype(np.int8), q.step,
                      err / energy if energy > 0 else 0.0, q.kappa)
+
+
+def _energy(prob, columns: np.ndarray | None) -> float:  # noqa: ANN001 - a LayerProblem
+    """The layer's output energy, its columns weighed as its errors are."""
+    from onnxdc.stages.ecq import layer_error
+
+    return prob.energy if columns is None else layer_error(np.zeros_like(prob.w_star), prob.w_star, prob.h, columns)
 
 
 def _subset(data: dict[str, np.ndarray], n: int | None) -> dict[str, np.ndarray]:

@@ -70,7 +70,7 @@ def initial_lengths(ws: list[np.ndarray], step: float) -> np.ndarray:
     return code_lengths(counts)
 
 
-def _round(row: np.ndarray, step: float, scale: float, lam: float, lengths: np.ndarray) -> np.ndarray:
+def _round(row: np.ndarray, step: float, scale: float, lam: float | np.ndarray, lengths: np.ndarray) -> np.ndarray:
     """The level of each value of ``row`` minimizing ``(v - step·c)²/scale + lam·len(c)``.
 
     The candidates are the two levels around ``v/step`` and zero: a level beyond them costs more
@@ -90,10 +90,11 @@ def _round(row: np.ndarray, step: float, scale: float, lam: float, lengths: np.n
 
 
 @single_blas_thread
-def ec_sweep(w: np.ndarray, u: np.ndarray, *, step: float, lam: float, lengths: np.ndarray) -> np.ndarray:
+def ec_sweep(w: np.ndarray, u: np.ndarray, *, step: float, lam: float | np.ndarray, lengths: np.ndarray) -> np.ndarray:
     """One GPTQ sweep over the rows of ``w`` (in × out, float64) with entropy-constrained rounding.
 
-    Returns the levels (in × out, int8). ``u`` is the upper Cholesky factor of ``H⁻¹``.
+    Returns the levels (in × out, int8). ``u`` is the upper Cholesky factor of ``H⁻¹``. ``lam``
+    is one λ, or one per output column (columns whose error matters less pay more for bits).
     """
     w = w.astype(np.float64, copy=True)
     levels = np.zeros(w.shape, dtype=np.int8)
@@ -113,7 +114,7 @@ STACK_ELEMENTS = 1 << 22
 
 @single_blas_thread
 def ec_sweep_many(w: np.ndarray, u: np.ndarray, *,
-                  points: list[tuple[float, float, np.ndarray]]) -> list[np.ndarray]:
+                  points: list[tuple[float, float | np.ndarray, np.ndarray]]) -> list[np.ndarray]:
     """:func:`ec_sweep` at several ``(step, lam, lengths)`` at once: the same levels, one sweep.
 
     A sweep's cost on small layers is its per-row Python and numpy overhead, not arithmetic; the
@@ -129,13 +130,13 @@ def ec_sweep_many(w: np.ndarray, u: np.ndarray, *,
     return out
 
 
-def _sweep_group(w: np.ndarray, u: np.ndarray, points: list[tuple[float, float, np.ndarray]],
+def _sweep_group(w: np.ndarray, u: np.ndarray, points: list[tuple[float, float | np.ndarray, np.ndarray]],
                  n_out: int) -> list[np.ndarray]:
     p = len(points)
     ws = np.tile(w.astype(np.float64), (1, p))
     steps = np.repeat(np.array([s for s, _, _ in points], dtype=np.float64), n_out)
     inv = np.repeat(np.array([1.0 / s for s, _, _ in points], dtype=np.float64), n_out)
-    lams = np.repeat(np.array([lam for _, lam, _ in points], dtype=np.float64), n_out)
+    lams = np.concatenate([np.broadcast_to(np.asarray(lam, dtype=np.float64), (n_out,)) for _, lam, _ in points])
     table = np.concatenate([np.asarray(lengths, dtype=np.float64) for _, _, lengths in points])
     base = np.repeat(np.arange(p, dtype=np.int64) * (2 * MAX_LEVEL + 1), n_out) + MAX_LEVEL
     zero_len = table[base]
@@ -225,9 +226,15 @@ def centroids(w: np.ndarray, levels: np.ndarray, step: float) -> np.ndarray:
 
 
 @single_blas_thread
-def layer_error(w_hat: np.ndarray, w_star: np.ndarray, h: np.ndarray | None) -> float:
-    """``tr((Ŵ-W*)ᵀ H (Ŵ-W*))`` (``H`` = identity when None): the closed-form layer error."""
+def layer_error(w_hat: np.ndarray, w_star: np.ndarray, h: np.ndarray | None,
+                columns: np.ndarray | None = None) -> float:
+    """``tr((Ŵ-W*)ᵀ H (Ŵ-W*))`` (``H`` = identity when None): the closed-form layer error.
+
+    ``columns`` (one weight per output column) weighs each output's error: the layer error as
+    the outputs downstream feel it, when some outputs matter more (a recurrent op's gates).
+    """
     d = w_hat.astype(np.float64) - w_star
-    if h is None:
-        return float(np.sum(d * d))
-    return float(np.sum(d * (h @ d)))
+    e = d * d if h is None else d * (h @ d)
+    if columns is not None:
+        e = e * columns
+    return float(np.sum(e))
