@@ -135,3 +135,48 @@ def test_the_crnn_grus_gates_are_weighed_and_its_container_shrinks_within_the_bu
     assert len(seen) == 2 and all(c is not None and np.ptp(c) > 0.1 for c in seen.values())
     assert weighed.budget_met and uniform.budget_met
     assert len(weighed.result.data) < len(uniform.result.data)
+
+
+def test_bidirectional_gru_and_lstm_weights_are_weighed_and_the_budget_holds() -> None:
+    """Both directions of a bidirectional GRU share their gates' weights; an LSTM's four gates
+    are weighed too; the automatic container meets its budget and decodes to a model that runs."""
+    import onnxruntime as ort
+    from onnx import TensorProto, numpy_helper
+
+    import onnxdc.auto.engine as engine
+    from onnxdc import decompress
+    from onnxdc.api import Budget, SharingConfig, compress_auto
+
+    rng = np.random.default_rng(11)
+
+    def w(name: str, *shape: int) -> object:
+        return numpy_helper.from_array((rng.standard_normal(shape) * 0.3).astype(np.float32), name)
+
+    nodes = [helper.make_node("Transpose", ["x"], ["seq"], perm=[1, 0, 2]),  # onnxruntime runs time-major only
+             helper.make_node("GRU", ["seq", "gw", "gr"], ["gt"], hidden_size=8, direction="bidirectional",
+                              linear_before_reset=1),
+             helper.make_node("LSTM", ["seq", "lw", "lr"], ["lt"], hidden_size=6),
+             helper.make_node("Transpose", ["gt"], ["gy"], perm=[2, 0, 1, 3]),
+             helper.make_node("Transpose", ["lt"], ["ly"], perm=[2, 0, 1, 3])]
+    graph = helper.make_graph(nodes, "rnns", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 10, 12])],
+                              [helper.make_tensor_value_info(o, TensorProto.FLOAT, None) for o in ("gy", "ly")],
+                              initializer=[w("gw", 2, 24, 12), w("gr", 2, 24, 8), w("lw", 1, 24, 12), w("lr", 1, 24, 6)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    data = {"x": rng.standard_normal((96, 10, 12)).astype(np.float32)}
+    seen: dict[int, np.ndarray | None] = {}
+
+    def recording(slot, w, gates, deficit):  # noqa: ANN001, ANN202
+        seen[slot] = gate_weights(slot, w, gates, deficit)
+        return seen[slot]
+
+    mp = pytest.MonkeyPatch()
+    try:
+        mp.setattr(engine, "gate_weights", recording)
+        auto = compress_auto(model, base=SharingConfig(min_elements=64), data=data, budget=Budget(min_agreement=None))
+    finally:
+        mp.undo()
+    assert sorted(c.size for c in seen.values() if c is not None) == [24, 24, 24, 24]
+    assert auto.budget_met
+    out = ort.InferenceSession(decompress(auto.result.data).SerializeToString(),
+                               providers=["CPUExecutionProvider"]).run(None, {"x": data["x"][:4]})
+    assert out[0].shape == (4, 10, 2, 8) and out[1].shape == (4, 10, 1, 6)
