@@ -5,7 +5,8 @@
 2. **Curves**: per tensor, entropy-constrained uniform quantizations at steps half an octave
    apart and several dead-zone widths, GPTQ-rounded against ``H``, Deep Compression's k-means at
    2-6 bits and the exact tensor, each with its closed-form layer error ``D`` and estimated bytes
-   (:mod:`onnxdc.auto.curves`).
+   (:mod:`onnxdc.auto.curves`). A recurrent op's W and R first get a weight per gate, from one
+   noise run per gate (:mod:`onnxdc.auto.blocks`): their ``D`` weighs each gate's columns by it.
 3. **Sensitivities**: one whole-model run per tensor (that tensor alone quantized, on the fitting
    samples) maps layer error to output fidelity: the outputs' cosine deficit is ``s · D`` for
    small errors (both are quadratic in the weight error).
