@@ -12,9 +12,9 @@ from coder_helpers import check_decode_fails, check_encode_decode
 
 from onnxdc.coders import get_coder
 from onnxdc.coders.base import write_varint
-from onnxdc.coders.rans import RansCoder
-from onnxdc.coders.rans_ctx import RansCtxCoder, contexts, lanes_for
-from onnxdc.errors import CoderError
+from onnxdc.coders.rans import LANE_SYMBOLS, RansCoder
+from onnxdc.coders.rans_ctx import SCALAR_LANES, RansCtxCoder, _decode_joint, _decode_scalar, contexts, lanes_for
+from onnxdc.errors import CoderError, DecodeError
 from onnxdc.pipeline.shared import row_length
 from onnxdc.pipeline.streams import encode_best, order0_entropy_bits
 
@@ -226,3 +226,37 @@ def test_the_dense_layout_tries_it_in_automatic_choices_only() -> None:
     np.testing.assert_array_equal(auto.values, without.values)
     named = encode_shared(w, keep, share=share, index_coders=[{"id": "huffman"}], positions="dense", op="Gemm")
     assert named.streams["indices"].coder["id"] == "huffman"
+
+
+def _both_decoders(coder: RansCtxCoder, stream: bytes, count: int) -> list[np.ndarray | str]:
+    """What the symbol-by-symbol and the lock-step decoder make of one stream: symbols or the error."""
+    got: list[np.ndarray | str] = []
+    for decoder in (_decode_scalar, lambda p: _decode_joint([p])[0]):
+        try:
+            got.append(decoder(coder._parse(stream, count)))
+        except DecodeError as exc:
+            got.append(str(exc))
+    return got
+
+
+@pytest.mark.parametrize(("rows", "row", "dead"), [(1, 7, 0.0), (3, 50, 0.4), (40, 800, 0.5), (200, 100, 0.9),
+                                                   (SCALAR_LANES + 1, LANE_SYMBOLS, 0.3)])
+def test_the_two_decoders_agree_on_good_and_damaged_streams(rows: int, row: int, dead: float) -> None:
+    """Streams of few lanes decode symbol by symbol, wider ones in the lock-step: on every stream,
+    whole, cut, extended, with a word flipped or a state changed, both give the same symbols or the
+    same error."""
+    symbols = _dead_columns(rows, row, seed=rows + row, dead=dead)
+    coder = RansCtxCoder(row)
+    stream = coder.encode(symbols)
+    for got in _both_decoders(coder, stream, symbols.size):
+        np.testing.assert_array_equal(got, symbols)
+    flipped = bytearray(stream)
+    flipped[-1] ^= 0x21
+    state = bytearray(stream)
+    state[-2 * 3 - 1] ^= 0x01
+    for bad in (stream[:-2], stream + b"\0\0", bytes(flipped), bytes(state)):
+        scalar, joint = _both_decoders(coder, bad, symbols.size)
+        if isinstance(scalar, str) or isinstance(joint, str):
+            assert scalar == joint
+        else:
+            np.testing.assert_array_equal(scalar, joint)
