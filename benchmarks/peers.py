@@ -1,7 +1,9 @@
 """onnxdc's default against the peers users already have, side by side, at one accuracy gate.
 
 For each sample model, every method's smallest file that keeps test-split top-1 within
-``--max-drop`` points (default 0.5) of the original's, on the same 400 test samples:
+``--max-drop`` points (default 0.5) of the original's, on the same 400 test samples (the YOLO
+sample: its box F1 on its test split, ``yolo_metric.py``; its calibration data have no labels, so
+onnxdc's row is ``--calib`` alone, as for ``--exported`` below):
 
 * ``fp16 + zstd -19``: float32 initializers stored as float16 (a Cast back to float32 after each),
   the whole .onnx file compressed by zstd at level 19;
@@ -45,7 +47,7 @@ cosine 0.999; top-1 agreement where the output has classes).
 both sides get the same test-chosen setting. Like the peers' rows, it is a best case, not a
 default.
 
-    python benchmarks/peers.py [--models lenet300 lenet5 crnn] [--exported DIR] [--nncodec-python PY] [--matched] [--json out.json]
+    python benchmarks/peers.py [--models lenet300 lenet5 crnn yolo] [--exported DIR] [--nncodec-python PY] [--matched] [--json out.json]
 """
 
 from __future__ import annotations
@@ -70,6 +72,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from task_metrics import cosines, task_metric  # noqa: E402
 
 MODELS = Path(__file__).resolve().parent.parent / "models"
+#: Sample models judged by a task metric rather than top-1 against labels.
+SAMPLE_TASKS = {"yolo": "box_f1"}
 #: NNCodec's quantization parameters, from fine to coarse (its step size doubles every 4 with qp_density 2).
 QPS = tuple(range(-36, -3))
 #: onnxdc's --min-cosine floors for ``--oracle``, from fine to coarse.
@@ -200,17 +204,23 @@ class Bench:
 
 
 class TaskBench(Bench):
-    """An exported model judged by its task metric (``task_metrics.py``) on its test split: the
-    ``top1`` fields of its rows hold that metric."""
+    """A model judged by its task metric on its test split (``task_metrics.py``; the YOLO sample's
+    box F1, ``yolo_metric.py``): the ``top1`` fields of its rows hold that metric."""
 
     labelled = False
 
-    def __init__(self, directory: Path, name: str, max_drop: float) -> None:
-        meta = json.loads((directory / f"{name}.json").read_text())
-        self.metric = meta["metric"]
+    def __init__(self, directory: Path, name: str, metric: str, max_drop: float) -> None:
+        self.metric = metric
         self.targets = np.load(directory / f"{name}.test_targets.npz")["targets"]
         self._ref_out: np.ndarray | None = None
         super().__init__(name, max_drop, directory)
+
+    def _task(self, out: np.ndarray) -> float:
+        if self.metric == "box_f1":
+            from yolo_metric import yolo_box_f1
+
+            return yolo_box_f1(out, self.targets)
+        return task_metric(self.metric, out, self.targets)
 
     def _first_output(self, model: onnx.ModelProto) -> np.ndarray:
         import onnxruntime as ort
@@ -220,17 +230,17 @@ class TaskBench(Bench):
 
     def reference_metric(self) -> float:
         self._ref_out = self._first_output(self.model)
-        return task_metric(self.metric, self._ref_out, self.targets)
+        return self._task(self._ref_out)
 
     def score(self, candidate: onnx.ModelProto) -> tuple[float, float]:
         out = self._first_output(candidate)
-        return task_metric(self.metric, out, self.targets), float(cosines(self._ref_out, out).mean())
+        return self._task(out), float(cosines(self._ref_out, out).mean())
 
 
 def exported_benches(directory: Path, max_drop: float) -> list[TaskBench]:
     """The trained models of an ``exported_models.py --build`` directory (those with a task metric)."""
     metas = [json.loads(p.read_text()) for p in sorted(directory.glob("*.json"))]
-    return [TaskBench(directory, m["name"], max_drop) for m in metas
+    return [TaskBench(directory, m["name"], m["metric"], max_drop) for m in metas
             if m.get("metric", "cosine") != "cosine" and m.get("trained") and (directory / f"{m['name']}.onnx").exists()]
 
 
@@ -262,7 +272,7 @@ def matmul_nbits_trials(b: Bench) -> list:
         q.process()
         out = q.model.model
         if not any(n.op_type == "MatMulNBits" for n in out.graph.node):
-            raise ValueError("no MatMul weight for the 4-bit quantizer (dense layers are Gemm)")
+            raise ValueError("no MatMul weight for the 4-bit quantizer (the weights feed Gemm, Conv or recurrent ops)")
         return zstd19(out.SerializeToString()), out
 
     return [(f"4-bit block {bs}", lambda bs=bs: run(bs)) for bs in (32, 64, 128)]
@@ -316,7 +326,7 @@ def matched(b: Bench, nncodec: dict) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--models", nargs="*", default=["lenet300", "lenet5", "crnn"])
+    ap.add_argument("--models", nargs="*", default=["lenet300", "lenet5", "crnn", "yolo"])
     ap.add_argument("--exported", type=Path, help="also the trained models of an exported_models.py --build DIR")
     ap.add_argument("--max-drop", type=float, default=0.5, help="test top-1 (or task metric) points a method may lose")
     ap.add_argument("--nncodec-python", help="a Python with nncodec installed (see the module docstring)")
@@ -328,7 +338,8 @@ def main() -> None:
     print(f"| model (test metric) | method | best setting | bytes | ratio | test metric | test cosine | "
           f"gate ({args.max_drop} pt) |")
     print("|---|---|---|---:|---:|---:|---:|---|")
-    benches = [Bench(name, args.max_drop) for name in args.models]
+    benches = [TaskBench(MODELS, name, SAMPLE_TASKS[name], args.max_drop) if name in SAMPLE_TASKS
+               else Bench(name, args.max_drop) for name in args.models]
     if args.exported:
         benches += exported_benches(args.exported, args.max_drop)
     with tempfile.TemporaryDirectory() as tmp_name:
