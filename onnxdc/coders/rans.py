@@ -356,8 +356,15 @@ def _decode_scalar(p: _Parsed) -> np.ndarray:
                 x = (x << _WORD) | w[pos]
                 pos += 1
             states[lane] = x
-    if pos != nwords or any(x != low for x in states):
-        raise DecodeError("rans stream does not end where its symbols do (corrupt or trailing words)")
+    return scalar_result(out, pos, nwords, states, coder="rans")
+
+
+def scalar_result(out: bytearray, pos: int, nwords: int, states: list[int], *, coder: str) -> np.ndarray:
+    """A symbol-by-symbol decoder's symbols, once it has checked that the stream ends where they
+    do: every word read and every lane back at the encoder's initial state. (The renormalization
+    inside both scalar loops is written out in each: a call per symbol would cost them a third.)"""
+    if pos != nwords or any(x != _LOW for x in states):
+        raise DecodeError(f"{coder} stream does not end where its symbols do (corrupt or trailing words)")
     return np.frombuffer(out, dtype=np.uint8)
 
 

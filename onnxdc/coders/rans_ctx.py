@@ -77,6 +77,7 @@ from onnxdc.coders.rans import (
     encode_lanes,
     quantize,
     refill_states,
+    scalar_result,
 )
 from onnxdc.coders.registry import register_coder
 from onnxdc.errors import DecodeError
@@ -443,9 +444,7 @@ def _decode_scalar(p: _Parsed) -> np.ndarray:
             x = (x << _WORD) | w[pos]
             pos += 1
         states[lane] = x
-    if pos != nwords or any(x != low for x in states):
-        raise DecodeError("rans-ctx stream does not end where its symbols do (corrupt or trailing words)")
-    return np.frombuffer(out, dtype=np.uint8)
+    return scalar_result(out, pos, nwords, states, coder="rans-ctx")
 
 
 def _decode_joint(streams: list[_Parsed]) -> list[np.ndarray]:
