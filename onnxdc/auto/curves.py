@@ -195,6 +195,13 @@ def refit_target(h: np.ndarray, g: np.ndarray, w0: np.ndarray) -> np.ndarray:
         return w0
 
 
+def layer_energy(prob: LayerProblem, columns: np.ndarray | None) -> float:
+    """The layer's output energy ``tr(W*ᵀ H W*)``, its columns weighed as its errors are."""
+    if columns is None:
+        return prob.energy
+    return layer_error(np.zeros_like(prob.w_star), prob.w_star, prob.h, columns)
+
+
 @single_blas_thread
 def tensor_curve(slot: int, name: str, w: np.ndarray, stats: LayerStats | None, *, row: int | None = None,
                  columns: np.ndarray | None = None) -> Curve:
@@ -230,8 +237,7 @@ def tensor_curve(slot: int, name: str, w: np.ndarray, stats: LayerStats | None, 
         else:  # statistics of a partly compressed model: quantize the refit W* = H⁻¹ G W0
             probs = [LayerProblem(h, refit_target(h, g, w0)) for h, g, w0 in zip(stats.h, stats.g, w0s)]
             w0s = [p.w_star for p in probs]
-        energy = (sum(p.energy for p in probs) if columns is None
-                  else sum(layer_error(np.zeros_like(p.w_star), p.w_star, p.h, columns) for p in probs))
+        energy = sum(layer_energy(p, columns) for p in probs)
         u_diag = np.concatenate([np.diag(p.u) for p in probs])
         pts = []
         specs = []

@@ -144,7 +144,7 @@ class _Weights(Mapping):
 def _requantize(q: Quantized, st, w: np.ndarray, columns: np.ndarray | None = None) -> Quantized:  # noqa: ANN001
     """``q``'s step, dead zone and code lengths applied to the refit target of fresh statistics
     (``st``, a LayerStats), its output columns weighed as its curve's (``columns``)."""
-    from onnxdc.auto.curves import refit_target
+    from onnxdc.auto.curves import layer_energy, refit_target
     from onnxdc.calibration.linear import weight_matrices, weight_tensor
     from onnxdc.stages.compensate import LayerProblem
     from onnxdc.stages.ecq import code_lengths, ec_sweep, lam_for, layer_error
@@ -165,7 +165,7 @@ def _requantize(q: Quantized, st, w: np.ndarray, columns: np.ndarray | None = No
             wq, _ = obs_sweep(prob.w_star, prob.u, mask=np.ones(w0.shape, bool), codebook=cb)
             groups.append((used[np.searchsorted(mids, wq)] - MAX_LEVEL).astype(np.int8))
             err += layer_error(wq, prob.w_star, h, columns)
-            energy += _energy(prob, columns)
+            energy += layer_energy(prob, columns)
         return Quantized.of(weight_tensor(st.form, groups, w.shape).astype(np.int8), q.step,
                          err / energy if energy > 0 else 0.0, q.kappa, q.values)
     lengths = code_lengths(np.bincount(q.levels.reshape(-1).astype(np.int64) + MAX_LEVEL, minlength=2 * MAX_LEVEL + 1))
@@ -176,16 +176,9 @@ def _requantize(q: Quantized, st, w: np.ndarray, columns: np.ndarray | None = No
         lv = ec_sweep(prob.w_star, prob.u, step=q.step, lam=lam if columns is None else lam / columns, lengths=lengths)
         lv_g.append(lv)
         err += layer_error(q.step * lv.astype(np.float64), prob.w_star, h, columns)
-        energy += _energy(prob, columns)
+        energy += layer_energy(prob, columns)
     return Quantized.of(weight_tensor(st.form, lv_g, w.shape).astype(np.int8), q.step,
                      err / energy if energy > 0 else 0.0, q.kappa)
-
-
-def _energy(prob, columns: np.ndarray | None) -> float:  # noqa: ANN001 - a LayerProblem
-    """The layer's output energy, its columns weighed as its errors are."""
-    from onnxdc.stages.ecq import layer_error
-
-    return prob.energy if columns is None else layer_error(np.zeros_like(prob.w_star), prob.w_star, prob.h, columns)
 
 
 def _subset(data: dict[str, np.ndarray], n: int | None) -> dict[str, np.ndarray]:
