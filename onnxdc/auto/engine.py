@@ -103,12 +103,17 @@ def sensitivities(curves: dict[int, Curve], runner: TrialRunner, ref_outputs: li
 
 
 def gate_columns(gated: dict[int, int], weights: dict[int, np.ndarray], runner: TrialRunner,
-                 ref_outputs: list[np.ndarray]) -> dict[int, np.ndarray | None]:
+                 ref_outputs: list[np.ndarray], progress: Progress | None = None) -> dict[int, np.ndarray | None]:
     """Each recurrent weight's column weights (slot -> gates), from one run per gate."""
     def measure(replaced: dict[int, np.ndarray]) -> float:
         return deficit(ref_outputs, runner.outputs(replaced), runner.n)
 
-    return {slot: gate_weights(slot, weights[slot], n, measure) for slot, n in gated.items()}
+    out = {}
+    for done, (slot, n) in enumerate(gated.items(), 1):
+        out[slot] = gate_weights(slot, weights[slot], n, measure)
+        if progress:
+            progress(done, len(gated), "gates")
+    return out
 
 
 def calibrated_tensor(q: Quantized, *, has_stats: bool) -> CalibratedTensor:
@@ -189,7 +194,7 @@ def compress_rd(model: onnx.ModelProto, *, base: SharingConfig, data: dict[str, 
     if gated:  # a recurrent op's gates weigh their columns' errors (onnxdc.auto.blocks): a run per gate
         sens_runner = TrialRunner(model, list(plans), sens_data, originals=weights)
         sens_ref = sens_runner.outputs({})
-        columns = gate_columns(gated, weights, sens_runner, sens_ref)
+        columns = gate_columns(gated, weights, sens_runner, sens_ref, progress)
     curves = {}
     for done, (slot, plan) in enumerate(plans.items(), 1):
         curves[slot] = tensor_curve(slot, tensor_label(plan.candidate.ref), weights[slot], stats.get(slot),

@@ -1,8 +1,8 @@
 """The CLI's side of the library's ``progress(done, total, label)`` callback: phases on stderr.
 
 The library reports steps; a *phase* is a run of reports with one label and one total whose count
-does not go back (the automatic mode labels its reports with the phase name: statistics, curves,
-sensitivity, allocation, verification, encoding). A new label, another total or a count that goes
+does not go back (the automatic mode labels its reports with the phase name: statistics, gates,
+curves, sensitivity, allocation, verification, encoding). A new label, another total or a count that goes
 back starts the next phase. On a terminal each phase gets its own click bar, labelled by the
 phase, with the library's total and an ETA; in a log (stderr not a terminal) there is no bar and,
 when asked, one line per phase as it ends: ``onnxdc: <phase>: <total> steps in <s> s``.
