@@ -37,6 +37,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -311,11 +312,9 @@ def decode_many(items: Sequence[tuple[bytes, int]]) -> list[np.ndarray]:
             out[i] = p
         else:
             parsed.append((i, p))
-    wide = max((p.steps for _, p in parsed if p.states.size > SCALAR_LANES), default=0)
-    joint = [(i, p) for i, p in parsed if p.states.size > SCALAR_LANES or p.steps <= wide]
-    for i, p in parsed:
-        if p.states.size <= SCALAR_LANES and p.steps > wide:
-            out[i] = _decode_scalar(p)
+    scalar, joint = split_by_decoder(parsed, SCALAR_LANES)
+    for i, p in scalar:
+        out[i] = _decode_scalar(p)
     if len(joint) == 1:
         i, p = joint[0]
         out[i] = _decode_one(p)
@@ -323,6 +322,17 @@ def decode_many(items: Sequence[tuple[bytes, int]]) -> list[np.ndarray]:
         for (i, _), symbols in zip(joint, _decode_joint([p for _, p in joint])):
             out[i] = symbols
     return out  # type: ignore[return-value]
+
+
+def split_by_decoder(parsed: list[tuple[int, Any]], scalar_lanes: int) -> tuple[list, list]:
+    """``(index, parsed stream)`` pairs split into those decoded symbol by symbol and those decoded
+    in one lock-step: a stream of at most ``scalar_lanes`` lanes goes symbol by symbol unless a
+    wider stream's lock-step runs at least as many steps as it needs, when it joins at no extra
+    step. Shared by ``rans`` and ``rans-ctx`` (their parsed streams both have ``states``, ``steps``)."""
+    wide = max((p.steps for _, p in parsed if p.states.size > scalar_lanes), default=0)
+    scalar = [(i, p) for i, p in parsed if p.states.size <= scalar_lanes and p.steps > wide]
+    joint = [(i, p) for i, p in parsed if p.states.size > scalar_lanes or p.steps <= wide]
+    return scalar, joint
 
 
 def _decode_one(p: _Parsed) -> np.ndarray:

@@ -78,6 +78,7 @@ from onnxdc.coders.rans import (
     quantize,
     refill_states,
     scalar_result,
+    split_by_decoder,
 )
 from onnxdc.coders.registry import register_coder
 from onnxdc.errors import DecodeError
@@ -220,13 +221,9 @@ class RansCtxCoder(Coder):
                 out[i] = p
             else:
                 parsed.append((i, p))
-        # Streams of few lanes decode symbol by symbol, unless a wider stream's lock-step needs as
-        # many steps anyway.
-        wide = max((p.steps for _, p in parsed if p.states.size > SCALAR_LANES), default=0)
-        joint = [(i, p) for i, p in parsed if p.states.size > SCALAR_LANES or p.steps <= wide]
-        for i, p in parsed:
-            if p.states.size <= SCALAR_LANES and p.steps > wide:
-                out[i] = _decode_scalar(p)
+        scalar, joint = split_by_decoder(parsed, SCALAR_LANES)
+        for i, p in scalar:
+            out[i] = _decode_scalar(p)
         if joint:
             for (i, _), symbols in zip(joint, _decode_joint([p for _, p in joint])):
                 out[i] = symbols
@@ -412,11 +409,12 @@ def _tables(p: _Parsed) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 def _decode_scalar(p: _Parsed) -> np.ndarray:
     """One stream symbol by symbol in plain Python (symbol ``n`` of lane ``n % lanes``, in order):
-    the symbols and errors of :func:`_decode_joint`, faster for a few lanes (see :data:`SCALAR_LANES`). Tables, words and the column
-    counters are numpy arrays read through memoryviews: memory stays that of the joint decoder."""
+    the symbols and errors of :func:`_decode_joint`, faster for a few lanes (see
+    :data:`SCALAR_LANES`). Tables, words and the column counters are numpy arrays read through
+    memoryviews: memory stays that of the joint decoder."""
     symbol_of, freq_of, bias_of = _tables(p)
     sym, fr, bi = memoryview(symbol_of), memoryview(freq_of), memoryview(bias_of)
-    w = memoryview(np.ascontiguousarray(p.words, dtype=np.int64))
+    w = memoryview(p.words)  # int64, native order (_parse made it)
     counts_above = np.full(min(p.row, p.count), -1, dtype=np.int64)  # 64 * non-zeros - 1, as there
     counter = memoryview(counts_above)
     lut = _buckets().tolist()
